@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Tests run on 4 simulated CPU devices so pmap and sharding code paths are exercised.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+# Until the procedural benchmark and the trainer exist, the demo is the parity check: all
+# networks at full width on random weights, JAX against the PyTorch reference.
+demo: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) -m gio_ada_jax.parity --network all --height 94 --width 311
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,40 @@
+"""Every default of gio_ada_jax, one comment each. Other configs start from this one."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The paper's settings (section 3.5) on Virtual KITTI -> KITTI."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameter initialisation (and, later, data order and dropout).
+
+  model = config.model = ml_collections.ConfigDict()
+  model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).
+  model.dtype = "float32"  # Compute dtype of every network ("bfloat16" for mixed precision).
+  model.param_dtype = "float32"  # Storage dtype of the parameters.
+  model.width = 1.0  # Channel multiplier for all four networks (< 1 for tests and CPU demos).
+
+  generator = model.generator = ml_collections.ConfigDict()
+  generator.ngf = 64  # CycleGAN's generator width.
+  generator.num_blocks = 9  # Residual blocks (CycleGAN resnet_9blocks; 6 also exists upstream).
+  generator.use_labels = True  # Feed one-hot source labels to G_img ('+s').
+  generator.use_depth = True  # Feed normalised source depth to G_img ('+d').
+
+  task_net = model.task_net = ml_collections.ConfigDict()
+  # Fixed input normalisation for the encoder's pretrained weights: "torchvision" (ImageNet
+  # RGB mean/std), "caffe" (BGR 0-255 minus mean, AdaptSegNet) or "none".
+  task_net.input_norm = "torchvision"
+  task_net.aspp_dilations = (6, 12, 18, 24)  # DeepLab-v2 ASPP.
+  # ASPP branches whose outputs are summed: 4 is DeepLab-v2 (the paper); 2 reproduces
+  # AdaptSegNet's early-return bug, for its released checkpoints.
+  task_net.aspp_summed_branches = 4
+
+  d_img = model.d_img = ml_collections.ConfigDict()
+  d_img.ndf = 64  # PatchGAN width (CycleGAN).
+  d_img.n_layers = 3  # PatchGAN depth (70x70 receptive field).
+
+  d_out = model.d_out = ml_collections.ConfigDict()
+  d_out.kind = "patch"  # "patch" (paper: "also formulated as a PatchGAN") or "fc" (AdaptSegNet).
+  d_out.ndf = 64  # Discriminator width.
+  d_out.n_layers = 3  # PatchGAN depth (ignored by "fc").
+  return config

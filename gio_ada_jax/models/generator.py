@@ -1,0 +1,94 @@
+"""G_img: CycleGAN's ResnetGenerator, conditioned on the source labels and depth (paper 3.2).
+
+The input is the image plus, chosen by config, the one-hot label map (C channels) and the depth
+normalised to [0, 1] (1 channel): the paper's none / +s / +d / +sd variants. With neither, it is
+exactly CycleGAN's generator (also used by the CycleGAN baseline).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gio_ada_jax.models.layers import (Dtype, conv2d, crop_to, instance_norm, reflect_pad,
+                                       scale_width)
+
+# CycleGAN's init_weights('normal', 0.02): conv weights N(0, 0.02), biases 0.
+CYCLEGAN_KERNEL_INIT = nn.initializers.normal(0.02)
+NUM_DOWNSAMPLINGS = 2
+
+
+def generator_input_channels(num_classes: int, use_labels: bool, use_depth: bool) -> int:
+  """Channels of the transform net's input: RGB, then one-hot labels, then depth."""
+  return 3 + (num_classes if use_labels else 0) + (1 if use_depth else 0)
+
+
+def conditioned_input(images: jax.Array, labels: jax.Array | None, depth: jax.Array | None,
+                      num_classes: int, use_labels: bool, use_depth: bool) -> jax.Array:
+  """Concatenate image ⊕ one-hot(labels) ⊕ depth along channels (NHWC).
+
+  Ignore pixels (255, or any id outside [0, C)) get an all-zero one-hot vector.
+  """
+  parts = [images]
+  if use_labels:
+    if labels is None:
+      raise ValueError("model.generator.use_labels is True, so the transform net needs labels.")
+    parts.append(jax.nn.one_hot(labels, num_classes, dtype=images.dtype))
+  if use_depth:
+    if depth is None:
+      raise ValueError("model.generator.use_depth is True, so the transform net needs depth.")
+    parts.append(depth.astype(images.dtype))
+  return jnp.concatenate(parts, axis=-1)
+
+
+class ImageTransformNet(nn.Module):
+  """ResnetGenerator (reflect padding, instance norm, 2 down, N residual blocks, 2 up, tanh).
+
+  Output has exactly the input's height and width: after each transposed conv the map is cropped
+  to the size it had at that resolution on the way down, which is a no-op when height and width
+  are multiples of 4 (CycleGAN itself turns 375 rows into 376).
+  """
+
+  num_classes: int
+  use_labels: bool = True
+  use_depth: bool = True
+  ngf: int = 64
+  num_blocks: int = 9
+  width: float = 1.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: jax.Array | None = None,
+               depth: jax.Array | None = None) -> jax.Array:
+    conv = lambda x, features, kernel, **kw: conv2d(  # noqa: E731
+        x, features, kernel, kernel_init=CYCLEGAN_KERNEL_INIT, bias_init=nn.initializers.zeros,
+        dtype=self.dtype, param_dtype=self.param_dtype, **kw)
+    x = conditioned_input(images.astype(self.dtype), labels, depth, self.num_classes,
+                          self.use_labels, self.use_depth)
+    channels = scale_width(self.ngf, self.width)
+    x = nn.relu(instance_norm(conv(reflect_pad(x, 3), channels, 7, name="stem")))
+
+    sizes = [(x.shape[1], x.shape[2])]
+    for i in range(NUM_DOWNSAMPLINGS):
+      channels = scale_width(self.ngf * 2 ** (i + 1), self.width)
+      x = conv(x, channels, 3, stride=2, padding=1, name=f"down_{i}")
+      sizes.append((x.shape[1], x.shape[2]))
+      x = nn.relu(instance_norm(x))
+
+    for b in range(self.num_blocks):
+      y = nn.relu(instance_norm(conv(reflect_pad(x, 1), channels, 3, name=f"block_{b}_conv_0")))
+      y = instance_norm(conv(reflect_pad(y, 1), channels, 3, name=f"block_{b}_conv_1"))
+      x = x + y  # No ReLU after the residual sum, as in CycleGAN.
+
+    for i in range(NUM_DOWNSAMPLINGS):
+      channels = scale_width(self.ngf * 2 ** (NUM_DOWNSAMPLINGS - 1 - i), self.width)
+      # ConvTranspose2d(k3, s2, p1, output_padding=1) == padding (k-1-p, k-1-p+op) = (1, 2)
+      # with a spatially flipped kernel (convert.py flips it).
+      x = nn.ConvTranspose(channels, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                           kernel_init=CYCLEGAN_KERNEL_INIT, bias_init=nn.initializers.zeros,
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=f"up_{i}")(x)
+      x = crop_to(x, *sizes[-2 - i])
+      x = nn.relu(instance_norm(x))
+
+    x = conv(reflect_pad(x, 3), 3, 7, name="head")
+    return jnp.tanh(x)

@@ -1,0 +1,44 @@
+"""PyTorch reference networks with upstream state_dict keys, for parity tests and conversion.
+
+Only importable where PyTorch is installed; the JAX package never imports it.
+"""
+
+try:
+  import torch  # noqa: F401  (checked first so the error below is the one users see)
+except ImportError as error:
+  raise ImportError(
+      "gio_ada_jax.torch_ref needs PyTorch: pip install torch==2.13.0") from error
+
+from gio_ada_jax.torch_ref.adaptsegnet import (
+    Classifier_Module,
+    DeeplabVGG,
+    FCDiscriminator,
+    deeplab_vgg_features,
+)
+from gio_ada_jax.torch_ref.advent import FC_DISCRIMINATOR_KEY_MAP, get_fc_discriminator
+from gio_ada_jax.torch_ref.cyclegan import (
+    NLayerDiscriminator,
+    ResnetBlock,
+    ResnetGenerator,
+    init_cyclegan_weights,
+)
+from gio_ada_jax.torch_ref.gio_ada import GioAdaGenerator, GioAdaTaskNet, one_hot_labels
+from gio_ada_jax.torch_ref.vgg import VGG16, vgg16_features
+
+__all__ = [
+    "Classifier_Module",
+    "DeeplabVGG",
+    "FCDiscriminator",
+    "FC_DISCRIMINATOR_KEY_MAP",
+    "GioAdaGenerator",
+    "GioAdaTaskNet",
+    "NLayerDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "VGG16",
+    "deeplab_vgg_features",
+    "get_fc_discriminator",
+    "init_cyclegan_weights",
+    "one_hot_labels",
+    "vgg16_features",
+]
