@@ -3,7 +3,8 @@
 All PyTorch layout facts live here: key names, OIHW vs HWIO kernels, the transposed-conv kernel
 flip, DataParallel's `module.` prefix, and old CycleGAN checkpoints' InstanceNorm running stats.
 Conversion is strict: an unknown, missing or mis-shaped key raises `ConversionError` naming it,
-unless the caller lists it (fnmatch patterns) in `allow_unexpected` / `allow_missing`.
+unless the caller lists it (fnmatch patterns) in `allow_unexpected` / `allow_missing`; a
+mis-shaped key listed in `allow_missing` counts as missing and keeps the template's value.
 
 Only `load_torch_checkpoint` and `save_torch_checkpoint` need torch; everything else works on
 dicts of numpy arrays.
@@ -151,6 +152,14 @@ def _count(pattern: str, names: Iterable[str]) -> int:
 
 def layout_for_params(name: str, params: Params) -> Layout:
   """The layout `name`, sized (blocks, layers, branches) from a Flax param tree."""
+  try:
+    return _layout_for_params(name, params)
+  except KeyError as e:
+    raise ConversionError(f"these Flax params have no {e} entry, so they are not a "
+                          f"{name!r} network ({LAYOUT_DESCRIPTIONS.get(name, '')})") from e
+
+
+def _layout_for_params(name: str, params: Params) -> Layout:
   top = list(params)
   if name == "generator":
     return generator_layout(_count(r"block_(\d+)_conv_0", top))
@@ -251,6 +260,11 @@ def torch_to_flax(state_dict: StateDict, network: str, template: Params | None =
         continue
       used.add(key)
       value = state_dict[key]
+      expected_rank = 4 if flax_leaf == "kernel" else 1
+      if value.ndim != expected_rank:
+        problems.append(f"key {key!r} has shape {tuple(value.shape)}; a {layer.kind} "
+                        f"{torch_leaf} has {expected_rank} dimensions")
+        continue
       if flax_leaf == "kernel":
         value = _torch_to_flax_kernel(value, layer.kind)
       if flat_template:
@@ -260,6 +274,8 @@ def torch_to_flax(state_dict: StateDict, network: str, template: Params | None =
           continue
         expected = flat_template[path]
         if tuple(value.shape) != tuple(expected.shape):
+          if _matches(key, allow_missing):
+            continue  # Treated as missing: e.g. a classifier for another class set.
           problems.append(
               f"key {key!r} has shape {tuple(state_dict[key].shape)}, which gives "
               f"{tuple(value.shape)} for Flax param {'/'.join(path)}; expected "
@@ -360,5 +376,11 @@ def _describe_keys(obj: Any) -> str:
 def save_torch_checkpoint(state_dict: StateDict, path: str) -> None:
   """Write a numpy state_dict as a `.pth` file that PyTorch's load_state_dict accepts."""
   import torch  # pylint: disable=g-import-not-at-top
-  torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()},
-             path)
+
+  def to_tensor(value):
+    value = np.array(value)  # A C-contiguous copy that keeps 0-d arrays 0-d.
+    if value.dtype.name == "bfloat16":  # numpy's bfloat16 (ml_dtypes) is unknown to torch.
+      return torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(value)
+
+  torch.save({k: to_tensor(v) for k, v in state_dict.items()}, path)

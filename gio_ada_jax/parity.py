@@ -132,6 +132,13 @@ def init_params(module, inputs: Mapping[str, np.ndarray], seed: int = 0):
   return jax.jit(init)(jax.random.key(seed), dict(inputs))["params"]
 
 
+def param_template(module, inputs: Mapping[str, np.ndarray]):
+  """Zero params with the shapes and dtypes `module` has for these inputs (no RNG, no compile)."""
+  shapes = jax.eval_shape(lambda a: module.init(jax.random.key(0), a["images"], **{
+      k: v for k, v in a.items() if k != "images"}), dict(inputs))["params"]
+  return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
 def run_flax(network: str, module, params, inputs: Mapping[str, np.ndarray]):
   """Named NHWC outputs of the Flax module."""
   with jax.default_matmul_precision("highest"):
@@ -213,9 +220,9 @@ def check_network(network: str, model_config, height: int, width: int,
     state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
   module = flax_network(network, model_config)
   inputs = network_inputs(network, model_config, input_channels, height, width, seed, image)
-  # Strict conversion against freshly initialised params; their values stay only where the
-  # format has nothing (DeeplabVGG has no depth head).
-  template = jax.tree.map(np.asarray, init_params(module, inputs, seed))
+  # Strict conversion against the Flax param shapes; the template's zeros stay only where the
+  # format has nothing (DeeplabVGG has no depth head, which parity then does not compare).
+  template = param_template(module, inputs)
   params = convert.torch_to_flax(state_dict, network, template=template)
   # convert.py has checked the checkpoint is complete; what the reference module lacks are
   # format extras (old InstanceNorm running stats), which upstream's loader drops too.
