@@ -1,0 +1,168 @@
+"""The Flax networks: construction from config, shapes, dtypes, imports without torch."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gio_ada_jax import models
+from gio_ada_jax.models.task_net import ASPP
+
+
+def _init_and_apply(module, *args):
+  variables = jax.jit(module.init)(jax.random.key(0), *args)
+  return variables, jax.jit(module.apply)(variables, *args)
+
+
+def _param_count(variables):
+  return sum(np.size(p) for p in jax.tree.leaves(variables["params"]))
+
+
+def test_build_models_from_config_gives_all_four_networks(tiny_model_config):
+  built = models.build_models(tiny_model_config)
+  assert isinstance(built.generator, models.ImageTransformNet)
+  assert isinstance(built.task_net, models.TaskNet)
+  assert isinstance(built.d_img, models.PatchDiscriminator)
+  assert isinstance(built.d_out, models.PatchDiscriminator)
+  tiny_model_config.d_out.kind = "fc"
+  assert isinstance(models.build_models(tiny_model_config).d_out, models.FCDiscriminator)
+
+
+def test_unknown_d_out_kind_names_the_config_field(tiny_model_config):
+  tiny_model_config.d_out.kind = "pixel"
+  with pytest.raises(ValueError, match="model.d_out.kind"):
+    models.build_models(tiny_model_config)
+
+
+def test_gio_ada_forward_shapes_on_kitti_like_odd_size(tiny_model_config):
+  """G_img keeps 93x311 (not a multiple of 4); G_task outputs at input size; D_out on C+1."""
+  built = models.build_models(tiny_model_config)
+  num_classes, (h, w) = tiny_model_config.num_classes, (93, 311)
+  images = jnp.zeros((2, h, w, 3))
+  labels = jnp.full((2, h, w), 255, jnp.int32).at[:, 50:].set(3)
+  depth = jnp.full((2, h, w, 1), 0.5)
+  _, translated = _init_and_apply(built.generator, images, labels, depth)
+  assert translated.shape == (2, h, w, 3)
+  _, (seg_logits, depth_pred) = _init_and_apply(built.task_net, translated)
+  assert seg_logits.shape == (2, h, w, num_classes) and depth_pred.shape == (2, h, w, 1)
+  joint = jnp.concatenate([jax.nn.softmax(seg_logits), depth_pred], axis=-1)
+  _, d_out_logits = _init_and_apply(built.d_out, joint)
+  _, d_img_logits = _init_and_apply(built.d_img, translated)
+  # PatchGAN: three k4 s2 p1 convs (floor halving), then two k4 s1 p1 convs losing a pixel each.
+  expected_patch = (2, h // 2 // 2 // 2 - 2, w // 2 // 2 // 2 - 2, 1)
+  assert d_out_logits.shape == d_img_logits.shape == expected_patch
+
+
+def test_generator_requires_the_inputs_its_variant_uses(tiny_model_config):
+  built = models.build_models(tiny_model_config)
+  with pytest.raises(ValueError, match="use_labels"):
+    built.generator.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), None, jnp.zeros((1, 8, 8, 1)))
+
+
+def test_generator_conditioning_changes_the_input_channels(tiny_model_config):
+  tiny_model_config.generator.use_labels = False
+  tiny_model_config.generator.use_depth = False
+  plain = models.build_models(tiny_model_config).generator
+  variables = jax.eval_shape(plain.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  assert variables["params"]["stem"]["kernel"].shape[2] == 3
+  tiny_model_config.generator.use_labels = True
+  tiny_model_config.generator.use_depth = True
+  conditioned = models.build_models(tiny_model_config).generator
+  variables = jax.eval_shape(conditioned.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                             jnp.zeros((1, 8, 8), jnp.int32), jnp.zeros((1, 8, 8, 1)))
+  assert variables["params"]["stem"]["kernel"].shape[2] == 3 + tiny_model_config.num_classes + 1
+
+
+def test_width_multiplier_shrinks_every_network(default_model_config, tiny_model_config):
+  for name in ("generator", "task_net", "d_img"):
+    counts = []
+    for config in (default_model_config, tiny_model_config):
+      module = getattr(models.build_models(config), name)
+      args = [jnp.zeros((1, 32, 32, 3))]
+      if name == "generator":
+        args += [jnp.zeros((1, 32, 32), jnp.int32), jnp.zeros((1, 32, 32, 1))]
+      shapes = jax.eval_shape(module.init, jax.random.key(0), *args)
+      counts.append(sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)))
+    assert counts[1] < counts[0] / 50, name  # width 1/16: about 1/256 of the weights
+
+
+def test_full_size_parameter_counts_match_upstream(default_model_config):
+  """CycleGAN resnet_9blocks: 11,378,179; NLayerDiscriminator: 2,764,737 (3-channel input)."""
+  default_model_config.generator.use_labels = False
+  default_model_config.generator.use_depth = False
+  built = models.build_models(default_model_config)
+  image = jnp.zeros((1, 32, 32, 3))
+  count = lambda m, *a: sum(  # noqa: E731
+      np.prod(s.shape) for s in jax.tree.leaves(jax.eval_shape(m.init, jax.random.key(0), *a)))
+  assert count(built.generator, image) == 11_378_179
+  assert count(built.d_img, image) == 2_764_737
+
+
+def test_bf16_compute_stays_close_to_float32(tiny_model_config):
+  """dtype=bfloat16 runs every network in bf16 with float32 params; outputs stay close."""
+  h, w = 40, 56
+  images = jax.random.uniform(jax.random.key(1), (1, h, w, 3), minval=-1, maxval=1)
+  labels = jax.random.randint(jax.random.key(2), (1, h, w), 0, tiny_model_config.num_classes)
+  depth = jax.random.uniform(jax.random.key(3), (1, h, w, 1))
+  fp32 = models.build_models(tiny_model_config)
+  tiny_model_config.dtype = "bfloat16"
+  bf16 = models.build_models(tiny_model_config)
+  variables = jax.jit(fp32.generator.init)(jax.random.key(0), images, labels, depth)
+  out32 = fp32.generator.apply(variables, images, labels, depth)
+  out16 = bf16.generator.apply(variables, images, labels, depth)
+  assert out16.dtype == jnp.bfloat16
+  assert float(jnp.max(jnp.abs(out32 - out16.astype(jnp.float32)))) < 0.1
+  task_vars = jax.jit(fp32.task_net.init)(jax.random.key(0), images)
+  seg32, _ = fp32.task_net.apply(task_vars, images)
+  seg16, depth16 = bf16.task_net.apply(task_vars, images)
+  assert seg16.dtype == depth16.dtype == jnp.float32  # Outputs feed softmax and losses.
+  assert float(jnp.max(jnp.abs(seg32 - seg16))) < 0.05 * float(jnp.max(jnp.abs(seg32)))
+  jaxpr = str(jax.make_jaxpr(bf16.task_net.apply)(task_vars, images))
+  assert "bf16[1,40,56,4]" in jaxpr  # conv1_1's activations (width 1/16: 4 channels)
+
+
+def test_bf16_params(tiny_model_config):
+  tiny_model_config.dtype = tiny_model_config.param_dtype = "bfloat16"
+  d_img = models.build_models(tiny_model_config).d_img
+  variables, logits = _init_and_apply(d_img, jnp.zeros((1, 32, 32, 3)))
+  assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(variables))
+  assert logits.dtype == jnp.float32
+
+
+def test_adaptsegnet_two_branch_aspp_ignores_the_last_two_branches():
+  x = jax.random.normal(jax.random.key(0), (1, 30, 30, 8))
+  two = ASPP(5, summed_branches=2)
+  variables = two.init(jax.random.key(1), x)
+  params = variables["params"]
+  assert set(params) == {"branch_0", "branch_1", "branch_2", "branch_3"}
+  changed = jax.tree_util.tree_map_with_path(
+      lambda path, p: p + 1.0 if "branch_3" in jax.tree_util.keystr(path) else p, params)
+  np.testing.assert_array_equal(two.apply({"params": params}, x),
+                                two.apply({"params": changed}, x))
+  four = ASPP(5, summed_branches=4)
+  assert not np.allclose(four.apply({"params": params}, x), four.apply({"params": changed}, x))
+  with pytest.raises(ValueError, match="aspp_summed_branches"):
+    ASPP(5, summed_branches=5).init(jax.random.key(1), x)
+
+
+def test_package_imports_without_torch_or_tensorflow():
+  """torch is only for torch_ref/parity; nothing in the package may need it (or TF) to import."""
+  code = (
+      "import sys\n"
+      "sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+      "sys.modules['tensorflow'] = None\n"
+      "import gio_ada_jax, gio_ada_jax.models, gio_ada_jax.convert, gio_ada_jax.parity\n"
+      "try:\n"
+      "  import gio_ada_jax.torch_ref\n"
+      "except ImportError as e:\n"
+      "  assert 'pip install torch' in str(e), e\n"
+      "else:\n"
+      "  raise SystemExit('torch_ref imported without torch')\n"
+      "print('ok')\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "ok"
