@@ -5,21 +5,20 @@
 
 Loads a PyTorch checkpoint (or random reference weights), converts it with `convert.py`, runs
 both frameworks on the same input in float32 and prints the max abs and relative error of every
-output. Exits 1 when an error exceeds --tolerance.
+output. Exits 1 when an error exceeds --tolerance, 2 when the checkpoint does not fit.
 """
 
 import dataclasses
+import functools
 import sys
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import convert
-from gio_ada_jax.models import FCDiscriminator, ImageTransformNet, PatchDiscriminator, TaskNet
+from gio_ada_jax import convert, models
 from gio_ada_jax.models.task_net import input_normalisation_affine
 
 NETWORKS = ("generator", "task_net", "deeplab_vgg", "patch_discriminator", "fc_discriminator",
@@ -47,19 +46,17 @@ def default_input_channels(network: str, model_config) -> int:
 
 def flax_network(network: str, model_config):
   """The Flax module that a `network` checkpoint converts into, in float32."""
-  width, num_classes = model_config.width, model_config.num_classes
+  model_config = model_config.copy_and_resolve_references()
+  model_config.dtype = model_config.param_dtype = "float32"  # Parity is defined in float32.
+  built = models.build_models(model_config)
   if network == "generator":
-    gen = model_config.generator
-    return ImageTransformNet(num_classes, gen.use_labels, gen.use_depth, gen.ngf,
-                             gen.num_blocks, width)
+    return built.generator
   if network in ("task_net", "deeplab_vgg"):
-    task = model_config.task_net
-    return TaskNet(num_classes, width, task.input_norm, tuple(task.aspp_dilations),
-                   task.aspp_summed_branches)
+    return built.task_net
   if network == "patch_discriminator":
-    return PatchDiscriminator(model_config.d_img.ndf, model_config.d_img.n_layers, width)
+    return built.d_img
   if network in ("fc_discriminator", "fc_discriminator_advent"):
-    return FCDiscriminator(model_config.d_out.ndf, width)
+    return models.FCDiscriminator(model_config.d_out.ndf, model_config.width)
   raise ValueError(f"unknown network {network!r}; choose one of {NETWORKS}")
 
 
@@ -119,30 +116,30 @@ def network_inputs(network: str, model_config, input_channels: int, height: int,
   return {"images": rng.uniform(0, 1, (1, height, width, input_channels)).astype(np.float32)}
 
 
-def _apply(module, variables, inputs: Mapping[str, Any]):
-  """Apply a Flax network to named inputs: the images first, then labels/depth by name."""
-  rest = {k: v for k, v in inputs.items() if k != "images"}
-  return module.apply(variables, inputs["images"], **rest)
+def _call(fn, inputs: Mapping[str, Any]):
+  """fn(images, **others): networks take the images first and labels/depth by name."""
+  others = {k: v for k, v in inputs.items() if k != "images"}
+  return fn(inputs["images"], **others)
 
 
 def init_params(module, inputs: Mapping[str, np.ndarray], seed: int = 0):
   """Freshly initialised Flax params of `module` for these inputs."""
-  init = lambda rng, a: module.init(rng, a["images"], **{  # noqa: E731
-      k: v for k, v in a.items() if k != "images"})
+  init = lambda rng, a: _call(functools.partial(module.init, rng), a)  # noqa: E731
   return jax.jit(init)(jax.random.key(seed), dict(inputs))["params"]
 
 
 def param_template(module, inputs: Mapping[str, np.ndarray]):
   """Zero params with the shapes and dtypes `module` has for these inputs (no RNG, no compile)."""
-  shapes = jax.eval_shape(lambda a: module.init(jax.random.key(0), a["images"], **{
-      k: v for k, v in a.items() if k != "images"}), dict(inputs))["params"]
+  shapes = jax.eval_shape(lambda a: _call(functools.partial(module.init, jax.random.key(0)), a),
+                          dict(inputs))["params"]
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def run_flax(network: str, module, params, inputs: Mapping[str, np.ndarray]):
   """Named NHWC outputs of the Flax module."""
   with jax.default_matmul_precision("highest"):
-    outputs = jax.jit(lambda p, a: _apply(module, {"params": p}, a))(params, dict(inputs))
+    apply = lambda p, a: _call(functools.partial(module.apply, {"params": p}), a)  # noqa
+    outputs = jax.jit(apply)(params, dict(inputs))
   if network in ("task_net", "deeplab_vgg"):
     seg_logits, depth = outputs
     named = {"seg_logits": seg_logits, "depth": depth}
@@ -278,8 +275,12 @@ def main(argv):
   image = load_image(_IMAGE.value, _HEIGHT.value, _WIDTH.value) if _IMAGE.value else None
   errors = []
   for network in networks:
-    errors += check_network(network, model_config, _HEIGHT.value, _WIDTH.value,
-                            _CHECKPOINT.value, _CHECKPOINT_KEY.value, image, _SEED.value)
+    try:
+      errors += check_network(network, model_config, _HEIGHT.value, _WIDTH.value,
+                              _CHECKPOINT.value, _CHECKPOINT_KEY.value, image, _SEED.value)
+    except (convert.ConversionError, FileNotFoundError) as e:
+      print(f"parity: {e}", file=sys.stderr)
+      return 2
   print(format_table(errors, _TOLERANCE.value))
   worst = max(e.max_abs for e in errors)
   print(f"worst max abs error {worst:.3e}; tolerance {_TOLERANCE.value:.1e}: "
