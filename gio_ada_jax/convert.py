@@ -322,7 +322,7 @@ def flax_to_torch(params: Params, network: str) -> dict[str, np.ndarray]:
       value = flat[path]
       if flax_leaf == "kernel":
         value = _flax_to_torch_kernel(value, layer.kind)
-      state_dict[f"{layer.torch_prefix}.{torch_leaf}"] = np.ascontiguousarray(value)
+      state_dict[f"{layer.torch_prefix}.{torch_leaf}"] = np.array(value)  # writable, C order
       covered.add(path)
   extra = sorted("/".join(p) for p in flat if p not in covered)
   if extra:
