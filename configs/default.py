@@ -6,7 +6,18 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """The paper's settings (section 3.5) on Virtual KITTI -> KITTI."""
   config = ml_collections.ConfigDict()
-  config.seed = 0  # Seeds parameter initialisation (and, later, data order and dropout).
+  config.seed = 0  # Seeds parameter initialisation, data order and augmentation.
+
+  data = config.data = ml_collections.ConfigDict()
+  data.data_dir = "~/tensorflow_datasets"  # Where prepare writes and the pipeline reads.
+  data.source = "vkitti"  # Prepared source dataset (labels and depth).
+  data.target = "kitti_semantics"  # Prepared target dataset (its train split is unlabeled).
+  data.target_eval_split = "validation"  # KITTI's labelled training images, as in the paper.
+  data.height = 375  # Network input height (KITTI).
+  data.width = 1242  # Network input width.
+  data.mode = "resize"  # "resize" to height x width, or "random_crop" a window of that size.
+  data.random_flip = True  # Horizontal flip of image, label and depth together (paper).
+  data.per_device_batch = 1  # Source images per device per step, and as many target images.
 
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).

@@ -1,0 +1,189 @@
+"""The input pipeline: prepared datasets -> device-shaped batches, deterministic and resumable.
+
+grain reads the ArrayRecord shards with random access. Each process reads a disjoint shard
+(`process_index::process_count`), shuffled by seed and reshuffled every epoch; one random draw per
+example decides the horizontal flip of image, label and depth together. Images come out in
+[-1, 1], labels int32 (255 = ignore), depth in [0, 1] (divided by the dataset-wide maximum) with
+a validity mask. Batches are shaped [local_devices, per_device_batch, ...].
+
+Only numpy, PIL, grain and TFDS's reader are used here; TensorFlow is not imported.
+"""
+
+import dataclasses
+import math
+import pathlib
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+from PIL import Image
+
+from gio_ada_jax.data.labels import IGNORE_LABEL
+
+METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py
+VERSION_DIR = "1.0.0"
+
+
+class DatasetNotPrepared(FileNotFoundError):
+  """The prepared folder of a dataset is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How raw examples become network inputs."""
+
+  height: int
+  width: int
+  mode: str = "resize"  # "resize" to height x width, or "random_crop" a height x width window
+  random_flip: bool = True
+  depth_max_cm: float = 0.0  # dataset-wide maximum; 0 when the dataset has no depth
+
+
+def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
+  """Folder of a prepared dataset: DATA_DIR/NAME/1.0.0 (NAME may be 'procedural/target')."""
+  return pathlib.Path(data_dir).expanduser() / name / VERSION_DIR
+
+
+def open_split(data_dir: str, name: str, split: str):
+  """(random-access source of `split`, DatasetInfo) of a prepared dataset."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  path = dataset_dir(data_dir, name)
+  if not (path / "dataset_info.json").exists():
+    raise DatasetNotPrepared(
+        f"{path}: dataset {name!r} is not prepared (no dataset_info.json). Run "
+        f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
+        f"{data_dir}` (with --manual_dir for the official datasets).")
+  builder = tfds.builder_from_directory(str(path))
+  if split not in builder.info.splits:
+    raise ValueError(f"{path}: dataset {name!r} has no split {split!r}; it has "
+                     f"{sorted(builder.info.splits)}.")
+  return builder.as_data_source(split=split), builder.info
+
+
+def depth_max_cm(info) -> float:
+  """The dataset-wide depth maximum recorded at prepare time (0 without depth)."""
+  return float(info.metadata.get(METADATA_DEPTH_MAX, 0)) if info.metadata else 0.0
+
+
+def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  # Pixel-centre nearest neighbour, as PIL's NEAREST.
+  return np.minimum(((np.arange(out_size) + 0.5) * in_size / out_size).astype(np.int64),
+                    in_size - 1)
+
+
+def _resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+  rows = _nearest_indices(array.shape[0], height)
+  cols = _nearest_indices(array.shape[1], width)
+  return array[rows][:, cols]
+
+
+def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  if image.shape[:2] == (height, width):
+    return image
+  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def preprocess(example: dict[str, Any], spec: Preprocessing,
+               rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """One raw example -> network inputs; `rng` None means evaluation (no randomness)."""
+  image, label = example["image"], example["label"][..., 0]
+  depth = example.get("depth")
+  height, width = image.shape[:2]
+  if spec.mode == "random_crop" and (height, width) != (spec.height, spec.width):
+    if height < spec.height or width < spec.width:
+      raise ValueError(f"example {example.get('id')!r} is {height}x{width}, smaller than the "
+                       f"crop {spec.height}x{spec.width}; use data.mode='resize'.")
+    top = int(rng.integers(height - spec.height + 1)) if rng else (height - spec.height) // 2
+    left = int(rng.integers(width - spec.width + 1)) if rng else (width - spec.width) // 2
+    window = (slice(top, top + spec.height), slice(left, left + spec.width))
+    image, label = image[window], label[window]
+    depth = depth[window] if depth is not None else None
+  elif spec.mode == "resize":
+    image = _resize_image(image, spec.height, spec.width)
+    label = _resize_nearest(label, spec.height, spec.width)
+    depth = _resize_nearest(depth, spec.height, spec.width) if depth is not None else None
+  elif spec.mode != "random_crop":
+    raise ValueError(f"data.mode={spec.mode!r} is not known; choose 'resize' or 'random_crop'.")
+
+  if rng is not None and spec.random_flip and rng.random() < 0.5:
+    # One draw flips image, label and depth together.
+    image, label = image[:, ::-1], label[:, ::-1]
+    depth = depth[:, ::-1] if depth is not None else None
+
+  out = {"image": image.astype(np.float32) / 127.5 - 1.0, "label": label.astype(np.int32)}
+  if depth is None:
+    out["depth"] = np.zeros((spec.height, spec.width, 1), np.float32)
+    out["depth_mask"] = np.zeros((spec.height, spec.width, 1), np.float32)
+  else:
+    valid = depth > 0
+    scale = 1.0 / spec.depth_max_cm if spec.depth_max_cm > 0 else 0.0
+    out["depth"] = (depth.astype(np.float32) * scale)[..., None]
+    out["depth_mask"] = valid.astype(np.float32)[..., None]
+  return out
+
+
+def _to_device_shape(batch: dict[str, np.ndarray], local_devices: int) -> dict[str, np.ndarray]:
+  return {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def train_dataset(source, spec: Preprocessing, *, seed: int, per_device_batch: int,
+                  local_devices: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """Endless shuffled batches [local_devices, per_device_batch, ...] of this process's shard.
+
+  Its iterator has `get_state()` / `set_state()` for exact resume.
+  """
+  shard = grain.MapDataset.source(source)[process_index::process_count]
+  if len(shard) == 0:
+    raise ValueError(f"process {process_index} of {process_count} has no examples to read.")
+  dataset = shard.shuffle(seed=seed).repeat()
+  dataset = dataset.random_map(lambda ex, rng: preprocess(ex, spec, rng), seed=seed)
+  dataset = dataset.batch(per_device_batch * local_devices, drop_remainder=True)
+  dataset = dataset.map(lambda batch: _to_device_shape(batch, local_devices))
+  return dataset.to_iter_dataset()
+
+
+class UnpairedIterator:
+  """Source and target batches drawn independently (unpaired), with one saveable state."""
+
+  def __init__(self, source: grain.IterDataset, target: grain.IterDataset):
+    self._iterators = {"source": iter(source), "target": iter(target)}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    return {name: next(it) for name, it in self._iterators.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    return {name: it.get_state() for name, it in self._iterators.items()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    for name, it in self._iterators.items():
+      it.set_state(state[name])
+
+
+def eval_batches(source, spec: Preprocessing, *, per_device_batch: int, local_devices: int,
+                 process_index: int = 0, process_count: int = 1
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """The whole split once, in order: every process gets the same number of batches.
+
+  The last partial batches are padded with zeros and `valid` = 0, so nothing is dropped and
+  padded slots can be masked out of the metrics.
+  """
+  num_examples = len(source)
+  batch_size = per_device_batch * local_devices
+  per_process = math.ceil(num_examples / process_count)
+  num_batches = math.ceil(per_process / batch_size)
+  indices = list(range(process_index, num_examples, process_count))
+  for b in range(num_batches):
+    chunk = indices[b * batch_size:(b + 1) * batch_size]
+    examples = [preprocess(source[i], spec, None) for i in chunk]
+    template = examples[0] if examples else preprocess(source[0], spec, None)
+    batch = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
+    batch["label"][:] = IGNORE_LABEL
+    for slot, example in enumerate(examples):
+      for k, v in example.items():
+        batch[k][slot] = v
+    batch["valid"] = (np.arange(batch_size) < len(examples)).astype(np.float32)
+    yield _to_device_shape(batch, local_devices)

@@ -1,0 +1,148 @@
+"""The grain pipeline on in-memory examples: shapes, ranges, flips, shards, seeds, resume."""
+
+import numpy as np
+import pytest
+
+from gio_ada_jax.data import pipeline
+
+HEIGHT, WIDTH = 6, 10
+
+
+def _example(index: int, height: int = HEIGHT, width: int = WIDTH) -> dict:
+  """Image, label and depth all encode the column, so a flip of one shows in all three; the
+  label's last row holds the example index so batches can be traced back to examples."""
+  cols = np.broadcast_to(np.arange(width), (height, width))
+  image = np.stack([cols * 10, cols * 10, np.full_like(cols, index)], -1).astype(np.uint8)
+  label = (cols % 10).astype(np.uint8)
+  label[-1] = index
+  depth = (100 + cols * 7).astype(np.uint16)
+  depth[0, 0] = 0  # one invalid pixel
+  return {"id": f"{index}", "image": image, "label": label[..., None], "depth": depth}
+
+
+SOURCE = [_example(i) for i in range(10)]
+SPEC = pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=1000.0)
+
+
+def _indices(batch) -> list[int]:
+  return batch["label"][..., -1, 0].ravel().tolist()
+
+
+def test_preprocess_ranges_and_mask():
+  out = pipeline.preprocess(SOURCE[3], SPEC, None)
+  assert out["image"].shape == (HEIGHT, WIDTH, 3) and out["image"].dtype == np.float32
+  assert out["image"].min() >= -1.0 and out["image"].max() <= 1.0
+  assert out["label"].dtype == np.int32
+  np.testing.assert_allclose(out["depth"][0, 1, 0], 107 / 1000)
+  assert out["depth_mask"][0, 0, 0] == 0 and out["depth_mask"][1, 1, 0] == 1
+
+
+def test_resize_uses_nearest_for_labels_and_depth():
+  spec = pipeline.Preprocessing(3, 5, depth_max_cm=1000.0)
+  out = pipeline.preprocess(_example(0), spec, None)
+  # Nearest: every label is one of the originals (no interpolated ids).
+  assert set(np.unique(out["label"])) <= set(range(10))
+  np.testing.assert_array_equal(out["label"][0], [1, 3, 5, 7, 9])
+  np.testing.assert_allclose(out["depth"][1, :, 0], (100 + 7 * np.array([1, 3, 5, 7, 9])) / 1000)
+
+
+def test_flip_is_applied_to_image_label_and_depth_together():
+  flipped = kept = 0
+  for seed in range(20):
+    out = pipeline.preprocess(SOURCE[0], SPEC, np.random.default_rng(seed))
+    columns_from_image = np.rint((out["image"][1, :, 0] + 1) * 127.5 / 10).astype(int)
+    np.testing.assert_array_equal(out["label"][1], columns_from_image % 10)
+    np.testing.assert_allclose(out["depth"][1, :, 0], (100 + 7 * columns_from_image) / 1000)
+    if columns_from_image[0] == WIDTH - 1:
+      flipped += 1
+    else:
+      kept += 1
+  assert flipped and kept  # both outcomes happen
+
+
+def test_random_crop_keeps_the_window_aligned():
+  spec = pipeline.Preprocessing(4, 6, mode="random_crop", random_flip=False, depth_max_cm=1000.0)
+  out = pipeline.preprocess(SOURCE[0], spec, np.random.default_rng(1))
+  columns = np.rint((out["image"][0, :, 0] + 1) * 127.5 / 10).astype(int)
+  np.testing.assert_array_equal(np.diff(columns), 1)
+  np.testing.assert_array_equal(out["label"][0], columns % 10)
+  with pytest.raises(ValueError, match="smaller than the crop"):
+    pipeline.preprocess(SOURCE[0], pipeline.Preprocessing(20, 20, mode="random_crop"), None)
+
+
+def _train(seed=0, process_index=0, process_count=1):
+  return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=1, local_devices=2,
+                                process_index=process_index, process_count=process_count)
+
+
+def test_train_batches_are_device_shaped_and_seeded():
+  batch = next(iter(_train()))
+  assert batch["image"].shape == (2, 1, HEIGHT, WIDTH, 3)
+  assert batch["depth"].shape == batch["depth_mask"].shape == (2, 1, HEIGHT, WIDTH, 1)
+  first = [_indices(b) for b, _ in zip(iter(_train(seed=5)), range(6))]
+  again = [_indices(b) for b, _ in zip(iter(_train(seed=5)), range(6))]
+  other = [_indices(b) for b, _ in zip(iter(_train(seed=6)), range(6))]
+  assert first == again and first != other
+
+
+def test_one_epoch_visits_every_example_once_and_reshuffles():
+  it = iter(_train(seed=1))
+  epoch_1 = sum((_indices(next(it)) for _ in range(5)), [])
+  epoch_2 = sum((_indices(next(it)) for _ in range(5)), [])
+  assert sorted(epoch_1) == sorted(epoch_2) == list(range(10))
+  assert epoch_1 != epoch_2
+
+
+def test_process_shards_are_disjoint_and_cover_the_data():
+  seen = []
+  for process_index in (0, 1):
+    it = iter(_train(seed=2, process_index=process_index, process_count=2))
+    seen.append(set(sum((_indices(next(it)) for _ in range(5)), [])))
+  assert not seen[0] & seen[1]
+  assert seen[0] | seen[1] == set(range(10))
+
+
+def test_iterator_state_resumes_exactly():
+  it = iter(_train(seed=3))
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  resumed = iter(_train(seed=3))
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_unpaired_iterator_state_round_trips():
+  unpaired = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9))
+  next(unpaired)
+  state = unpaired.get_state()
+  want = next(unpaired)
+  again = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9))
+  again.set_state(state)
+  got = next(again)
+  assert _indices(got["source"]) == _indices(want["source"])
+  assert _indices(got["target"]) == _indices(want["target"])
+  sources, targets = zip(*((_indices(b["source"]), _indices(b["target"]))
+                           for b, _ in zip(again, range(5))))
+  assert sources != targets  # independent (unpaired) orders
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_eval_covers_the_whole_split_with_padding(process_count):
+  seen, batches_per_process = [], []
+  for process_index in range(process_count):
+    batches = list(pipeline.eval_batches(SOURCE[:7], SPEC, per_device_batch=2, local_devices=2,
+                                         process_index=process_index,
+                                         process_count=process_count))
+    batches_per_process.append(len(batches))
+    for batch in batches:
+      valid = batch["valid"].ravel().astype(bool)
+      assert batch["image"].shape[:2] == (2, 2)
+      seen += [i for i, v in zip(_indices(batch), valid) if v]
+      assert np.all(batch["label"].reshape(4, -1)[~valid] == 255)  # padding is ignored
+  assert sorted(seen) == list(range(7))
+  assert len(set(batches_per_process)) == 1  # every process runs the same number of steps
