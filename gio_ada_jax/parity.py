@@ -250,43 +250,47 @@ def format_table(errors: list[OutputError], tolerance: float) -> str:
                  f"{e.relative:>10.3e}  {status}")
   return "\n".join(lines)
 
+FLAGS = flags.FLAGS
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/default.py", "Model config; override fields with --config.model.X=v.")
-_NETWORK = flags.DEFINE_enum("network", "all", NETWORKS + ("all",), "Network to check.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch .pth state_dict (default: the "
-                                  "reference's random initialisation).")
-_CHECKPOINT_KEY = flags.DEFINE_string("checkpoint_key", None,
-                                      "Entry of the .pth that holds the state_dict.")
-_IMAGE = flags.DEFINE_string("image", None, "Image file to run on (default: random input).")
-_HEIGHT = flags.DEFINE_integer("height", 97, "Input height.")
-_WIDTH = flags.DEFINE_integer("width", 61, "Input width.")
-_TOLERANCE = flags.DEFINE_float("tolerance", 1e-4, "Largest allowed max abs error.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for random weights and inputs.")
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module runs as a program."""
+  config_flags.DEFINE_config_file(
+      "config", "configs/default.py", "Model config; override fields with --config.model.X=v.")
+  flags.DEFINE_enum("network", "all", NETWORKS + ("all",), "Network to check.")
+  flags.DEFINE_string("checkpoint", None, "PyTorch .pth state_dict (default: the reference's "
+                      "random initialisation).")
+  flags.DEFINE_string("checkpoint_key", None, "Entry of the .pth that holds the state_dict.")
+  flags.DEFINE_string("image", None, "Image file to run on (default: random input).")
+  flags.DEFINE_integer("height", 97, "Input height.")
+  flags.DEFINE_integer("width", 61, "Input width.")
+  flags.DEFINE_float("tolerance", 1e-4, "Largest allowed max abs error.")
+  flags.DEFINE_integer("seed", 0, "Seed for random weights and inputs.")
 
 
 def main(argv):
   del argv
   jax.config.update("jax_default_matmul_precision", "highest")
-  model_config = _CONFIG.value.model
-  networks = NETWORKS if _NETWORK.value == "all" else (_NETWORK.value,)
-  if _CHECKPOINT.value and len(networks) > 1:
+  model_config = FLAGS.config.model
+  networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)
+  if FLAGS.checkpoint and len(networks) > 1:
     raise app.UsageError("--checkpoint needs one --network, not 'all'.")
-  image = load_image(_IMAGE.value, _HEIGHT.value, _WIDTH.value) if _IMAGE.value else None
+  image = load_image(FLAGS.image, FLAGS.height, FLAGS.width) if FLAGS.image else None
   errors = []
   for network in networks:
     try:
-      errors += check_network(network, model_config, _HEIGHT.value, _WIDTH.value,
-                              _CHECKPOINT.value, _CHECKPOINT_KEY.value, image, _SEED.value)
+      errors += check_network(network, model_config, FLAGS.height, FLAGS.width,
+                              FLAGS.checkpoint, FLAGS.checkpoint_key, image, FLAGS.seed)
     except (convert.ConversionError, FileNotFoundError) as e:
       print(f"parity: {e}", file=sys.stderr)
       return 2
-  print(format_table(errors, _TOLERANCE.value))
+  print(format_table(errors, FLAGS.tolerance))
   worst = max(e.max_abs for e in errors)
-  print(f"worst max abs error {worst:.3e}; tolerance {_TOLERANCE.value:.1e}: "
-        f"{'PASS' if worst <= _TOLERANCE.value else 'FAIL'}")
-  return 0 if worst <= _TOLERANCE.value else 1
+  print(f"worst max abs error {worst:.3e}; tolerance {FLAGS.tolerance:.1e}: "
+        f"{'PASS' if worst <= FLAGS.tolerance else 'FAIL'}")
+  return 0 if worst <= FLAGS.tolerance else 1
 
 
 if __name__ == "__main__":
+  _define_flags()
   sys.exit(app.run(main))
