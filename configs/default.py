@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs import procedural
+
 
 def get_config() -> ml_collections.ConfigDict:
   """The paper's settings (section 3.5) on Virtual KITTI -> KITTI."""
@@ -18,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.mode = "resize"  # "resize" to height x width, or "random_crop" a window of that size.
   data.random_flip = True  # Horizontal flip of image, label and depth together (paper).
   data.per_device_batch = 1  # Source images per device per step, and as many target images.
+  # The procedural sim-to-real benchmark: scene distribution, camera and both appearance
+  # domains (configs/procedural.py documents every field).
+  data.procedural = procedural.procedural_config()
 
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).

@@ -10,6 +10,7 @@ Only numpy, PIL, grain and TFDS's reader are used here; TensorFlow is not import
 """
 
 import dataclasses
+import json
 import math
 import pathlib
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ from PIL import Image
 from gio_ada_jax.data.labels import IGNORE_LABEL
 
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py
+METADATA_PROCEDURAL_CONFIG = "procedural_config"  # written by builders.py
 VERSION_DIR = "1.0.0"
 
 
@@ -63,6 +65,19 @@ def open_split(data_dir: str, name: str, split: str):
 def depth_max_cm(info) -> float:
   """The dataset-wide depth maximum recorded at prepare time (0 without depth)."""
   return float(info.metadata.get(METADATA_DEPTH_MAX, 0)) if info.metadata else 0.0
+
+
+def check_procedural_config(info, procedural_config) -> None:
+  """Raise if a prepared procedural domain was rendered from another config than this one."""
+  stored = (info.metadata or {}).get(METADATA_PROCEDURAL_CONFIG)
+  current = json.loads(procedural_config.to_json())
+  if stored != current:
+    changed = sorted(k for k in set(stored or {}) | set(current)
+                     if (stored or {}).get(k) != current.get(k))
+    raise ValueError(
+        f"the prepared procedural data was rendered from another config.data.procedural "
+        f"(fields differing: {changed}); re-run `python -m gio_ada_jax.data.prepare "
+        f"--dataset procedural --overwrite` with this config.")
 
 
 def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""TFDS builders: each official download (or the procedural domains) prepared once into
+ArrayRecord shards that the grain pipeline reads with random access.
+
+Every example holds `id`, the uint8 `image`, the uint8 `label` already in the benchmark's class
+space (255 = ignore) and, where the dataset has it, `depth` as uint16 centimetres (0 = invalid).
+Statistics gathered while writing go into the dataset metadata: the dataset-wide depth maximum
+(the paper normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per
+split. TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so
+an interrupted prepare never loads as a complete dataset.
+
+Importing this module imports TensorFlow Datasets (and prepare imports TensorFlow); the
+training and evaluation pipeline only reads the prepared folders.
+"""
+
+import collections
+import functools
+import json
+import multiprocessing
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gio_ada_jax.data import formats, procedural
+from gio_ada_jax.data.labels import VKITTI_KITTI_10
+from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_PROCEDURAL_CONFIG,
+                                       VERSION_DIR)
+
+VERSION = tfds.core.Version(VERSION_DIR)
+METADATA_SPLIT_STATS = "split_stats"
+
+
+def _features(has_depth: bool) -> tfds.features.FeaturesDict:
+  features = {
+      "id": tfds.features.Text(),
+      "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+      "label": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8),
+  }
+  if has_depth:
+    # zlib-compressed raw uint16: read back with numpy alone (PIL cannot decode 16-bit PNGs).
+    features["depth"] = tfds.features.Tensor(shape=(None, None), dtype=np.uint16,
+                                             encoding=tfds.features.Encoding.ZLIB)
+  return tfds.features.FeaturesDict(features)
+
+
+class SplitStats:
+  """Running statistics of one split: examples, image sizes, class pixels, depth maximum."""
+
+  def __init__(self, num_classes: int):
+    self.num_examples = 0
+    self.image_sizes = collections.Counter()
+    self.class_pixels = np.zeros(num_classes + 1, np.int64)  # last entry: ignore
+    self.depth_max_cm = 0
+
+  def add(self, example: dict[str, Any]) -> None:
+    self.num_examples += 1
+    height, width = example["image"].shape[:2]
+    self.image_sizes[f"{height}x{width}"] += 1
+    label = example["label"].astype(np.int64).ravel()
+    num_classes = len(self.class_pixels) - 1
+    self.class_pixels += np.bincount(np.minimum(label, num_classes), minlength=num_classes + 1)
+    if "depth" in example:
+      self.depth_max_cm = max(self.depth_max_cm, int(example["depth"].max(initial=0)))
+
+  def as_dict(self) -> dict[str, Any]:
+    return {"num_examples": self.num_examples, "image_sizes": dict(self.image_sizes),
+            "class_pixels": self.class_pixels.tolist(), "depth_max_cm": self.depth_max_cm}
+
+
+class _StatsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared plumbing: features, per-split statistics into the metadata."""
+
+  VERSION = VERSION
+  HAS_DEPTH = False
+  NUM_CLASSES = 0
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(builder=self, features=_features(self.HAS_DEPTH),
+                                 metadata=tfds.core.MetadataDict())
+
+  def _record(self, split: str, examples: Iterator[tuple[str, dict]]):
+    """Pass examples through to TFDS, recording statistics; store them when the split ends."""
+    stats = SplitStats(self.NUM_CLASSES)
+    for key, example in examples:
+      stats.add(example)
+      encoded = dict(example)
+      encoded["label"] = example["label"][..., None]
+      yield key, encoded
+    if stats.num_examples == 0:
+      raise formats.DataError(f"{self.name}: split {split!r} has no examples.")
+    metadata = self.info.metadata
+    split_stats = dict(metadata.get(METADATA_SPLIT_STATS, {}))
+    split_stats[split] = stats.as_dict()
+    metadata[METADATA_SPLIT_STATS] = split_stats
+    metadata[METADATA_DEPTH_MAX] = max(s["depth_max_cm"] for s in split_stats.values())
+
+
+class _FormatBuilder(_StatsBuilder, skip_registration=True):
+  """A builder over one official on-disk layout read by `formats.FORMATS[FORMAT_NAME]`."""
+
+  FORMAT_NAME = ""
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass --manual_dir: the folder of the extracted official download."
+
+  @property
+  def format(self):
+    return formats.FORMATS[self.FORMAT_NAME]
+
+  def _split_generators(self, dl_manager):
+    manual_dir = dl_manager.manual_dir
+    # List every split first, so a missing folder fails before anything is written.
+    listed = {split: self.format.list_examples(manual_dir, split) for split in self.format.splits}
+    return {split: self._generate_examples(split, raws) for split, raws in listed.items()}
+
+  def _generate_examples(self, split, raws):
+    examples = ((raw.example_id, self.format.read_example(raw)) for raw in raws)
+    yield from self._record(split, examples)
+
+
+def _format_builder(name: str, format_name: str) -> type:
+  fmt = formats.FORMATS[format_name]
+  return type(name, (_FormatBuilder,), {
+      "name": name, "FORMAT_NAME": format_name, "HAS_DEPTH": fmt.has_depth,
+      "NUM_CLASSES": fmt.label_space.num_classes,
+      "__doc__": f"TFDS builder for {format_name} (see gio_ada_jax.data.formats).",
+  }, skip_registration=True)
+
+
+class Procedural(_StatsBuilder, skip_registration=True):
+  """The procedural sim-to-real benchmark: one builder config per appearance domain."""
+
+  name = "procedural"
+  HAS_DEPTH = True
+  NUM_CLASSES = VKITTI_KITTI_10.num_classes
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="source", description="synthetic look"),
+                     tfds.core.BuilderConfig(name="target", description="real look")]
+
+  def __init__(self, *, procedural_config, num_workers: int = 2, **kwargs):
+    self._procedural_config = procedural_config
+    self._num_workers = num_workers
+    super().__init__(**kwargs)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    counts = {"train": self._procedural_config.num_train,
+              "validation": self._procedural_config.num_validation}
+    self.info.metadata[METADATA_PROCEDURAL_CONFIG] = json.loads(
+        self._procedural_config.to_json())
+    return {split: self._generate_examples(split, n) for split, n in counts.items()}
+
+  def _generate_examples(self, split, num_examples):
+    render = functools.partial(procedural.generate_example, self._procedural_config,
+                               self.builder_config.name, split)
+    # Rendering is pure numpy: spread it over worker processes started fresh ('spawn'), since
+    # this process has TensorFlow's threads running.
+    with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
+      examples = pool.imap(render, range(num_examples), chunksize=32)
+      yield from self._record(split, ((ex["id"], ex) for ex in examples))
+
+
+Vkitti = _format_builder("vkitti", "vkitti")
+KittiSemantics = _format_builder("kitti_semantics", "kitti_semantics")
+SynthiaRandCityscapes = _format_builder("synthia_rand_cityscapes", "synthia_rand_cityscapes")
+Cityscapes = _format_builder("cityscapes", "cityscapes")
+
+FORMAT_BUILDERS = {b.name: b for b in (Vkitti, KittiSemantics, SynthiaRandCityscapes, Cityscapes)}
+DATASET_NAMES = tuple(FORMAT_BUILDERS) + ("procedural",)

@@ -1,0 +1,110 @@
+"""Prepare a dataset once: python -m gio_ada_jax.data.prepare --dataset NAME [--manual_dir DIR].
+
+NAME is one of vkitti, kitti_semantics, synthia_rand_cityscapes, cityscapes (from the extracted
+official download in --manual_dir) or procedural (both domains, rendered from
+config.data.procedural). Writes ArrayRecord shards under --data_dir (default:
+config.data.data_dir) and prints a summary: examples per split, image sizes, class pixel
+frequencies, depth maximum.
+"""
+
+import os
+import shutil
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from gio_ada_jax.data import formats, pipeline
+from gio_ada_jax.data.labels import VKITTI_KITTI_10
+
+DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
+FLAGS = flags.FLAGS
+
+
+def _hide_gpus_from_tensorflow() -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+
+
+def make_builders(dataset: str, data_dir: str, config, num_workers: int = 2) -> list:
+  """The TFDS builder(s) that prepare `dataset` into `data_dir`."""
+  from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top
+  common = dict(data_dir=data_dir, file_format="array_record")
+  if dataset == "procedural":
+    return [builders.Procedural(config=domain, procedural_config=config.data.procedural,
+                                num_workers=num_workers, **common)
+            for domain in ("source", "target")]
+  return [builders.FORMAT_BUILDERS[dataset](**common)]
+
+
+def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
+            overwrite: bool = False, num_workers: int = 2) -> list:
+  """Build `dataset` into `data_dir` (a no-op where a complete copy exists); the builders."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  _hide_gpus_from_tensorflow()
+  if dataset != "procedural" and not manual_dir:
+    raise formats.DataError(f"--manual_dir is required for {dataset}: the folder of the "
+                            "extracted official download.")
+  if manual_dir and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+    raise formats.DataError(f"--manual_dir {manual_dir}: does not exist or is empty; extract "
+                            f"the official {dataset} download there.")
+  built = make_builders(dataset, data_dir, config, num_workers)
+  for builder in built:
+    if overwrite and builder.data_path.exists():
+      shutil.rmtree(builder.data_path)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return built
+
+
+def summary(builder, class_names) -> str:
+  """Examples per split, image sizes, class pixel frequencies and the depth maximum."""
+  metadata = builder.info.metadata or {}
+  lines = [f"{builder.data_path}"]
+  for split, stats in sorted(metadata.get("split_stats", {}).items()):
+    sizes = sorted(stats["image_sizes"].items(), key=lambda kv: -kv[1])
+    size_text = ", ".join(f"{s} ({n})" for s, n in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
+    lines.append(f"  {split}: {stats['num_examples']} examples; image sizes {size_text}")
+    pixels = stats["class_pixels"]
+    total = max(sum(pixels), 1)
+    names = list(class_names) + ["ignore"]
+    lines.append("    class pixels: " + ", ".join(
+        f"{name} {100 * n / total:.1f}%" for name, n in zip(names, pixels)))
+  depth_max = metadata.get(pipeline.METADATA_DEPTH_MAX, 0)
+  if depth_max:
+    lines.append(f"  depth maximum: {depth_max / 100:.2f} m")
+  return "\n".join(lines)
+
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module runs as a program."""
+  config_flags.DEFINE_config_file("config", "configs/default.py",
+                                  "Config (data.data_dir, data.procedural).")
+  flags.DEFINE_enum("dataset", None, DATASETS, "Dataset to prepare.")
+  flags.DEFINE_string("manual_dir", None, "Extracted official download (not for procedural).")
+  flags.DEFINE_string("data_dir", None, "Output root (default config.data.data_dir).")
+  flags.DEFINE_bool("overwrite", False, "Delete an existing prepared copy first.")
+  flags.DEFINE_integer("num_workers", 2, "Processes rendering procedural scenes.")
+  flags.mark_flag_as_required("dataset")
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  data_dir = FLAGS.data_dir or config.data.data_dir
+  try:
+    built = prepare(FLAGS.dataset, data_dir, config, FLAGS.manual_dir, FLAGS.overwrite,
+                    FLAGS.num_workers)
+  except formats.DataError as e:
+    print(f"prepare: {e}", file=sys.stderr)
+    return 2
+  fmt = formats.FORMATS.get(FLAGS.dataset)
+  label_space = fmt.label_space if fmt else VKITTI_KITTI_10  # procedural: the 10 classes
+  for builder in built:
+    print(summary(builder, label_space.class_names))
+  return 0
+
+
+if __name__ == "__main__":
+  _define_flags()
+  sys.exit(app.run(main))

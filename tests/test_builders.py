@@ -1,0 +1,148 @@
+"""prepare -> TFDS ArrayRecord -> pipeline, end to end on fake trees in the official formats."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets")
+
+from configs import default as default_config  # noqa: E402
+from gio_ada_jax.data import formats, pipeline, prepare  # noqa: E402
+from tests import fake_datasets  # noqa: E402
+
+WRITERS = {
+    "vkitti": fake_datasets.write_vkitti_131,
+    "kitti_semantics": fake_datasets.write_kitti_semantics,
+    "synthia_rand_cityscapes": fake_datasets.write_synthia,
+    "cityscapes": fake_datasets.write_cityscapes,
+}
+
+
+def _prepare(dataset, manual_dir, data_dir):
+  return prepare.prepare(dataset, str(data_dir), default_config.get_config(), str(manual_dir))
+
+
+def _decoded_id(example) -> str:
+  value = example["id"]
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.mark.parametrize("dataset", sorted(WRITERS))
+def test_prepared_examples_equal_the_raw_files(dataset, tmp_path):
+  expected = WRITERS[dataset](tmp_path / "raw")
+  _prepare(dataset, tmp_path / "raw", tmp_path / "data")
+  depth_max = 0
+  for split, examples in expected.items():
+    source, info = pipeline.open_split(str(tmp_path / "data"), dataset, split)
+    assert len(source) == len(examples)
+    for i in range(len(source)):
+      got = source[i]
+      want = examples[_decoded_id(got)]
+      np.testing.assert_array_equal(got["image"], want["image"])
+      np.testing.assert_array_equal(got["label"][..., 0], want["label"])
+      if "depth" in want:
+        np.testing.assert_array_equal(got["depth"], want["depth"])
+        depth_max = max(depth_max, int(want["depth"].max()))
+      else:
+        assert "depth" not in got
+    stats = info.metadata["split_stats"][split]
+    assert stats["num_examples"] == len(examples)
+    num_classes = formats.FORMATS[dataset].label_space.num_classes
+    want_pixels = np.bincount(np.concatenate(
+        [np.minimum(e["label"].ravel(), num_classes) for e in examples.values()]),
+        minlength=num_classes + 1)
+    np.testing.assert_array_equal(stats["class_pixels"], want_pixels)
+  assert pipeline.depth_max_cm(info) == depth_max
+
+
+def test_vkitti_203_layout_prepares_too(tmp_path):
+  expected = fake_datasets.write_vkitti_203(tmp_path / "raw")
+  _prepare("vkitti", tmp_path / "raw", tmp_path / "data")
+  source, _ = pipeline.open_split(str(tmp_path / "data"), "vkitti", "train")
+  assert sorted(_decoded_id(source[i]) for i in range(len(source))) == sorted(expected["train"])
+
+
+def test_pipeline_reads_prepared_source_and_target(tmp_path):
+  fake_datasets.write_vkitti_131(tmp_path / "vk", frames=3)
+  fake_datasets.write_kitti_semantics(tmp_path / "kitti")
+  data_dir = str(tmp_path / "data")
+  _prepare("vkitti", tmp_path / "vk", data_dir)
+  _prepare("kitti_semantics", tmp_path / "kitti", data_dir)
+  src, src_info = pipeline.open_split(data_dir, "vkitti", "train")
+  tgt, tgt_info = pipeline.open_split(data_dir, "kitti_semantics", "train")
+  src_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_max_cm(src_info))
+  tgt_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_max_cm(tgt_info))
+  batches = pipeline.UnpairedIterator(
+      pipeline.train_dataset(src, src_spec, seed=0, per_device_batch=1, local_devices=2),
+      pipeline.train_dataset(tgt, tgt_spec, seed=1, per_device_batch=1, local_devices=2))
+  batch = next(batches)
+  assert batch["source"]["image"].shape == batch["target"]["image"].shape == (2, 1, 8, 16, 3)
+  assert batch["source"]["depth"].max() <= 1.0 and batch["source"]["depth_mask"].max() == 1.0
+  assert batch["target"]["depth_mask"].max() == 0.0  # KITTI has no depth
+  assert np.all(batch["target"]["label"] == 255)  # the adaptation split is unlabeled
+  evaluation = list(pipeline.eval_batches(
+      pipeline.open_split(data_dir, "kitti_semantics", "validation")[0], tgt_spec,
+      per_device_batch=1, local_devices=2))
+  assert sum(b["valid"].sum() for b in evaluation) == 2
+
+
+def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(pipeline.DatasetNotPrepared, match="gio_ada_jax.data.prepare --dataset"):
+    pipeline.open_split(str(tmp_path), "cityscapes", "train")
+
+
+def test_interrupted_prepare_leaves_nothing_that_loads(tmp_path):
+  expected = fake_datasets.write_cityscapes(tmp_path / "raw", frames=3)
+  # Truncate one label PNG of the validation split: generation fails part-way.
+  victim = sorted((tmp_path / "raw" / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))[-1]
+  victim.write_bytes(victim.read_bytes()[:40])
+  with pytest.raises(formats.DataError, match=victim.name):
+    _prepare("cityscapes", tmp_path / "raw", tmp_path / "data")
+  with pytest.raises(pipeline.DatasetNotPrepared):
+    pipeline.open_split(str(tmp_path / "data"), "cityscapes", "train")
+  # Mended, the same command completes.
+  fake_datasets.write_cityscapes(tmp_path / "raw", frames=3)
+  _prepare("cityscapes", tmp_path / "raw", tmp_path / "data")
+  source, _ = pipeline.open_split(str(tmp_path / "data"), "cityscapes", "validation")
+  assert len(source) == len(expected["validation"])
+
+
+def test_missing_folder_fails_before_writing(tmp_path):
+  (tmp_path / "raw").mkdir()
+  with pytest.raises(formats.DataError, match="does not exist or is empty"):
+    _prepare("cityscapes", tmp_path / "raw", tmp_path / "data")
+  (tmp_path / "raw" / "README").write_text("not the download")
+  with pytest.raises(formats.DataError, match="leftImg8bit"):
+    _prepare("cityscapes", tmp_path / "raw", tmp_path / "data")
+  assert not list(pathlib.Path(tmp_path / "data").rglob("*.array_record*"))
+
+
+def _tiny_procedural_config():
+  config = default_config.get_config()
+  procedural_config = config.data.procedural
+  procedural_config.height, procedural_config.width = 24, 64
+  procedural_config.num_train, procedural_config.num_validation = 5, 3
+  return config
+
+
+def test_procedural_domains_prepare_and_match_the_renderer(tmp_path):
+  from gio_ada_jax.data import procedural  # pylint: disable=g-import-not-at-top
+  config = _tiny_procedural_config()
+  built = prepare.prepare("procedural", str(tmp_path), config, num_workers=2)
+  assert [b.builder_config.name for b in built] == ["source", "target"]
+  for domain in ("source", "target"):
+    source, info = pipeline.open_split(str(tmp_path), f"procedural/{domain}", "train")
+    assert len(source) == 5
+    pipeline.check_procedural_config(info, config.data.procedural)
+    example = source[0]
+    index = int(_decoded_id(example).rsplit("/", 1)[1])
+    want = procedural.generate_example(config.data.procedural, domain, "train", index)
+    np.testing.assert_array_equal(example["image"], want["image"])
+    np.testing.assert_array_equal(example["label"][..., 0], want["label"])
+    np.testing.assert_array_equal(example["depth"], want["depth"])
+    assert pipeline.depth_max_cm(info) > 0
+  changed = _tiny_procedural_config().data.procedural
+  changed.target.noise_std = 0.5
+  with pytest.raises(ValueError, match="noise_std|target"):
+    pipeline.check_procedural_config(info, changed)
