@@ -146,3 +146,21 @@ def test_procedural_domains_prepare_and_match_the_renderer(tmp_path):
   changed.target.noise_std = 0.5
   with pytest.raises(ValueError, match="noise_std|target"):
     pipeline.check_procedural_config(info, changed)
+
+
+def test_config_driven_iterators_on_the_procedural_benchmark(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _tiny_procedural_config()
+  prepare.prepare("procedural", str(tmp_path), config, num_workers=1)
+  config.data.data_dir = str(tmp_path)
+  config.data.source, config.data.target = "procedural/source", "procedural/target"
+  config.data.height, config.data.width = 16, 32
+  batch = next(pipeline.train_iterator(config))
+  devices = jax.local_device_count()
+  assert batch["source"]["image"].shape == (devices, 1, 16, 32, 3)
+  assert batch["target"]["depth_mask"].shape == (devices, 1, 16, 32, 1)
+  evaluation = list(pipeline.target_eval_batches(config))
+  assert sum(int(b["valid"].sum()) for b in evaluation) == 3  # every validation image once
+  config.data.procedural.target.gamma = 3.0  # not what was prepared
+  with pytest.raises(ValueError, match="re-run"):
+    pipeline.train_iterator(config)

@@ -141,13 +141,24 @@ def _to_device_shape(batch: dict[str, np.ndarray], local_devices: int) -> dict[s
   return {k: v.reshape((local_devices, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
+def _process_layout(local_devices, process_index, process_count) -> tuple[int, int, int]:
+  """JAX's own device and process layout wherever the caller gives none."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return (jax.local_device_count() if local_devices is None else local_devices,
+          jax.process_index() if process_index is None else process_index,
+          jax.process_count() if process_count is None else process_count)
+
+
 def train_dataset(source, spec: Preprocessing, *, seed: int, per_device_batch: int,
-                  local_devices: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
+                  local_devices: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
   """Endless shuffled batches [local_devices, per_device_batch, ...] of this process's shard.
 
-  Its iterator has `get_state()` / `set_state()` for exact resume.
+  Device and process counts default to JAX's. Its iterator has `get_state()` / `set_state()`
+  for exact resume.
   """
+  local_devices, process_index, process_count = _process_layout(
+      local_devices, process_index, process_count)
   shard = grain.MapDataset.source(source)[process_index::process_count]
   if len(shard) == 0:
     raise ValueError(f"process {process_index} of {process_count} has no examples to read.")
@@ -178,14 +189,16 @@ class UnpairedIterator:
       it.set_state(state[name])
 
 
-def eval_batches(source, spec: Preprocessing, *, per_device_batch: int, local_devices: int,
-                 process_index: int = 0, process_count: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(source, spec: Preprocessing, *, per_device_batch: int,
+                 local_devices: int | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """The whole split once, in order: every process gets the same number of batches.
 
   The last partial batches are padded with zeros and `valid` = 0, so nothing is dropped and
   padded slots can be masked out of the metrics.
   """
+  local_devices, process_index, process_count = _process_layout(
+      local_devices, process_index, process_count)
   num_examples = len(source)
   batch_size = per_device_batch * local_devices
   per_process = math.ceil(num_examples / process_count)
@@ -202,3 +215,38 @@ def eval_batches(source, spec: Preprocessing, *, per_device_batch: int, local_de
         batch[k][slot] = v
     batch["valid"] = (np.arange(batch_size) < len(examples)).astype(np.float32)
     yield _to_device_shape(batch, local_devices)
+
+
+def _spec(data_config, info, train: bool) -> Preprocessing:
+  return Preprocessing(data_config.height, data_config.width,
+                       mode=data_config.mode if train else "resize",
+                       random_flip=data_config.random_flip and train,
+                       depth_max_cm=depth_max_cm(info))
+
+
+def _open_checked(data_config, name: str, split: str):
+  source, info = open_split(data_config.data_dir, name, split)
+  if name.startswith("procedural/"):
+    check_procedural_config(info, data_config.procedural)
+  return source, info
+
+
+def train_iterator(config) -> UnpairedIterator:
+  """Unpaired source (`data.source`) and target (`data.target`) training batches of `config`."""
+  data = config.data
+  datasets = []
+  for offset, name in enumerate((data.source, data.target)):
+    source, info = _open_checked(data, name, "train")
+    # Different seeds: the two domains are drawn independently.
+    datasets.append(train_dataset(source, _spec(data, info, train=True),
+                                  seed=config.seed * 2 + offset,
+                                  per_device_batch=data.per_device_batch))
+  return UnpairedIterator(*datasets)
+
+
+def target_eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
+  """The target's evaluation split (`data.target_eval_split`), resized, padded and masked."""
+  data = config.data
+  source, info = _open_checked(data, data.target, data.target_eval_split)
+  return eval_batches(source, _spec(data, info, train=False),
+                      per_device_batch=data.per_device_batch)
