@@ -24,6 +24,32 @@ def get_config() -> ml_collections.ConfigDict:
   # domains (configs/procedural.py documents every field).
   data.procedural = procedural.procedural_config()
 
+  train = config.train = ml_collections.ConfigDict()
+  # Input-level variant (paper Table 2): "na" (no transform net: the task net trains on raw
+  # source images), "gd" (transform net on the image, guided by the task loss), "+d" (+ depth),
+  # "+s" (+ one-hot labels), "+sd" (both; the paper's final model). "cg" (a separately trained
+  # CycleGAN) is not built yet. Must agree with model.generator.use_labels / use_depth.
+  train.input_level = "+sd"
+  # Output-level variant (paper Table 3): "na" (no output discriminator), "ss" (softmax of the
+  # segmentation), "depth" (predicted depth), "sep" (one discriminator each), "joint" (one
+  # discriminator on softmax ⊕ depth, C + 1 channels; the paper's final model).
+  train.output_level = "joint"
+  train.lambda_depth = 0.1  # Weight of the L1 depth loss (paper 3.5).
+  train.lambda_input = 0.1  # Weight of the input-level adversarial loss (paper 3.5).
+  train.lambda_output = 0.001  # Weight of the output-level adversarial loss (paper 3.5).
+  train.gan_loss = "bce"  # "bce" (the paper's log-likelihood GAN) or "lsgan" (least squares).
+  train.learning_rate = 2e-4  # Adam, every network (paper 3.5).
+  train.lr_schedule = "constant"  # "constant" or "poly" (base * (1 - step / num_steps)^power).
+  train.poly_power = 0.9  # Exponent of the poly schedule (AdaptSegNet).
+  train.num_steps = 100_000  # Training steps; the end of the poly schedule.
+  # Adam betas per network: CycleGAN's for the transform net and its discriminator,
+  # PyTorch's defaults for the task net, AdaptSegNet's for the output discriminator.
+  train.generator_betas = (0.5, 0.999)
+  train.task_net_betas = (0.9, 0.999)
+  train.d_img_betas = (0.5, 0.999)
+  train.d_out_betas = (0.9, 0.99)
+  train.adam_eps = 1e-8  # Adam epsilon (PyTorch's and optax's default).
+
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).
   model.dtype = "float32"  # Compute dtype of every network ("bfloat16" for mixed precision).

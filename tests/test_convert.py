@@ -20,7 +20,7 @@ from configs import test as test_config  # noqa: E402
 from gio_ada_jax import convert, parity, torch_ref  # noqa: E402
 from gio_ada_jax.models import ImageTransformNet  # noqa: E402
 
-SIZE = 16  # Input height and width: params do not depend on it.
+SIZE = 24  # Input height and width: params do not depend on it (PatchGAN needs >= 24).
 NETWORKS = parity.NETWORKS
 # torchvision vgg16 `features.N` of every conv (pool4 at 23 shifts conv5_x to 24/26/28).
 VGG16_FEATURE_INDICES = {

@@ -30,12 +30,18 @@ class PatchDiscriminator(nn.Module):
         x, features, KERNEL_SIZE, stride=stride, padding=1, name=name,
         kernel_init=CYCLEGAN_KERNEL_INIT, bias_init=nn.initializers.zeros, dtype=self.dtype,
         param_dtype=self.param_dtype)
+    input_size = x.shape[1:3]
     x = leaky_relu(conv(x.astype(self.dtype), scale_width(self.ndf, self.width), 2, "conv_0"))
     for n in range(1, self.n_layers + 1):
       channels = scale_width(self.ndf * min(2 ** n, MAX_CHANNEL_MULTIPLIER), self.width)
       stride = 2 if n < self.n_layers else 1
       x = leaky_relu(instance_norm(conv(x, channels, stride, f"conv_{n}")))
     logits = conv(x, 1, 1, f"conv_{self.n_layers + 1}")
+    if 0 in logits.shape[1:3]:
+      raise ValueError(
+          f"PatchDiscriminator input of {input_size[0]}x{input_size[1]} is too small: with "
+          f"n_layers={self.n_layers} it leaves no output patch; use at least "
+          f"{3 * 2 ** self.n_layers} pixels per side.")
     return logits.astype(jnp.float32)
 
 

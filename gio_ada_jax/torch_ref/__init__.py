@@ -23,6 +23,14 @@ from gio_ada_jax.torch_ref.cyclegan import (
     init_cyclegan_weights,
 )
 from gio_ada_jax.torch_ref.gio_ada import GioAdaGenerator, GioAdaTaskNet, one_hot_labels
+from gio_ada_jax.torch_ref.step import (
+    GioAdaTorchStep,
+    StepConfig,
+    depth_loss,
+    gan_loss,
+    make_optimisers,
+    segmentation_loss,
+)
 from gio_ada_jax.torch_ref.vgg import VGG16, vgg16_features
 
 __all__ = [
@@ -32,13 +40,19 @@ __all__ = [
     "FC_DISCRIMINATOR_KEY_MAP",
     "GioAdaGenerator",
     "GioAdaTaskNet",
+    "GioAdaTorchStep",
     "NLayerDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
+    "StepConfig",
     "VGG16",
     "deeplab_vgg_features",
+    "depth_loss",
+    "gan_loss",
     "get_fc_discriminator",
     "init_cyclegan_weights",
+    "make_optimisers",
     "one_hot_labels",
+    "segmentation_loss",
     "vgg16_features",
 ]

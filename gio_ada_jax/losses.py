@@ -1,0 +1,41 @@
+"""The GIO-Ada losses as pure functions (float32; NHWC logits, int labels with 255 = ignore)."""
+
+import jax
+import jax.numpy as jnp
+
+from gio_ada_jax.data.labels import IGNORE_LABEL
+
+
+def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy over pixels whose label is not 255 (0 when there are none).
+
+  logits [..., C] (any float dtype, computed in float32), labels [...] int.
+  """
+  logits = logits.astype(jnp.float32)
+  valid = labels != IGNORE_LABEL
+  safe_labels = jnp.where(valid, labels, 0)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+  return jnp.sum(nll * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def masked_l1(prediction: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean |prediction - target| over pixels where mask is 1 (0 when there are none)."""
+  mask = mask.astype(jnp.float32)
+  error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)) * mask
+  return jnp.sum(error) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def gan_loss(logits: jax.Array, target_is_real: bool, kind: str = "bce") -> jax.Array:
+  """Discriminator loss against an all-real or all-fake target, mean over every output.
+
+  "bce": BCE with logits (the paper's log-likelihood terms, equations 1 and 4), written as
+  softplus(z) - y z for stability. "lsgan": least squares, (z - y)^2.
+  """
+  logits = logits.astype(jnp.float32)
+  target = 1.0 if target_is_real else 0.0
+  if kind == "bce":
+    return jnp.mean(jax.nn.softplus(logits) - target * logits)
+  if kind == "lsgan":
+    return jnp.mean(jnp.square(logits - target))
+  raise ValueError(f"train.gan_loss={kind!r} is not known; choose 'bce' or 'lsgan'.")

@@ -1,0 +1,111 @@
+"""GioAdaState: the four parameter trees, their optimiser states, the step and the RNG."""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from gio_ada_jax.models import GioAdaModels
+
+NETWORKS = ("generator", "task_net", "d_img", "d_out")
+INPUT_LEVELS = ("na", "gd", "+d", "+s", "+sd")
+OUTPUT_LEVELS = ("na", "ss", "depth", "sep", "joint")
+
+
+@flax.struct.dataclass
+class GioAdaState:
+  """Everything a step reads and writes. Absent networks (e.g. G_img under "na") hold {}."""
+
+  step: jax.Array
+  params: dict[str, Any]
+  opt_states: dict[str, Any]
+  rng: jax.Array
+
+
+def generator_conditioning(input_level: str) -> tuple[bool, bool] | None:
+  """(use_labels, use_depth) of G_img for an input-level variant; None: no G_img ("na")."""
+  if input_level not in INPUT_LEVELS:
+    raise ValueError(f"train.input_level={input_level!r} is not known; choose one of "
+                     f"{INPUT_LEVELS} ('cg' is not built yet).")
+  if input_level == "na":
+    return None
+  return "s" in input_level, "d" in input_level
+
+
+def check_variant(config) -> None:
+  """The variant fields agree with each other, or an error names them."""
+  conditioning = generator_conditioning(config.train.input_level)
+  if config.train.output_level not in OUTPUT_LEVELS:
+    raise ValueError(f"train.output_level={config.train.output_level!r} is not known; choose "
+                     f"one of {OUTPUT_LEVELS}.")
+  gen = config.model.generator
+  if conditioning is not None and conditioning != (gen.use_labels, gen.use_depth):
+    raise ValueError(
+        f"train.input_level={config.train.input_level!r} needs model.generator.use_labels="
+        f"{conditioning[0]} and use_depth={conditioning[1]}, but the config has "
+        f"{gen.use_labels} and {gen.use_depth}; set them together (configs/*.py variants do).")
+
+
+def d_out_channels(output_level: str, num_classes: int) -> dict[str, int]:
+  """Input channels of each output discriminator: 'sep' has two (segmentation and depth)."""
+  return {"ss": {"main": num_classes}, "depth": {"main": 1}, "joint": {"main": num_classes + 1},
+          "sep": {"seg": num_classes, "depth": 1}, "na": {}}[output_level]
+
+
+def _learning_rate(train_config):
+  if train_config.lr_schedule == "constant":
+    return train_config.learning_rate
+  if train_config.lr_schedule == "poly":
+    return optax.polynomial_schedule(train_config.learning_rate, 0.0, train_config.poly_power,
+                                     train_config.num_steps)
+  raise ValueError(f"train.lr_schedule={train_config.lr_schedule!r} is not known; choose "
+                   "'constant' or 'poly'.")
+
+
+def make_optimizers(train_config) -> dict[str, optax.GradientTransformation]:
+  """One Adam per network with its own betas (configs/default.py)."""
+  lr = _learning_rate(train_config)
+  return {name: optax.adam(lr, *getattr(train_config, f"{name}_betas"),
+                           eps=train_config.adam_eps)
+          for name in NETWORKS}
+
+
+def init_params(models: GioAdaModels, config, rng: jax.Array, height: int,
+                width: int) -> dict[str, Any]:
+  """Fresh parameters of every network the variant uses (absent ones are {})."""
+  num_classes = config.model.num_classes
+  keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
+  image = jnp.zeros((1, height, width, 3), jnp.float32)
+  params = {name: {} for name in NETWORKS}
+  if generator_conditioning(config.train.input_level) is not None:
+    params["generator"] = models.generator.init(
+        keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
+        jnp.zeros((1, height, width, 1), jnp.float32))["params"]
+    params["d_img"] = models.d_img.init(keys["d_img"], image)["params"]
+  params["task_net"] = models.task_net.init(keys["task_net"], image)["params"]
+  channels = d_out_channels(config.train.output_level, num_classes)
+  d_out_keys = jax.random.split(keys["d_out"], max(len(channels), 1))
+  params["d_out"] = {
+      name: models.d_out.init(key, jnp.zeros((1, height, width, c)))["params"]
+      for key, (name, c) in zip(d_out_keys, channels.items())}
+  return params
+
+
+def create_state(models: GioAdaModels, config, rng: jax.Array, height: int,
+                 width: int) -> GioAdaState:
+  """The initial state: parameters, optimiser states, step 0 and the RNG."""
+  check_variant(config)
+  init_rng, state_rng = jax.random.split(rng)
+  params = jax.jit(functools.partial(init_params, models, config, height=height,
+                                     width=width))(init_rng)
+  return state_from_params(params, make_optimizers(config.train), state_rng)
+
+
+def state_from_params(params, optimizers, rng) -> GioAdaState:
+  """A step-0 state around given parameters (e.g. converted from PyTorch)."""
+  opt_states = {name: optimizers[name].init(params[name]) for name in NETWORKS}
+  return GioAdaState(step=jnp.zeros((), jnp.int32), params=params, opt_states=opt_states,
+                     rng=rng)

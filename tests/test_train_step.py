@@ -1,0 +1,133 @@
+"""The GIO-Ada step: every ablation runs, phases are isolated, pmap equals one device."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import test as test_config
+from gio_ada_jax import models as models_lib
+from gio_ada_jax import state as state_lib
+from gio_ada_jax import train_step as step_lib
+
+HEIGHT, WIDTH = 32, 48  # the PatchGANs need >= 24 pixels per side
+
+
+def _config(input_level="+sd", output_level="joint"):
+  config = test_config.get_config()
+  config.train.input_level, config.train.output_level = input_level, output_level
+  conditioning = state_lib.generator_conditioning(input_level)
+  if conditioning is not None:
+    config.model.generator.use_labels, config.model.generator.use_depth = conditioning
+  return config
+
+
+def _batch(seed=0, batch=1):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, (batch, HEIGHT, WIDTH))
+  labels[:, :4] = 255
+  return {
+      "source_image": rng.uniform(-1, 1, (batch, HEIGHT, WIDTH, 3)).astype(np.float32),
+      "source_label": labels.astype(np.int32),
+      "source_depth": rng.uniform(0, 1, (batch, HEIGHT, WIDTH, 1)).astype(np.float32),
+      "source_depth_mask": (rng.random((batch, HEIGHT, WIDTH, 1)) > 0.2).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, (batch, HEIGHT, WIDTH, 3)).astype(np.float32),
+  }
+
+
+def _setup(config):
+  models = models_lib.build_models(config.model)
+  state = state_lib.create_state(models, config, jax.random.key(0), HEIGHT, WIDTH)
+  return models, state
+
+
+def _step(config, models, optimizers=None):
+  optimizers = optimizers or state_lib.make_optimizers(config.train)
+  return jax.jit(functools.partial(step_lib.train_step, models=models, optimizers=optimizers,
+                                   train_config=config.train, axis_name=None))
+
+
+def _changed(before, after) -> dict[str, bool]:
+  return {name: any(not np.array_equal(a, b) for a, b in
+                    zip(jax.tree.leaves(before[name]), jax.tree.leaves(after[name])))
+          for name in state_lib.NETWORKS}
+
+
+VARIANTS = ([(level, "joint") for level in state_lib.INPUT_LEVELS]
+            + [("+sd", level) for level in state_lib.OUTPUT_LEVELS if level != "joint"])
+
+
+@pytest.mark.parametrize("input_level,output_level", VARIANTS,
+                         ids=[f"{i}-{o}" for i, o in VARIANTS])
+def test_every_ablation_variant_steps(input_level, output_level):
+  config = _config(input_level, output_level)
+  models, state = _setup(config)
+  new_state, metrics = _step(config, models)(state, _batch())
+  assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+  for leaf in jax.tree.leaves(new_state.params):
+    assert np.all(np.isfinite(leaf))
+  changed = _changed(state.params, new_state.params)
+  uses_generator = input_level != "na"
+  assert changed == {"generator": uses_generator, "task_net": True, "d_img": uses_generator,
+                     "d_out": output_level != "na"}
+  assert int(new_state.step) == 1
+  if output_level == "sep":
+    assert set(new_state.params["d_out"]) == {"seg", "depth"}
+
+
+def test_discriminator_update_does_not_depend_on_generator_side_weights():
+  """D's update comes from its own losses only: the λs of the generator side do not reach it."""
+  config = _config()
+  models, state = _setup(config)
+  after_small, _ = _step(config, models)(state, _batch())
+  config.train.lambda_input, config.train.lambda_output = 5.0, 5.0
+  after_large, _ = _step(config, models)(state, _batch())
+  for name in ("d_img", "d_out"):
+    for a, b in zip(jax.tree.leaves(after_small.params[name]),
+                    jax.tree.leaves(after_large.params[name])):
+      np.testing.assert_array_equal(a, b)
+  assert _changed(after_small.params, after_large.params)["task_net"]
+
+
+def test_generator_side_sees_discriminators_before_their_update():
+  """G_img and G_task get the same update whether or not the discriminators learn this step."""
+  config = _config()
+  models, state = _setup(config)
+  after, _ = _step(config, models)(state, _batch())
+  frozen = state_lib.make_optimizers(config.train)
+  frozen["d_img"] = frozen["d_out"] = __import__("optax").set_to_zero()
+  after_frozen_d, _ = _step(config, models, frozen)(state, _batch())
+  for name in ("generator", "task_net"):
+    for a, b in zip(jax.tree.leaves(after.params[name]),
+                    jax.tree.leaves(after_frozen_d.params[name])):
+      np.testing.assert_array_equal(a, b)
+  assert not _changed(state.params, after_frozen_d.params)["d_out"]
+
+
+def test_variant_fields_must_agree():
+  config = _config("+s")
+  config.model.generator.use_depth = True
+  with pytest.raises(ValueError, match="model.generator.use_labels"):
+    state_lib.check_variant(config)
+  config.train.input_level = "cg"
+  with pytest.raises(ValueError, match="train.input_level"):
+    state_lib.check_variant(config)
+
+
+def test_pmap_over_devices_equals_one_device():
+  """4 devices with the same per-device batch: pmean of equal gradients = one device's step."""
+  config = _config()
+  models, state = _setup(config)
+  batch = _batch()
+  single, _ = _step(config, models)(state, batch)
+  devices = jax.local_device_count()
+  replicated = jax.tree.map(lambda x: jnp.stack([x] * devices), state)
+  stacked = {k: np.stack([v] * devices) for k, v in batch.items()}
+  p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
+                                      config.train)
+  multi, metrics = p_step(replicated, stacked)
+  assert metrics["loss_g"].shape == (devices,)
+  for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)):
+    np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-5, atol=1e-6)
