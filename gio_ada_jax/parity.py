@@ -2,6 +2,7 @@
 
     python -m gio_ada_jax.parity --network task_net --checkpoint model.pth [--image img.png]
     python -m gio_ada_jax.parity --network all          # every network, random weights
+    python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48
 
 Loads a PyTorch checkpoint (or random reference weights), converts it with `convert.py`, runs
 both frameworks on the same input in float32 and prints the max abs and relative error of every
@@ -250,6 +251,140 @@ def format_table(errors: list[OutputError], tolerance: float) -> str:
                  f"{e.relative:>10.3e}  {status}")
   return "\n".join(lines)
 
+# --------------------------------------------------------------------- whole-step parity
+
+
+@dataclasses.dataclass
+class StepErrors:
+  """How far one JAX training step is from the PyTorch reference step."""
+
+  loss_relative: dict[str, float]  # |jax - torch| / max(|torch|, 1e-12) per loss
+  param_max_abs: dict[str, float]  # max abs difference of each network's updated params
+
+
+def _d_out_network(model_config, channels: int):
+  """D_out in the config's kind and layout name, as a Flax module's PyTorch twin."""
+  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  d_out = model_config.d_out
+  if d_out.kind == "patch":
+    return "patch_discriminator", torch_ref.NLayerDiscriminator(channels, d_out.ndf,
+                                                               d_out.n_layers, model_config.width)
+  return "fc_discriminator", torch_ref.FCDiscriminator(channels, d_out.ndf, model_config.width)
+
+
+def _torch_networks(config, params):
+  """PyTorch twins of every network in `params`, loaded with the same weights."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  model_config = config.model
+
+  def load(module, layout, flax_params):
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in
+                            convert.flax_to_torch(flax_params, layout).items()})
+    return module
+
+  networks = {"generator": None, "d_img": None, "d_out": None}
+  networks["task_net"] = load(torch_network("task_net", model_config, 3), "task_net",
+                              params["task_net"])
+  if params["generator"]:
+    networks["generator"] = load(torch_network("generator", model_config, 3), "generator",
+                                 params["generator"])
+    networks["d_img"] = load(torch_network("patch_discriminator", model_config, 3),
+                             "patch_discriminator", params["d_img"])
+  channels = state_lib.d_out_channels(config.train.output_level, model_config.num_classes)
+  d_outs = {}
+  for name, c in channels.items():
+    layout, module = _d_out_network(model_config, c)
+    d_outs[name] = load(module, layout, params["d_out"][name])
+  if d_outs:
+    networks["d_out"] = d_outs if config.train.output_level == "sep" else d_outs["main"]
+  return networks
+
+
+def _torch_params_as_flax(config, networks, template):
+  """The PyTorch networks' current weights converted back into Flax trees like `template`."""
+  out = {name: {} for name in template}
+  if networks["generator"] is not None:
+    out["generator"] = convert.torch_to_flax(_numpy_state(networks["generator"]), "generator",
+                                             template["generator"])
+    out["d_img"] = convert.torch_to_flax(_numpy_state(networks["d_img"]),
+                                         "patch_discriminator", template["d_img"])
+  out["task_net"] = convert.torch_to_flax(_numpy_state(networks["task_net"]), "task_net",
+                                          template["task_net"])
+  d_out = networks["d_out"]
+  if d_out is not None:
+    modules = d_out if isinstance(d_out, dict) else {"main": d_out}
+    layout = "patch_discriminator" if config.model.d_out.kind == "patch" else "fc_discriminator"
+    out["d_out"] = {name: convert.torch_to_flax(_numpy_state(m), layout, template["d_out"][name])
+                    for name, m in modules.items()}
+  return out
+
+
+def _numpy_state(module) -> dict[str, np.ndarray]:
+  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def step_batch(num_classes: int, height: int, width: int, seed: int = 0,
+               batch_size: int = 1) -> dict[str, np.ndarray]:
+  """A random NHWC training batch (source with some ignore labels and invalid depth)."""
+  rng = np.random.default_rng(seed)
+  shape = (batch_size, height, width)
+  labels = rng.integers(0, num_classes, shape)
+  labels[rng.random(shape) < 0.1] = IGNORE_LABEL
+  return {"source_image": rng.uniform(-1, 1, shape + (3,)).astype(np.float32),
+          "source_label": labels.astype(np.int32),
+          "source_depth": rng.uniform(0, 1, shape + (1,)).astype(np.float32),
+          "source_depth_mask": (rng.random(shape + (1,)) > 0.2).astype(np.float32),
+          "target_image": rng.uniform(-1, 1, shape + (3,)).astype(np.float32)}
+
+
+def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
+  """One GIO-Ada step in JAX and in the PyTorch reference from identical weights and batch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  config.model.dtype = config.model.param_dtype = "float32"
+  built = models.build_models(config.model)
+  state = state_lib.create_state(built, config, jax.random.key(seed), height, width)
+  params = jax.tree.map(np.asarray, state.params)
+  batch = step_batch(config.model.num_classes, height, width, seed)
+
+  step = functools.partial(train_step.train_step, models=built,
+                           optimizers=state_lib.make_optimizers(config.train),
+                           train_config=config.train, axis_name=None)
+  with jax.default_matmul_precision("highest"):
+    new_state, metrics = jax.jit(step)(state, batch)
+
+  networks = _torch_networks(config, params)
+  train = config.train
+  optimisers = torch_ref.make_optimisers(
+      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
+      lr=train.learning_rate, eps=train.adam_eps,
+      betas={name: tuple(getattr(train, f"{name}_betas")) for name in state_lib.NETWORKS})
+  reference = torch_ref.GioAdaTorchStep(
+      torch_ref.StepConfig(train.input_level, train.output_level, train.lambda_depth,
+                           train.lambda_input, train.lambda_output, train.gan_loss,
+                           config.model.num_classes),
+      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
+      optimisers)
+  nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2))))  # noqa
+  torch_batch = {k: nchw(v) for k, v in batch.items() if k != "source_label"}
+  torch_batch["source_label"] = torch.from_numpy(batch["source_label"].astype(np.int64))
+  torch_losses = reference.step(torch_batch)
+
+  loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
+                   for name, value in torch_losses.items()}
+  torch_params = _torch_params_as_flax(config, networks, params)
+  param_max_abs = {}
+  for name in state_lib.NETWORKS:
+    pairs = zip(jax.tree.leaves(new_state.params[name]), jax.tree.leaves(torch_params[name]))
+    param_max_abs[name] = max((float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs),
+                              default=0.0)
+  return StepErrors(loss_relative, param_max_abs)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -266,11 +401,41 @@ def _define_flags() -> None:
   flags.DEFINE_integer("width", 61, "Input width.")
   flags.DEFINE_float("tolerance", 1e-4, "Largest allowed max abs error.")
   flags.DEFINE_integer("seed", 0, "Seed for random weights and inputs.")
+  flags.DEFINE_bool("step", False, "Compare one whole training step (losses and the updated "
+                    "parameters of all four networks) instead of forward passes; uses "
+                    "config.train's variant and --height/--width.")
+  flags.DEFINE_float("step_param_tolerance", 1e-5, "Largest allowed max abs difference of "
+                     "updated parameters with --step.")
+
+
+def format_step_errors(errors: StepErrors, loss_tolerance: float,
+                       param_tolerance: float) -> str:
+  """Losses (relative error) and updated parameters (max abs error) with ok / FAIL."""
+  lines = [f"{'loss':<20} {'rel err':>10}  status"]
+  for name, err in errors.loss_relative.items():
+    lines.append(f"{name:<20} {err:>10.3e}  {'ok' if err <= loss_tolerance else 'FAIL'}")
+  lines.append(f"{'updated params':<20} {'max abs':>10}")
+  for name, err in errors.param_max_abs.items():
+    lines.append(f"{name:<20} {err:>10.3e}  {'ok' if err <= param_tolerance else 'FAIL'}")
+  return "\n".join(lines)
+
+
+def _main_step() -> int:
+  errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
+  print(f"one GIO-Ada step, input level {FLAGS.config.train.input_level!r}, output level "
+        f"{FLAGS.config.train.output_level!r}, {FLAGS.height}x{FLAGS.width}")
+  print(format_step_errors(errors, FLAGS.tolerance, FLAGS.step_param_tolerance))
+  ok = (max(errors.loss_relative.values()) <= FLAGS.tolerance
+        and max(errors.param_max_abs.values()) <= FLAGS.step_param_tolerance)
+  print("PASS" if ok else "FAIL")
+  return 0 if ok else 1
 
 
 def main(argv):
   del argv
   jax.config.update("jax_default_matmul_precision", "highest")
+  if FLAGS.step:
+    return _main_step()
   model_config = FLAGS.config.model
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)
   if FLAGS.checkpoint and len(networks) > 1:

@@ -2,7 +2,10 @@
 
 from typing import NamedTuple
 
+import re
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gio_ada_jax.models.discriminators import FCDiscriminator, PatchDiscriminator
@@ -10,7 +13,7 @@ from gio_ada_jax.models.generator import ImageTransformNet
 from gio_ada_jax.models.task_net import TaskNet
 
 __all__ = ["FCDiscriminator", "GioAdaModels", "ImageTransformNet", "PatchDiscriminator",
-           "TaskNet", "build_models"]
+           "TaskNet", "build_models", "instance_norm_bias_mask"]
 
 D_OUT_KINDS = ("patch", "fc")
 
@@ -50,3 +53,30 @@ def build_models(model_config) -> GioAdaModels:
     raise ValueError(f"model.d_out.kind={d_out_config.kind!r} is not known; choose one of "
                      f"{D_OUT_KINDS}.")
   return GioAdaModels(generator, task_net, d_img, d_out)
+
+
+def _feeds_instance_norm(network: str, module: str, siblings) -> bool:
+  """Whether a conv of `network` (named `module` among `siblings`) is followed by an IN."""
+  if network == "generator":
+    return module != "head"  # every conv but the output conv
+  if "conv_0" in siblings:  # a PatchGAN: conv_1 .. conv_{n_layers}, not the first and last
+    last = max(int(name.split("_")[1]) for name in siblings)
+    return 0 < int(module.split("_")[1]) < last
+  return False  # the task net and the FCDiscriminator have no normalisation
+
+
+def instance_norm_bias_mask(network: str, params) -> dict:
+  """True for every bias that feeds an InstanceNorm in `network`'s params, else False.
+
+  InstanceNorm subtracts each channel's mean, so such a bias has no effect and its true
+  gradient is exactly zero; autograd returns rounding noise instead, which Adam (an update of
+  about lr * g / |g|) would turn into random steps of up to ±lr. The train step zeroes these
+  gradients, as the PyTorch reference step does, so both keep the biases where they are.
+  """
+  if network == "d_out":  # one tree per output discriminator
+    return {name: instance_norm_bias_mask("d_img", tree) for name, tree in params.items()}
+  if network == "task_net":
+    return jax.tree.map(lambda _: False, params)
+  return {module: {leaf: leaf == "bias" and _feeds_instance_norm(network, module, params)
+                   for leaf in leaves}
+          for module, leaves in params.items()}

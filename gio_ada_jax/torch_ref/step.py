@@ -136,6 +136,23 @@ def make_optimisers(generator, task_net, d_img, d_out, lr: float | Mapping[str, 
   return optimisers
 
 
+def instance_norm_biases(modules) -> list[nn.Parameter]:
+  """Biases of convolutions whose output goes straight into an InstanceNorm2d.
+
+  CycleGAN's networks are nn.Sequential chains (ResnetBlock.conv_block too), so a conv
+  followed by an InstanceNorm2d in the same Sequential is exactly such a layer.
+  """
+  biases = []
+  for module in modules:
+    for sequential in (m for m in module.modules() if isinstance(m, nn.Sequential)):
+      layers = list(sequential)
+      for layer, following in zip(layers, layers[1:]):
+        if (isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and layer.bias is not None
+            and isinstance(following, nn.InstanceNorm2d)):
+          biases.append(layer.bias)
+  return biases
+
+
 class GioAdaTorchStep:
   """Holds the PyTorch networks and their Adam optimisers; `step(batch)` does one update.
 
@@ -272,6 +289,12 @@ class GioAdaTorchStep:
     loss_d = d_losses["loss_d_img"] + d_losses["loss_d_out"]
     if loss_d.requires_grad:  # False when there is no discriminator at all.
       loss_d.backward()
+    # A bias that feeds an InstanceNorm has exactly zero true gradient (the norm subtracts the
+    # channel mean); autograd gives rounding noise that Adam would turn into steps of up to
+    # ±lr. Zero it, as the JAX step does, so both frameworks keep such biases fixed.
+    for bias in instance_norm_biases(self._all_modules()):
+      if bias.grad is not None:
+        bias.grad.zero_()
     # No parameter changed before this point, so every update uses pre-step gradients.
     for optimiser in self.optimisers.values():
       optimiser.step()
