@@ -1,20 +1,29 @@
-"""Train GIO-Ada: python train.py --config configs/X.py --workdir DIR.
+"""Train GIO-Ada: python train.py --config configs/X.py --workdir DIR [--config.field=value].
 
-The trainer (the jit-compiled, pmap-sharded step over the four networks) is not written yet;
-until it is, this entry point says so and exits with status 2.
+Rerunning the same command with the same --workdir resumes from its latest checkpoint.
 """
 
 import sys
 
-from absl import app
+from absl import app, flags
+from ml_collections import config_flags
+
+from gio_ada_jax import trainer
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
-  print("train.py: the GIO-Ada trainer is not implemented yet (see the open 'Training' issue). "
-        "The networks, weight conversion and PyTorch parity are available: "
-        "python -m gio_ada_jax.parity --help", file=sys.stderr)
-  return 2
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.NonFiniteError as e:
+    print(f"train.py: {e}", file=sys.stderr)
+    return 3
+  return 0
 
 
 if __name__ == "__main__":

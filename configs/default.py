@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.d_img_betas = (0.5, 0.999)
   train.d_out_betas = (0.9, 0.99)
   train.adam_eps = 1e-8  # Adam epsilon (PyTorch's and optax's default).
+  train.log_every = 50  # Steps between console lines (losses, steps/s, images/s, ETA).
+  train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
+  train.keep_checkpoints = 3  # How many recent checkpoints to keep.
 
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).

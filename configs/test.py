@@ -8,4 +8,11 @@ def get_config():
   config = default.get_config()
   config.model.width = 0.0625  # 1/16 of every channel count.
   config.model.generator.num_blocks = 2
+  config.data.height, config.data.width = 32, 48  # the PatchGANs need >= 24 pixels per side
+  config.data.source, config.data.target = "procedural/source", "procedural/target"
+  config.data.procedural.height, config.data.procedural.width = 32, 48
+  config.data.procedural.num_train, config.data.procedural.num_validation = 8, 4
+  config.train.num_steps = 6
+  config.train.log_every = 1
+  config.train.checkpoint_every = 3
   return config

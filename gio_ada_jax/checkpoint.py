@@ -1,0 +1,52 @@
+"""Checkpoints of the whole training state with orbax: parameters, optimiser states, step, RNG
+and the data iterator's state, so a resumed run continues exactly where it stopped.
+
+Orbax writes each step into a temporary folder and commits it only when complete, so a save
+interrupted by a kill never loads as a checkpoint. Every process calls save and restore.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from gio_ada_jax.state import GioAdaState
+
+
+def _savable(state: GioAdaState) -> GioAdaState:
+  return state.replace(rng=jax.random.key_data(state.rng))  # typed keys as their raw bits
+
+
+class Checkpointer:
+  """The workdir's checkpoints: save every N steps, keep the last K, restore the latest."""
+
+  def __init__(self, directory: str, keep: int):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: GioAdaState, data_state: dict) -> None:
+    """Start writing step `step` (asynchronously; `wait` blocks until it is committed)."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_savable(state)), data=ocp.args.JsonSave(data_state)))
+
+  def restore(self, template: GioAdaState, step: int | None = None
+              ) -> tuple[GioAdaState, dict] | None:
+    """(state, data iterator state) of `step` (default: the latest), or None if there is none."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _savable(template))
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    state = restored["state"]
+    return state.replace(rng=jax.random.wrap_key_data(state.rng)), restored["data"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

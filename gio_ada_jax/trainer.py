@@ -1,0 +1,98 @@
+"""train_and_evaluate(config, workdir): the training loop around the pmapped GIO-Ada step.
+
+Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
+data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
+message on a NaN/inf loss or gradient norm (the last good checkpoint stays), and checkpoints
+every `train.checkpoint_every` steps and at the end.
+"""
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from gio_ada_jax import checkpoint, models, state as state_lib, train_step
+from gio_ada_jax.data import pipeline
+
+
+def replicate(tree):
+  """One copy per local device along a new leading axis, laid out as pmap expects it."""
+  devices = jax.local_devices()
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
+                                        jax.sharding.PartitionSpec("data"))
+  return jax.tree.map(
+      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + x.shape), sharding), tree)
+
+
+def unreplicate(tree):
+  """The first device's copy."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient norm became NaN or inf."""
+
+
+def check_finite(metrics: dict[str, float], step: int) -> None:
+  """Raise naming every non-finite metric of `step`."""
+  bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+  if bad:
+    raise NonFiniteError(f"step {step}: non-finite {', '.join(bad)} "
+                         f"({', '.join(f'{n}={metrics[n]}' for n in bad)}); stopping. The "
+                         "last good checkpoint is kept in the workdir; lower the learning "
+                         "rate or the adversarial weights and resume.")
+
+
+def format_progress(step: int, num_steps: int, metrics: dict[str, float], steps_per_s: float,
+                    images_per_s: float) -> str:
+  """One console line: step, losses, speed and time left."""
+  eta_s = (num_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+  eta = time.strftime("%H:%M:%S", time.gmtime(eta_s)) if math.isfinite(eta_s) else "?"
+  losses = " ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(metrics.items())
+                    if k.startswith("loss_"))
+  return (f"step {step}/{num_steps} {losses} | {steps_per_s:.2f} steps/s "
+          f"{images_per_s:.1f} img/s | ETA {eta}")
+
+
+def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
+  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state."""
+  state_lib.check_variant(config)
+  built = models.build_models(config.model)
+  data = config.data
+  train = config.train
+  batches = pipeline.train_iterator(config)
+  state = state_lib.create_state(built, config, jax.random.key(config.seed), data.height,
+                                 data.width)
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         train.keep_checkpoints)
+  restored = checkpointer.restore(state)
+  if restored is not None:
+    state, data_state = restored
+    batches.set_state(data_state)
+    logging.info("Resumed from step %d in %s.", int(state.step), workdir)
+  start = int(state.step)
+
+  p_step = train_step.make_p_train_step(built, state_lib.make_optimizers(train), train)
+  replicated = replicate(state)
+  images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
+  last_time, last_step = time.perf_counter(), start
+  for step in range(start + 1, train.num_steps + 1):
+    batch = train_step.batch_from_pipeline(next(batches))
+    replicated, metrics = p_step(replicated, batch)
+    if step % train.log_every == 0 or step == train.num_steps:
+      metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
+      check_finite(metrics, step)
+      now = time.perf_counter()
+      steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+      last_time, last_step = now, step
+      if jax.process_index() == 0:
+        print(format_progress(step, train.num_steps, metrics, steps_per_s,
+                              steps_per_s * images_per_step), flush=True)
+    if step % train.checkpoint_every == 0 or step == train.num_steps:
+      checkpointer.save(step, unreplicate(replicated), batches.get_state())
+  checkpointer.wait()
+  checkpointer.close()
+  return unreplicate(replicated)
