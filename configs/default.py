@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Fixed input normalisation for the encoder's pretrained weights: "torchvision" (ImageNet
   # RGB mean/std), "caffe" (BGR 0-255 minus mean, AdaptSegNet) or "none".
   task_net.input_norm = "torchvision"
+  # torchvision's ImageNet vgg16 .pth (vgg16-397923af.pth) to start the encoder from (the
+  # paper: "initialized with the ImageNet pre-trained weights"); "" = random init.
+  task_net.pretrained_vgg16 = ""
   task_net.aspp_dilations = (6, 12, 18, 24)  # DeepLab-v2 ASPP.
   # ASPP branches whose outputs are summed: 4 is DeepLab-v2 (the paper); 2 reproduces
   # AdaptSegNet's early-return bug, for its released checkpoints.

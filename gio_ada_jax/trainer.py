@@ -2,19 +2,23 @@
 
 Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
-message on a NaN/inf loss or gradient norm (the last good checkpoint stays), and checkpoints
-every `train.checkpoint_every` steps and at the end.
+message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
+`train.checkpoint_every` steps, at the end and on SIGTERM (preemption), and exports the task
+net alone (workdir/export) when training is complete.
 """
 
 import math
 import os
+import signal
 import time
 
 import jax
 import jax.numpy as jnp
 from absl import logging
 
-from gio_ada_jax import checkpoint, models, state as state_lib, train_step
+from flax import serialization
+
+from gio_ada_jax import checkpoint, convert, models, state as state_lib, train_step
 from gio_ada_jax.data import pipeline
 
 
@@ -57,6 +61,45 @@ def format_progress(step: int, num_steps: int, metrics: dict[str, float], steps_
           f"{images_per_s:.1f} img/s | ETA {eta}")
 
 
+def with_pretrained_encoder(state: state_lib.GioAdaState, vgg16_path: str,
+                            optimizers) -> state_lib.GioAdaState:
+  """The state with torchvision's ImageNet VGG16 convs in the task net's encoder (strict)."""
+  params = dict(state.params)
+  params["task_net"] = convert.torch_to_flax(convert.load_torch_checkpoint(vgg16_path),
+                                             "vgg16", template=state.params["task_net"])
+  return state_lib.state_from_params(params, optimizers, state.rng)
+
+
+def export_task_net(params, model_config, directory: str) -> str:
+  """Write G_task's params (msgpack) and the model config (JSON) for evaluation; the path.
+
+  Written to a temporary name and renamed, so an interrupted export is never read as whole.
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, "task_net.msgpack")
+  with open(path + ".tmp", "wb") as f:
+    f.write(serialization.to_bytes(jax.device_get(params)))
+  os.replace(path + ".tmp", path)
+  with open(os.path.join(directory, "model_config.json"), "w") as f:
+    f.write(model_config.to_json_best_effort(indent=2))
+  return path
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM: the loop then checkpoints and returns."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
 def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state."""
   state_lib.check_variant(config)
@@ -68,14 +111,18 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
                                  data.width)
   checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                          train.keep_checkpoints)
+  optimizers = state_lib.make_optimizers(train)
   restored = checkpointer.restore(state)
   if restored is not None:
     state, data_state = restored
     batches.set_state(data_state)
     logging.info("Resumed from step %d in %s.", int(state.step), workdir)
+  elif config.model.task_net.pretrained_vgg16:
+    state = with_pretrained_encoder(state, config.model.task_net.pretrained_vgg16, optimizers)
   start = int(state.step)
 
-  p_step = train_step.make_p_train_step(built, state_lib.make_optimizers(train), train)
+  p_step = train_step.make_p_train_step(built, optimizers, train)
+  preemption = _PreemptionFlag()
   replicated = replicate(state)
   images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
   last_time, last_step = time.perf_counter(), start
@@ -91,8 +138,15 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
       if jax.process_index() == 0:
         print(format_progress(step, train.num_steps, metrics, steps_per_s,
                               steps_per_s * images_per_step), flush=True)
-    if step % train.checkpoint_every == 0 or step == train.num_steps:
+    if step % train.checkpoint_every == 0 or step == train.num_steps or preemption.raised:
       checkpointer.save(step, unreplicate(replicated), batches.get_state())
+    if preemption.raised:
+      logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
+      break
+  preemption.restore()
   checkpointer.wait()
   checkpointer.close()
-  return unreplicate(replicated)
+  final = unreplicate(replicated)
+  if int(final.step) == train.num_steps and jax.process_index() == 0:
+    export_task_net(final.params["task_net"], config.model, os.path.join(workdir, "export"))
+  return final

@@ -131,3 +131,16 @@ def test_pmap_over_devices_equals_one_device():
   assert metrics["loss_g"].shape == (devices,)
   for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)):
     np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config_file", ["vkitti_to_kitti", "synthia_to_cityscapes", "cpu",
+                                         "test"])
+def test_benchmark_configs_take_every_variant(config_file):
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"configs.{config_file}")
+  for input_level, output_level in VARIANTS:
+    config = module.get_config(f"{input_level},{output_level}")
+    state_lib.check_variant(config)
+    assert (config.train.input_level, config.train.output_level) == (input_level, output_level)
+  with pytest.raises(ValueError, match="INPUT,OUTPUT"):
+    module.get_config("+sd")

@@ -1,11 +1,14 @@
 """The training loop on the tiny procedural benchmark: logs, checkpoints, exact resume."""
 
+import os
+import signal
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -28,19 +31,25 @@ def _config(data_dir, num_steps):
   return config
 
 
+@pytest.fixture(scope="module")
+def straight(data_dir, tmp_path_factory):
+  """The final state of an uninterrupted 6-step run."""
+  return trainer.train_and_evaluate(_config(data_dir, 6), str(tmp_path_factory.mktemp("s")))
+
+
 def _assert_same_params(a, b):
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(data_dir, tmp_path, capsys):
-  straight = trainer.train_and_evaluate(_config(data_dir, 6), str(tmp_path / "straight"))
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(data_dir, straight, tmp_path,
+                                                           capsys):
   trainer.train_and_evaluate(_config(data_dir, 3), str(tmp_path / "resumed"))
   resumed = trainer.train_and_evaluate(_config(data_dir, 6), str(tmp_path / "resumed"))
   assert int(resumed.step) == int(straight.step) == 6
   _assert_same_params(resumed, straight)
   printed = capsys.readouterr().out
-  assert "step 1/6" in printed and "steps/s" in printed and "ETA" in printed
+  assert "step 1/3" in printed and "steps/s" in printed and "ETA" in printed
   assert "step 4/6" in printed  # the resumed run starts after the checkpoint
 
 
@@ -60,3 +69,45 @@ def test_train_py_runs_end_to_end_and_writes_checkpoints(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "step 2/2" in result.stdout
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+
+
+# Subprocesses initialise like this process does (tests/conftest.py's threefry choice).
+SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
+
+
+def _train_py(workdir, data_dir, *extra):
+  return subprocess.Popen(
+      [sys.executable, "train.py", "--config", "configs/test.py", "--workdir", str(workdir),
+       f"--config.data.data_dir={data_dir}", *extra],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+
+
+def _stop_after(process, line_start: str, sig) -> None:
+  """Send `sig` once the run prints a line starting with `line_start`."""
+  for line in process.stdout:
+    if line.startswith(line_start):
+      process.send_signal(sig)
+      break
+  process.communicate(timeout=600)
+
+
+def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, straight, tmp_path):
+  """kill -9 after step 4 (checkpoint 3 may or may not be committed), SIGTERM after the next
+  step (checkpoints where it stands), then a plain rerun: the same parameters as 6 steps."""
+  workdir = tmp_path / "work"
+  killed = _train_py(workdir, data_dir)
+  _stop_after(killed, "step 4/6", signal.SIGKILL)
+  assert killed.returncode == -signal.SIGKILL
+  terminated = _train_py(workdir, data_dir, "--config.train.checkpoint_every=1000")
+  _stop_after(terminated, "step ", signal.SIGTERM)
+  assert terminated.returncode == 0
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and saved[-1] < 6
+  final = _train_py(workdir, data_dir)
+  out, err = final.communicate(timeout=600)
+  assert final.returncode == 0, err[-3000:]
+  assert f"step {saved[-1] + 1}/6" in out  # it resumed
+  exported = (workdir / "export" / "task_net.msgpack").read_bytes()
+  restored = serialization.from_bytes(jax.device_get(straight.params["task_net"]), exported)
+  for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(straight.params["task_net"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

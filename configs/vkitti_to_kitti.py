@@ -1,0 +1,13 @@
+"""Virtual KITTI -> KITTI (paper Tables 1-3): `--config configs/vkitti_to_kitti.py:+sd,joint`.
+
+The variant after the colon is "INPUT,OUTPUT" (configs/variants.py); the default is the
+paper's final model. Data: `prepare --dataset vkitti` and `--dataset kitti_semantics`.
+"""
+
+from configs import default, variants
+
+
+def get_config(variant: str = "+sd,joint"):
+  """The paper's settings on Virtual KITTI -> KITTI, 10 classes, 375x1242."""
+  config = default.get_config()  # default.py already describes this benchmark
+  return variants.apply_variant(config, variant)

@@ -1,0 +1,87 @@
+"""Multi-process start-up: join the other processes of a TPU pod slice or a GPU/CPU cluster.
+
+Call `initialize` before anything touches a device. With the three values given it connects to
+that coordinator; in a cluster that `jax.distributed.initialize()` configures by itself (Cloud
+TPU VMs, SLURM with several tasks, Open MPI's mpirun, an indexed Kubernetes Job) it lets JAX
+find them; on a single host it does nothing. Afterwards pmap spans every process's devices and
+its collectives (the step's pmean) reduce over all of them.
+"""
+
+import os
+
+import jax
+from absl import logging
+
+FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
+
+
+def _positive_int_env(name: str) -> int:
+  try:
+    return int(os.environ.get(name, "1"))
+  except ValueError:
+    return 1
+
+
+def _running_on_cloud_tpu_vm() -> bool:
+  # Set when jax is imported on a TPU VM; private, so a missing attribute means "not known".
+  try:
+    from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+def detected_cluster() -> str | None:
+  """The multi-process environment jax.distributed.initialize() would configure, if any."""
+  if _running_on_cloud_tpu_vm():
+    return "Cloud TPU"  # on one host JAX's detection yields a group of one process
+  if "SLURM_JOB_ID" in os.environ and _positive_int_env("SLURM_NTASKS") > 1:
+    return "SLURM"
+  if "OMPI_MCA_orte_hnp_uri" in os.environ and _positive_int_env("OMPI_COMM_WORLD_SIZE") > 1:
+    return "Open MPI"
+  # JAX's Kubernetes bootstrap needs an indexed Job (it reads JOB_COMPLETION_INDEX).
+  if "KUBERNETES_SERVICE_HOST" in os.environ and "JOB_COMPLETION_INDEX" in os.environ:
+    return "Kubernetes"
+  return None
+
+
+def _uses_cpu() -> bool:
+  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+  return not platforms or "cpu" in platforms.lower().split(",")
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Join the process group given by the three values, or the detected cluster's, or none."""
+  values = dict(zip(FLAGS, (coordinator_address, num_processes, process_id)))
+  given = [flag for flag, value in values.items() if value is not None]
+  if given and len(given) < len(FLAGS):
+    missing = [flag for flag in FLAGS if flag not in given]
+    raise ValueError(
+        f"{', '.join(FLAGS)} go together, but only {', '.join(given)} "
+        f"{'is' if len(given) == 1 else 'are'} set; also set {', '.join(missing)} (or none "
+        "of them on a single host or in a cluster that JAX configures itself).")
+  cluster = None if given else detected_cluster()
+  if not given and cluster is None:
+    return  # a single host: nothing to join
+  if jax.distributed.is_initialized():
+    return
+  if _uses_cpu():
+    # Cross-process collectives on CPU devices need an implementation; set before the
+    # CPU backend exists (initialize must run before any computation anyway).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if given:
+    logging.info("Joining %d processes at %s as process %d.", num_processes,
+                 coordinator_address, process_id)
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  else:
+    logging.info("Joining the %s cluster's processes.", cluster)
+    jax.distributed.initialize()
+  logging.info("Process %d of %d: %d local devices, %d in all.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def is_main_process() -> bool:
+  """Whether this process logs and writes the single-writer outputs (process 0)."""
+  return jax.process_index() == 0

@@ -1,0 +1,103 @@
+"""One process of tests/test_multihost.py: three pmapped GIO-Ada steps on its share of a batch.
+
+python tests/multihost_worker.py --process_id I --num_processes N --port P --out FILE.npz
+    --devices D, from the repository root with PYTHONPATH=. and
+    XLA_FLAGS=--xla_force_host_platform_device_count=D JAX_PLATFORMS=cpu.
+
+Every process builds the same global batches of 4 examples and feeds examples
+[I*4/N, (I+1)*4/N) to its D devices, one per device, so N processes x D devices (N*D = 4) run
+the same global step as one process with 4 devices. Each process writes its parameters before
+and after the steps to FILE.npz (process 0) or FILE.npz.process<I>.npz.
+"""
+
+import argparse
+
+import jax
+import numpy as np
+
+from configs import test as test_config
+from gio_ada_jax import distributed
+from gio_ada_jax import models as models_lib
+from gio_ada_jax import state as state_lib
+from gio_ada_jax import trainer
+from gio_ada_jax import train_step as step_lib
+
+GLOBAL_BATCH, HEIGHT, WIDTH, STEPS = 4, 32, 48, 3
+
+
+def global_batch(step: int) -> dict[str, np.ndarray]:
+  """The step's 4 examples, identical in every process."""
+  rng = np.random.default_rng(1000 + step)
+  shape = (GLOBAL_BATCH, HEIGHT, WIDTH)
+  labels = rng.integers(0, 10, shape)
+  labels[:, :4] = 255  # some ignored pixels
+  return {
+      "source_image": rng.uniform(-1, 1, shape + (3,)).astype(np.float32),
+      "source_label": labels.astype(np.int32),
+      "source_depth": rng.uniform(0, 1, shape + (1,)).astype(np.float32),
+      "source_depth_mask": (rng.random(shape + (1,)) > 0.2).astype(np.float32),
+      "target_image": rng.uniform(-1, 1, shape + (3,)).astype(np.float32),
+  }
+
+
+def local_batch(batch, process_id: int, num_processes: int, local_devices: int):
+  """This process's examples as [local_devices, per_device, ...], as the pipeline shapes them."""
+  per_process = GLOBAL_BATCH // num_processes
+  start = process_id * per_process
+  return {k: v[start:start + per_process].reshape((local_devices, -1) + v.shape[1:])
+          for k, v in batch.items()}
+
+
+def leaves(tree) -> list[np.ndarray]:
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--process_id", type=int, required=True)
+  parser.add_argument("--num_processes", type=int, required=True)
+  parser.add_argument("--port", type=int, required=True)
+  parser.add_argument("--devices", type=int, required=True)
+  parser.add_argument("--out", required=True)
+  args = parser.parse_args()
+
+  # The test suite's settings (tests/conftest.py): full float32 matmuls, fast-compiling RNG.
+  jax.config.update("jax_default_matmul_precision", "highest")
+  jax.config.update("jax_threefry_partitionable", False)
+  if args.num_processes > 1:
+    distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)
+  assert jax.process_count() == args.num_processes, jax.process_count()
+  assert jax.local_device_count() == args.devices, jax.local_devices()
+  assert jax.device_count() == GLOBAL_BATCH, jax.devices()
+
+  config = test_config.get_config()
+  models = models_lib.build_models(config.model)
+  state = state_lib.create_state(models, config, jax.random.key(0), HEIGHT, WIDTH)
+  initial = leaves(state.params)
+  p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
+                                      config.train)
+  replicated = trainer.replicate(state)
+  for step in range(STEPS):
+    batch = local_batch(global_batch(step), args.process_id, args.num_processes, args.devices)
+    replicated, metrics = p_step(replicated, batch)
+    # pmean makes every device's metrics the global mean, in every process.
+    loss = np.asarray(metrics["loss_g"])
+    assert loss.shape == (args.devices,) and np.all(loss == loss[0]), loss
+    print(f"process {args.process_id}: step {step + 1} loss_g={loss[0]:.6f}", flush=True)
+
+  copies = [leaves(jax.tree.map(lambda x, i=i: x[i], replicated.params))
+            for i in range(args.devices)]
+  for copy in copies[1:]:  # the local replicas stay identical
+    for a, b in zip(copies[0], copy):
+      np.testing.assert_array_equal(a, b)
+  final = leaves(trainer.unreplicate(replicated).params)
+  out = args.out if distributed.is_main_process() else f"{args.out}.process{args.process_id}.npz"
+  np.savez(out, step=int(trainer.unreplicate(replicated).step),
+           **{f"initial_{i}": x for i, x in enumerate(initial)},
+           **{f"final_{i}": x for i, x in enumerate(final)})
+  if args.num_processes > 1:
+    jax.distributed.shutdown()  # leave together, so no process sees its peers vanish
+
+
+if __name__ == "__main__":
+  main()
