@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.log_every = 50  # Steps between console lines (losses, steps/s, images/s, ETA).
   train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
   train.keep_checkpoints = 3  # How many recent checkpoints to keep.
+  train.image_every = 500  # Steps between TensorBoard images (source, translated, target, ...).
 
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).

@@ -15,4 +15,5 @@ def get_config(variant: str = "+sd,joint"):
   config.train.num_steps = 6
   config.train.log_every = 1
   config.train.checkpoint_every = 3
+  config.train.image_every = 3
   return config

@@ -65,6 +65,12 @@ def _learning_rate(train_config):
                    "'constant' or 'poly'.")
 
 
+def learning_rate_at(train_config, step: int) -> float:
+  """The learning rate of step `step` (for logs)."""
+  lr = _learning_rate(train_config)
+  return float(lr(step)) if callable(lr) else float(lr)
+
+
 def make_optimizers(train_config) -> dict[str, optax.GradientTransformation]:
   """One Adam per network with its own betas (configs/default.py)."""
   lr = _learning_rate(train_config)

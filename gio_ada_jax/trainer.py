@@ -18,7 +18,7 @@ from absl import logging
 
 from flax import serialization
 
-from gio_ada_jax import checkpoint, convert, models, state as state_lib, train_step
+from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
 from gio_ada_jax.data import pipeline
 
 
@@ -122,6 +122,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   start = int(state.step)
 
   p_step = train_step.make_p_train_step(built, optimizers, train)
+  writer = summaries.open_writer(os.path.join(workdir, "tensorboard"))
   preemption = _PreemptionFlag()
   replicated = replicate(state)
   images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
@@ -138,12 +139,20 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
       if jax.process_index() == 0:
         print(format_progress(step, train.num_steps, metrics, steps_per_s,
                               steps_per_s * images_per_step), flush=True)
+      summaries.write_scalars(writer, step, metrics, state_lib.learning_rate_at(train, step))
+    if writer is not None and step % train.image_every == 0:
+      first_device = jax.tree.map(lambda x: x[0], batch)  # per-device batch of device 0
+      summaries.write_pictures(writer, step, summaries.pictures(
+          unreplicate(replicated).params, first_device, built, train.input_level,
+          config.model.num_classes))
     if step % train.checkpoint_every == 0 or step == train.num_steps or preemption.raised:
       checkpointer.save(step, unreplicate(replicated), batches.get_state())
     if preemption.raised:
       logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
       break
   preemption.restore()
+  if writer is not None:
+    writer.close()
   checkpointer.wait()
   checkpointer.close()
   final = unreplicate(replicated)

@@ -64,11 +64,25 @@ def test_train_py_runs_end_to_end_and_writes_checkpoints(data_dir, tmp_path):
   workdir = tmp_path / "work"
   result = subprocess.run(
       [sys.executable, "train.py", "--config", "configs/test.py", "--workdir", str(workdir),
-       f"--config.data.data_dir={data_dir}", "--config.train.num_steps=2"],
+       f"--config.data.data_dir={data_dir}", "--config.train.num_steps=2",
+       "--config.train.image_every=2"],
       capture_output=True, text=True, check=False, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "step 2/2" in result.stdout
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+  assert (workdir / "export" / "task_net.msgpack").exists()
+  events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert events
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  accumulator = event_accumulator.EventAccumulator(str(events[0].parent))
+  accumulator.Reload()
+  tags = accumulator.Tags()
+  scalar_tags = set(tags["tensors"]) | set(tags["scalars"])
+  assert {"train/loss_seg", "train/loss_d_out", "train/grad_norm_generator",
+          "train/learning_rate"} <= scalar_tags
+  image_tags = set(tags["tensors"]) | set(tags["images"])
+  assert {"pictures/source_translated", "pictures/target_prediction",
+          "pictures/target_depth_prediction"} <= image_tags
 
 
 # Subprocesses initialise like this process does (tests/conftest.py's threefry choice).

@@ -107,6 +107,15 @@ SYNTHIA_CITYSCAPES_16 = _subspace("synthia_cityscapes_16", SYNTHIA_CITYSCAPES_16
 MIOU13_CLASSES = (0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 
+def label_space_for(num_classes: int) -> LabelSpace:
+  """The benchmark label space with `num_classes` classes (10, 16 or 19)."""
+  spaces = {s.num_classes: s for s in (VKITTI_KITTI_10, SYNTHIA_CITYSCAPES_16, CITYSCAPES_19)}
+  if num_classes not in spaces:
+    raise ValueError(f"model.num_classes={num_classes} matches no benchmark label space "
+                     f"({sorted(spaces)}).")
+  return spaces[num_classes]
+
+
 def lut_from_mapping(mapping: Mapping[int, int]) -> np.ndarray:
   """A 256-entry uint8 LUT: `mapping[id]` where given, 255 (ignore) elsewhere."""
   lut = np.full(LUT_SIZE, IGNORE_LABEL, np.uint8)
