@@ -144,3 +144,17 @@ def test_benchmark_configs_take_every_variant(config_file):
     assert (config.train.input_level, config.train.output_level) == (input_level, output_level)
   with pytest.raises(ValueError, match="INPUT,OUTPUT"):
     module.get_config("+sd")
+
+
+def test_mixed_precision_step_keeps_float32_params_and_losses():
+  """model.dtype=bfloat16: bf16 compute, float32 parameters, optimiser states and losses."""
+  config = _config()
+  config.model.dtype = "bfloat16"
+  models, state = _setup(config)
+  new_state, metrics = _step(config, models)(state, _batch())
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
+  assert all(leaf.dtype in (jnp.float32, jnp.int32) for leaf in
+             jax.tree.leaves(new_state.opt_states))
+  assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in metrics.values())
+  _, fp32_metrics = _step(_config(), models_lib.build_models(_config().model))(state, _batch())
+  assert abs(float(metrics["loss_seg"]) - float(fp32_metrics["loss_seg"])) < 0.05
