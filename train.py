@@ -8,16 +8,30 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import trainer
+from gio_ada_jax import distributed, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
 flags.mark_flags_as_required(["config", "workdir"])
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "Multi-process runs: host:port where process 0 serves the coordinator. Give it with "
+    "--num_processes and --process_id, or none of the three on one host or in a cluster "
+    "JAX configures itself (Cloud TPU pod slices, srun, mpirun).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Multi-process runs: how many processes in all.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "Multi-process runs: this process's index, 0 to N-1.")
 
 
 def main(argv):
   del argv
+  try:  # before anything touches a device
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    print(f"train.py: {e}", file=sys.stderr)
+    return 2
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except trainer.NonFiniteError as e:

@@ -14,7 +14,9 @@ from gio_ada_jax.state import GioAdaState
 
 
 def _savable(state: GioAdaState) -> GioAdaState:
-  return state.replace(rng=jax.random.key_data(state.rng))  # typed keys as their raw bits
+  # Host numpy arrays (orbax writes them once, from process 0; device arrays local to each
+  # host cannot be saved in a multi-host run) and typed keys as their raw bits.
+  return jax.device_get(state.replace(rng=jax.random.key_data(state.rng)))
 
 
 class Checkpointer:

@@ -4,7 +4,8 @@ Call `initialize` before anything touches a device. With the three values given 
 that coordinator; in a cluster that `jax.distributed.initialize()` configures by itself (Cloud
 TPU VMs, SLURM with several tasks, Open MPI's mpirun, an indexed Kubernetes Job) it lets JAX
 find them; on a single host it does nothing. Afterwards pmap spans every process's devices and
-its collectives (the step's pmean) reduce over all of them.
+its collectives (the step's pmean) reduce over all of them; each process feeds its own
+[local_devices, per_device, ...] batch and gets back its local devices' outputs.
 """
 
 import os
@@ -12,10 +13,13 @@ import os
 import jax
 from absl import logging
 
-FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
+FLAG_NAMES = ("--coordinator_address", "--num_processes", "--process_id")
+# What JAX's SLURM detection reads; srun sets them in every task of a job step.
+_SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+               "SLURM_LOCALID")
 
 
-def _positive_int_env(name: str) -> int:
+def _int_env(name: str) -> int:
   try:
     return int(os.environ.get(name, "1"))
   except ValueError:
@@ -35,9 +39,9 @@ def detected_cluster() -> str | None:
   """The multi-process environment jax.distributed.initialize() would configure, if any."""
   if _running_on_cloud_tpu_vm():
     return "Cloud TPU"  # on one host JAX's detection yields a group of one process
-  if "SLURM_JOB_ID" in os.environ and _positive_int_env("SLURM_NTASKS") > 1:
+  if all(var in os.environ for var in _SLURM_VARS) and _int_env("SLURM_NTASKS") > 1:
     return "SLURM"
-  if "OMPI_MCA_orte_hnp_uri" in os.environ and _positive_int_env("OMPI_COMM_WORLD_SIZE") > 1:
+  if "OMPI_MCA_orte_hnp_uri" in os.environ and _int_env("OMPI_COMM_WORLD_SIZE") > 1:
     return "Open MPI"
   # JAX's Kubernetes bootstrap needs an indexed Job (it reads JOB_COMPLETION_INDEX).
   if "KUBERNETES_SERVICE_HOST" in os.environ and "JOB_COMPLETION_INDEX" in os.environ:
@@ -53,12 +57,12 @@ def _uses_cpu() -> bool:
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
   """Join the process group given by the three values, or the detected cluster's, or none."""
-  values = dict(zip(FLAGS, (coordinator_address, num_processes, process_id)))
+  values = dict(zip(FLAG_NAMES, (coordinator_address, num_processes, process_id)))
   given = [flag for flag, value in values.items() if value is not None]
-  if given and len(given) < len(FLAGS):
-    missing = [flag for flag in FLAGS if flag not in given]
+  if given and len(given) < len(FLAG_NAMES):
+    missing = [flag for flag in FLAG_NAMES if flag not in given]
     raise ValueError(
-        f"{', '.join(FLAGS)} go together, but only {', '.join(given)} "
+        f"{', '.join(FLAG_NAMES)} go together, but only {', '.join(given)} "
         f"{'is' if len(given) == 1 else 'are'} set; also set {', '.join(missing)} (or none "
         "of them on a single host or in a cluster that JAX configures itself).")
   cluster = None if given else detected_cluster()
@@ -85,3 +89,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_main_process() -> bool:
   """Whether this process logs and writes the single-writer outputs (process 0)."""
   return jax.process_index() == 0
+
+
+def unreplicate(tree):
+  """The first local device's copy of each replicated leaf (pmap outputs are all equal).
+
+  Reads that device's shard instead of indexing the [devices, ...] array: `x[0]` is a
+  computation over all local devices, and with several processes on CPU (gloo collectives)
+  hundreds of them dispatched back to back (one per leaf of the state) deadlocked under
+  JAX 0.10. The shard costs no computation and works the same with one process.
+  """
+  return jax.tree.map(lambda x: x.addressable_data(0)[0], tree)

@@ -19,6 +19,7 @@ from absl import logging
 from flax import serialization
 
 from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
+from gio_ada_jax.distributed import unreplicate
 from gio_ada_jax.data import pipeline
 
 
@@ -29,11 +30,6 @@ def replicate(tree):
                                         jax.sharding.PartitionSpec("data"))
   return jax.tree.map(
       lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + x.shape), sharding), tree)
-
-
-def unreplicate(tree):
-  """The first device's copy."""
-  return jax.tree.map(lambda x: x[0], tree)
 
 
 class NonFiniteError(FloatingPointError):
