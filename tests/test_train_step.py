@@ -158,3 +158,25 @@ def test_mixed_precision_step_keeps_float32_params_and_losses():
   assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in metrics.values())
   _, fp32_metrics = _step(_config(), models_lib.build_models(_config().model))(state, _batch())
   assert abs(float(metrics["loss_seg"]) - float(fp32_metrics["loss_seg"])) < 0.05
+
+
+def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
+  """model.task_net.pretrained_vgg16: torchvision's layout, loaded strictly into the encoder."""
+  torch = pytest.importorskip("torch")
+  from gio_ada_jax import convert, torch_ref, trainer  # pylint: disable=g-import-not-at-top
+  config = _config()
+  models, state = _setup(config)
+  torch.manual_seed(0)
+  vgg = torch_ref.VGG16(width=config.model.width)
+  path = str(tmp_path / "vgg16.pth")
+  torch.save(vgg.state_dict(), path)
+  loaded = trainer.with_pretrained_encoder(state, path, state_lib.make_optimizers(config.train))
+  want = np.transpose(vgg.state_dict()["features.28.weight"].numpy(), (2, 3, 1, 0))
+  np.testing.assert_array_equal(loaded.params["task_net"]["encoder"]["conv5_3"]["kernel"], want)
+  np.testing.assert_array_equal(loaded.params["task_net"]["encoder"]["fc6"]["kernel"],
+                                state.params["task_net"]["encoder"]["fc6"]["kernel"])
+  vgg_sd = convert.load_torch_checkpoint(path)
+  vgg_sd["features.99.weight"] = np.zeros((1,), np.float32)
+  convert.save_torch_checkpoint(vgg_sd, path)
+  with pytest.raises(convert.ConversionError, match="features.99.weight"):
+    trainer.with_pretrained_encoder(state, path, state_lib.make_optimizers(config.train))
