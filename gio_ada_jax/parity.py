@@ -20,11 +20,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gio_ada_jax import convert, models
+from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.models.task_net import input_normalisation_affine
 
 NETWORKS = ("generator", "task_net", "deeplab_vgg", "patch_discriminator", "fc_discriminator",
             "fc_discriminator_advent")
-IGNORE_LABEL = 255
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.models import GioAdaModels
-from gio_ada_jax.train_step import _translate
+from gio_ada_jax.train_step import translate
 
 
 def open_writer(logdir: str):
@@ -28,7 +28,7 @@ def open_writer(logdir: str):
 
 @functools.partial(jax.jit, static_argnames=("models", "input_level"))
 def _predict(params, batch, models: GioAdaModels, input_level: str):
-  translated = _translate(models, params, batch, input_level)
+  translated = translate(models, params, batch, input_level)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   return {"translated": translated, "seg_s": jnp.argmax(seg_s, -1), "depth_s": depth_s,

@@ -37,7 +37,8 @@ def output_features(output_level: str, seg_logits: jax.Array, depth: jax.Array
   return {}
 
 
-def _translate(models, params, batch, input_level):
+def translate(models, params, batch, input_level):
+  """x̂_s: the source images through G_img with the variant's inputs (raw images under "na")."""
   conditioning = generator_conditioning(input_level)
   if conditioning is None:
     return batch["source_image"]  # "na": the task net trains on raw source images.
@@ -51,7 +52,7 @@ def _translate(models, params, batch, input_level):
 def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_config):
   """L_G and what the discriminator phase needs (the forward pass's outputs)."""
   params = {**g_params, **d_params}
-  translated = _translate(models, params, batch, train_config.input_level)
+  translated = translate(models, params, batch, train_config.input_level)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"])

@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_LEVELS = ("na", "gd", "+d", "+s", "+sd")
-OUTPUT_LEVELS = ("na", "ss", "depth", "sep", "joint")
+from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.state import INPUT_LEVELS, NETWORKS, OUTPUT_LEVELS
+
 GAN_LOSSES = ("bce", "lsgan")
-IGNORE_LABEL = 255
-NETWORKS = ("generator", "task_net", "d_img", "d_out")
 
 # Adam betas per network (configs/default.py): CycleGAN's for the transform net and its
 # discriminator, PyTorch's defaults for the task net, AdaptSegNet's for the output discriminator.
