@@ -126,9 +126,14 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   for step in range(start + 1, train.num_steps + 1):
     batch = train_step.batch_from_pipeline(next(batches))
     replicated, metrics = p_step(replicated, batch)
-    if step % train.log_every == 0 or step == train.num_steps:
+    preempted = preemption.raised  # read once: a signal arriving later waits for next step
+    save_now = step % train.checkpoint_every == 0 or step == train.num_steps or preempted
+    # Metrics are checked at every log line and before every save, so no checkpoint holds a
+    # state that came out of a NaN/inf step.
+    if step % train.log_every == 0 or save_now:
       metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
       check_finite(metrics, step)
+    if step % train.log_every == 0 or step == train.num_steps:
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, step
@@ -141,9 +146,9 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
       summaries.write_pictures(writer, step, summaries.pictures(
           unreplicate(replicated).params, first_device, built, train.input_level,
           config.model.num_classes))
-    if step % train.checkpoint_every == 0 or step == train.num_steps or preemption.raised:
+    if save_now:
       checkpointer.save(step, unreplicate(replicated), batches.get_state())
-    if preemption.raised:
+    if preempted:
       logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
       break
   preemption.restore()
