@@ -2,8 +2,6 @@
 
 from typing import NamedTuple
 
-import re
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
