@@ -1,18 +1,102 @@
-"""Evaluate GIO-Ada checkpoints: python evaluate.py --config configs/X.py --workdir DIR.
+"""Evaluate GIO-Ada's task net the way the paper reports it.
 
-Evaluation is not written yet; until it is, this entry point says so and exits with status 2.
+  python evaluate.py --config configs/X.py --workdir DIR [--step N | --all_steps]
+      [--save_predictions N] [--torch_checkpoint FILE.pth] [--name NAME]
+  python evaluate.py --config configs/X.py --workdir DIR --images_dir FOLDER [--output_dir OUT]
+  python evaluate.py compare DIR_OR_REPORT... [--step N] [--output_dir OUT]
+
+Reports (Markdown + JSON), the curve and pictures go into DIR/eval. `compare` groups the runs'
+reports by name (default: the variant) and prints mean ± std per class and mIoU.
 """
 
+import json
+import os
 import sys
 
-from absl import app
+from absl import app, flags
+from ml_collections import config_flags
+
+from gio_ada_jax import distributed, evaluator, models, reports
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir; reports go into "
+                               "its eval/ folder.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest; "
+                             "for compare: the report of that step).")
+_ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoint and write "
+                               "the curve (eval/curve.json and TensorBoard).")
+_TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", "", "Evaluate this PyTorch .pth "
+                                        "instead of the workdir's checkpoints.")
+_TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", "task_net", list(evaluator.TORCH_LAYOUTS),
+                                  "Layout of --torch_checkpoint (see convert.py).")
+_SAVE_PREDICTIONS = flags.DEFINE_integer("save_predictions", 0, "Write pictures of this many "
+                                         "evaluated images (segmentation, depth, panels).")
+_IMAGES_DIR = flags.DEFINE_string("images_dir", "", "Instead of evaluating, predict every image "
+                                  "of this folder (no labels needed) and write pictures.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where --images_dir pictures (default "
+                                  "WORKDIR/eval/images) or compare's tables go.")
+_NAME = flags.DEFINE_string("name", "", "Row name in reports and comparisons (default: the "
+                            "variant, e.g. '+sd,joint').")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: as in "
+                                   "train.py.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs.")
+
+
+def _compare(paths: list[str]) -> int:
+  if not paths:
+    raise ValueError("compare needs at least one workdir or report JSON.")
+  found = [reports.load_report(reports.find_report(p, _STEP.value)) for p in paths]
+  rows = reports.compare(found)
+  table = reports.compare_markdown(rows, found[0]["classes"], "miou13" in found[0]["metrics"])
+  print(table)
+  if _OUTPUT_DIR.value:
+    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+    with open(os.path.join(_OUTPUT_DIR.value, "compare.md"), "w") as f:
+      f.write(table + "\n")
+    with open(os.path.join(_OUTPUT_DIR.value, "compare.json"), "w") as f:
+      json.dump(reports.json_ready(rows), f, indent=1)
+  return 0
+
+
+def _evaluate() -> int:
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise ValueError("--config and --workdir are required (or use `evaluate.py compare DIR...`).")
+  if _ALL_STEPS.value and (_STEP.value is not None or _TORCH_CHECKPOINT.value):
+    raise ValueError("--all_steps evaluates every checkpoint; drop --step / --torch_checkpoint.")
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if _IMAGES_DIR.value:
+    built = models.build_models(config.model)
+    weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
+                                       _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
+               else next(evaluator.checkpoint_weights(built, config, workdir, step=_STEP.value)))
+    output_dir = _OUTPUT_DIR.value or os.path.join(workdir, reports.EVAL_DIR, "images")
+    names = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
+    print(f"Predicted {len(names)} images with {weights.checkpoint} -> {output_dir}")
+    return 0
+  written = evaluator.evaluate(
+      config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,
+      torch_checkpoint=_TORCH_CHECKPOINT.value, torch_layout=_TORCH_LAYOUT.value,
+      save_predictions=_SAVE_PREDICTIONS.value, name=_NAME.value)
+  if distributed.is_main_process():
+    print()
+    print(evaluator.tables(written))
+    print(f"\nReports in {os.path.join(workdir, reports.EVAL_DIR)}")
+  return 0
 
 
 def main(argv):
-  del argv
-  print("evaluate.py: evaluation is not implemented yet (see the open 'Evaluation' issue).",
-        file=sys.stderr)
-  return 2
+  try:
+    if len(argv) > 1 and argv[1] == "compare":
+      return _compare(argv[2:])
+    if len(argv) > 1:
+      raise ValueError(f"unknown arguments {argv[1:]}; the only command is `compare`.")
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    return _evaluate()
+  except (ValueError, FileNotFoundError) as e:
+    print(f"evaluate.py: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -54,6 +54,16 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3  # How many recent checkpoints to keep.
   train.image_every = 500  # Steps between TensorBoard images (source, translated, target, ...).
 
+  evaluation = config.eval = ml_collections.ConfigDict()
+  evaluation.per_device_batch = 1  # Target images per device per evaluation step.
+  # Score predictions upsampled to each ground truth's own resolution (the paper's protocol,
+  # as AdaptSegNet's and ADVENT's scripts); False scores at the network input size (faster,
+  # but not comparable with published numbers).
+  evaluation.at_label_resolution = True
+  evaluation.depth_min_m = 1e-3  # Depth metrics: true depths below are not scored, and
+  evaluation.depth_max_m = 0.0  # above this cap (0 = no cap; 80 is KITTI depth's custom);
+  # predictions are clipped to the same range (monodepth's evaluation).
+
   model = config.model = ml_collections.ConfigDict()
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).
   model.dtype = "float32"  # Compute dtype of every network ("bfloat16" for mixed precision).

@@ -11,6 +11,7 @@ its collectives (the step's pmean) reduce over all of them; each process feeds i
 import os
 
 import jax
+import jax.numpy as jnp
 from absl import logging
 
 FLAG_NAMES = ("--coordinator_address", "--num_processes", "--process_id")
@@ -89,6 +90,16 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_main_process() -> bool:
   """Whether this process logs and writes the single-writer outputs (process 0)."""
   return jax.process_index() == 0
+
+
+def replicate(tree, devices=None):
+  """One copy per device (default: the local ones) along a new leading axis, as pmap expects."""
+  devices = jax.local_devices() if devices is None else list(devices)
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
+                                        jax.sharding.PartitionSpec("data"))
+  return jax.tree.map(
+      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + jnp.shape(x)), sharding),
+      tree)
 
 
 def unreplicate(tree):

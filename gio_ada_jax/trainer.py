@@ -13,23 +13,13 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 
 from flax import serialization
 
 from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
-from gio_ada_jax.distributed import unreplicate
+from gio_ada_jax.distributed import replicate, unreplicate
 from gio_ada_jax.data import pipeline
-
-
-def replicate(tree):
-  """One copy per local device along a new leading axis, laid out as pmap expects it."""
-  devices = jax.local_devices()
-  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
-                                        jax.sharding.PartitionSpec("data"))
-  return jax.tree.map(
-      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + x.shape), sharding), tree)
 
 
 class NonFiniteError(FloatingPointError):

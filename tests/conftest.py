@@ -24,3 +24,31 @@ def tiny_model_config():
 # random initializer; the classic threefry compiles in a fraction of that. Tests only need
 # some random init, not the production one, so they use the fast one.
 jax.config.update("jax_threefry_partitionable", False)
+
+
+@pytest.fixture(scope="session")
+def procedural_data_dir(tmp_path_factory):
+  """The tiny procedural benchmark of configs/test.py, prepared once for the session."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("procedural_data")
+  prepare.prepare("procedural", str(path), test.get_config(), num_workers=1)
+  return str(path)
+
+
+def tiny_training_config(data_dir: str, num_steps: int):
+  """configs/test.py reading `data_dir`, trained for `num_steps` (checkpoints every 3)."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  config = test.get_config()
+  config.data.data_dir = data_dir
+  config.train.num_steps = num_steps
+  return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(procedural_data_dir, tmp_path_factory):
+  """(final state, workdir) of an uninterrupted 6-step run: checkpoints 3 and 6, export."""
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("trained_run")
+  state = trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 6), str(workdir))
+  return state, str(workdir)

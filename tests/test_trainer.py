@@ -12,29 +12,19 @@ from flax import serialization
 
 pytest.importorskip("tensorflow_datasets")
 
-from configs import test as test_config  # noqa: E402
 from gio_ada_jax import trainer  # noqa: E402
-from gio_ada_jax.data import prepare  # noqa: E402
+from tests.conftest import tiny_training_config  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("data")
-  prepare.prepare("procedural", str(path), test_config.get_config(), num_workers=1)
-  return str(path)
+@pytest.fixture
+def data_dir(procedural_data_dir):
+  return procedural_data_dir
 
 
-def _config(data_dir, num_steps):
-  config = test_config.get_config()
-  config.data.data_dir = data_dir
-  config.train.num_steps = num_steps
-  return config
-
-
-@pytest.fixture(scope="module")
-def straight(data_dir, tmp_path_factory):
-  """The final state of an uninterrupted 6-step run."""
-  return trainer.train_and_evaluate(_config(data_dir, 6), str(tmp_path_factory.mktemp("s")))
+@pytest.fixture
+def straight(trained_run):
+  """The final state of an uninterrupted 6-step run (tests/conftest.py)."""
+  return trained_run[0]
 
 
 def _assert_same_params(a, b):
@@ -44,8 +34,8 @@ def _assert_same_params(a, b):
 
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(data_dir, straight, tmp_path,
                                                            capsys):
-  trainer.train_and_evaluate(_config(data_dir, 3), str(tmp_path / "resumed"))
-  resumed = trainer.train_and_evaluate(_config(data_dir, 6), str(tmp_path / "resumed"))
+  trainer.train_and_evaluate(tiny_training_config(data_dir, 3), str(tmp_path / "resumed"))
+  resumed = trainer.train_and_evaluate(tiny_training_config(data_dir, 6), str(tmp_path / "resumed"))
   assert int(resumed.step) == int(straight.step) == 6
   _assert_same_params(resumed, straight)
   printed = capsys.readouterr().out

@@ -24,10 +24,9 @@ import tensorflow_datasets as tfds
 from gio_ada_jax.data import formats, procedural
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_PROCEDURAL_CONFIG,
-                                       VERSION_DIR)
+                                       METADATA_SPLIT_STATS, VERSION_DIR)
 
 VERSION = tfds.core.Version(VERSION_DIR)
-METADATA_SPLIT_STATS = "split_stats"
 
 
 def _features(has_depth: bool) -> tfds.features.FeaturesDict:

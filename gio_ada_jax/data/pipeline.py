@@ -23,6 +23,7 @@ from gio_ada_jax.data.labels import IGNORE_LABEL
 
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py
 METADATA_PROCEDURAL_CONFIG = "procedural_config"  # written by builders.py
+METADATA_SPLIT_STATS = "split_stats"  # written by builders.py
 VERSION_DIR = "1.0.0"
 
 
@@ -125,16 +126,59 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
     image, label = image[:, ::-1], label[:, ::-1]
     depth = depth[:, ::-1] if depth is not None else None
 
-  out = {"image": image.astype(np.float32) / 127.5 - 1.0, "label": label.astype(np.int32)}
-  if depth is None:
-    out["depth"] = np.zeros((spec.height, spec.width, 1), np.float32)
-    out["depth_mask"] = np.zeros((spec.height, spec.width, 1), np.float32)
-  else:
-    valid = depth > 0
-    scale = 1.0 / spec.depth_max_cm if spec.depth_max_cm > 0 else 0.0
-    out["depth"] = (depth.astype(np.float32) * scale)[..., None]
-    out["depth_mask"] = valid.astype(np.float32)[..., None]
+  out = {"image": _normalise_image(image), "label": label.astype(np.int32)}
+  out.update(_depth_inputs(depth, spec, (spec.height, spec.width)))
   return out
+
+
+def _normalise_image(image: np.ndarray) -> np.ndarray:
+  return image.astype(np.float32) / 127.5 - 1.0
+
+
+def _depth_inputs(depth: np.ndarray | None, spec: Preprocessing,
+                  size: tuple[int, int]) -> dict[str, np.ndarray]:
+  """Depth in [0, 1] (divided by the dataset-wide maximum) and its validity mask, [H, W, 1]."""
+  if depth is None:
+    zeros = np.zeros(size + (1,), np.float32)
+    return {"depth": zeros, "depth_mask": zeros.copy()}
+  scale = 1.0 / spec.depth_max_cm if spec.depth_max_cm > 0 else 0.0
+  return {"depth": (depth.astype(np.float32) * scale)[..., None],
+          "depth_mask": (depth > 0).astype(np.float32)[..., None]}
+
+
+def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
+                                   label_size: tuple[int, int]) -> dict[str, np.ndarray]:
+  """Evaluation inputs: the image resized for the network, label and depth left at their own
+  resolution and padded (ignore, invalid) to `label_size`, with that resolution in `label_size`.
+
+  The paper's protocol scores predictions upsampled to the ground truth's own resolution; the
+  padding gives every example of a split the same array shape.
+  """
+  label, depth = example["label"][..., 0], example.get("depth")
+  height, width = label.shape
+  if height > label_size[0] or width > label_size[1]:
+    raise ValueError(f"example {example.get('id')!r}: its label is {height}x{width}, larger "
+                     f"than the split's recorded maximum {label_size[0]}x{label_size[1]}; "
+                     "re-prepare the dataset with --overwrite.")
+  padded_label = np.full(label_size, IGNORE_LABEL, np.int32)
+  padded_label[:height, :width] = label
+  out = {"image": _normalise_image(_resize_image(example["image"], spec.height, spec.width)),
+         "label": padded_label, "label_size": np.asarray([height, width], np.int32)}
+  for key, value in _depth_inputs(depth, spec, (height, width)).items():
+    out[key] = np.zeros(label_size + (1,), np.float32)
+    out[key][:height, :width] = value
+  return out
+
+
+def split_label_size(info, split: str) -> tuple[int, int]:
+  """The largest label height and width of `split`, from the sizes recorded at prepare time."""
+  stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get(split)
+  if not stats or not stats.get("image_sizes"):
+    raise ValueError(f"dataset {info.name!r}: no image sizes of split {split!r} in its "
+                     "metadata; re-prepare it with `python -m gio_ada_jax.data.prepare ... "
+                     "--overwrite`.")
+  sizes = [tuple(int(v) for v in key.split("x")) for key in stats["image_sizes"]]
+  return max(h for h, _ in sizes), max(w for _, w in sizes)
 
 
 def _to_device_shape(batch: dict[str, np.ndarray], local_devices: int) -> dict[str, np.ndarray]:
@@ -190,12 +234,15 @@ class UnpairedIterator:
 
 
 def eval_batches(source, spec: Preprocessing, *, per_device_batch: int,
-                 local_devices: int | None = None, process_index: int | None = None,
+                 label_size: tuple[int, int] | None = None, local_devices: int | None = None,
+                 process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """The whole split once, in order: every process gets the same number of batches.
 
   The last partial batches are padded with zeros and `valid` = 0, so nothing is dropped and
-  padded slots can be masked out of the metrics.
+  padded slots can be masked out of the metrics. `index` holds each slot's position in the
+  split (-1 for padding). With `label_size`, labels and depth stay at their own resolution
+  (`preprocess_at_label_resolution`); otherwise everything is resized to the input size.
   """
   local_devices, process_index, process_count = _process_layout(
       local_devices, process_index, process_count)
@@ -204,16 +251,24 @@ def eval_batches(source, spec: Preprocessing, *, per_device_batch: int,
   per_process = math.ceil(num_examples / process_count)
   num_batches = math.ceil(per_process / batch_size)
   indices = list(range(process_index, num_examples, process_count))
+
+  def prepared(i):
+    if label_size is None:
+      return preprocess(source[i], spec, None)
+    return preprocess_at_label_resolution(source[i], spec, label_size)
+
   for b in range(num_batches):
     chunk = indices[b * batch_size:(b + 1) * batch_size]
-    examples = [preprocess(source[i], spec, None) for i in chunk]
-    template = examples[0] if examples else preprocess(source[0], spec, None)
+    examples = [prepared(i) for i in chunk]
+    template = examples[0] if examples else prepared(0)
     batch = {k: np.zeros((batch_size,) + v.shape, v.dtype) for k, v in template.items()}
     batch["label"][:] = IGNORE_LABEL
     for slot, example in enumerate(examples):
       for k, v in example.items():
         batch[k][slot] = v
     batch["valid"] = (np.arange(batch_size) < len(examples)).astype(np.float32)
+    batch["index"] = np.full(batch_size, -1, np.int32)
+    batch["index"][:len(chunk)] = chunk
     yield _to_device_shape(batch, local_devices)
 
 
@@ -244,9 +299,37 @@ def train_iterator(config) -> UnpairedIterator:
   return UnpairedIterator(*datasets)
 
 
-def target_eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
-  """The target's evaluation split (`data.target_eval_split`), resized, padded and masked."""
+@dataclasses.dataclass(frozen=True)
+class EvalSplit:
+  """A prepared evaluation split and how to read it."""
+
+  dataset: str
+  split: str
+  source: Any  # random-access examples
+  info: Any  # the dataset's DatasetInfo
+  spec: Preprocessing
+  label_size: tuple[int, int] | None  # padded label resolution; None: the input size
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def batches(self, per_device_batch: int, **layout) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` over this split (the layout keywords default to JAX's)."""
+    return eval_batches(self.source, self.spec, per_device_batch=per_device_batch,
+                        label_size=self.label_size, **layout)
+
+
+def target_eval_split(config, at_label_resolution: bool) -> EvalSplit:
+  """The target's evaluation split (`data.target_eval_split`) of `config`."""
   data = config.data
   source, info = _open_checked(data, data.target, data.target_eval_split)
-  return eval_batches(source, _spec(data, info, train=False),
-                      per_device_batch=data.per_device_batch)
+  label_size = (split_label_size(info, data.target_eval_split) if at_label_resolution
+                else None)
+  return EvalSplit(data.target, data.target_eval_split, source, info,
+                   _spec(data, info, train=False), label_size)
+
+
+def target_eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
+  """The target's evaluation split resized to the input size, padded and masked."""
+  return target_eval_split(config, at_label_resolution=False).batches(
+      config.data.per_device_batch)

@@ -37,7 +37,7 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
-def _align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
+def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   """[out, in] linear-interpolation weights with align_corners=True source coordinates."""
   if out_size == 1 or in_size == 1:
     src = np.zeros(out_size)
@@ -61,8 +61,8 @@ def resize_bilinear_align_corners(x: jax.Array, height: int, width: int) -> jax.
   in_h, in_w = x.shape[1], x.shape[2]
   if (in_h, in_w) == (height, width):
     return x
-  rows = jnp.asarray(_align_corners_matrix(in_h, height), x.dtype)
-  cols = jnp.asarray(_align_corners_matrix(in_w, width), x.dtype)
+  rows = jnp.asarray(align_corners_matrix(in_h, height), x.dtype)
+  cols = jnp.asarray(align_corners_matrix(in_w, width), x.dtype)
   precision = jax.lax.Precision.HIGHEST
   x = jnp.einsum("oh,nhwc->nowc", rows, x, precision=precision)
   return jnp.einsum("pw,nowc->nopc", cols, x, precision=precision)

@@ -1,0 +1,263 @@
+"""evaluate(config, workdir, ...): what `python evaluate.py` does, as a library call.
+
+Restores G_task from the workdir's checkpoints (one step, the latest, or every kept one), from
+its export, or from a PyTorch checkpoint; evaluates it on the target's evaluation split
+(`evaluation.py`); writes reports (Markdown + JSON), the curve (JSON + TensorBoard) and pictures
+into workdir/eval. Also: inference on a folder of unlabelled images, and the comparison of
+several workdirs' reports.
+"""
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import serialization
+from PIL import Image
+
+from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports,
+                         state as state_lib)
+from gio_ada_jax.data import pipeline
+from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.models.layers import align_corners_matrix
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+TORCH_LAYOUTS = ("task_net", "deeplab_vgg")  # GIO-Ada's torch_ref net, AdaptSegNet's DeeplabVGG
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskNetWeights:
+  """Parameters of G_task and where they came from."""
+
+  params: Any
+  checkpoint: str  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path
+  step: int | None
+  stem: str  # report file name without suffix
+
+
+def variant_name(config) -> str:
+  """The config's variant, as in `--config file.py:INPUT,OUTPUT`."""
+  return f"{config.train.input_level},{config.train.output_level}"
+
+
+def _abstract_state(built: models.GioAdaModels, config):
+  return checkpoint.abstract_state(lambda: state_lib.create_state(
+      built, config, jax.random.key(config.seed), config.data.height, config.data.width))
+
+
+def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
+                       step: int | None = None, all_steps: bool = False
+                       ) -> Iterator[TaskNetWeights]:
+  """G_task of the workdir's checkpoint `step` (default: the latest), or of every kept one;
+  without checkpoints, the export of a finished run."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):  # do not let the CheckpointManager create it
+    if step is not None or all_steps:
+      raise FileNotFoundError(f"{workdir}: no checkpoints folder ({directory}).")
+    yield export_weights(built, config, workdir)
+    return
+  checkpointer = checkpoint.Checkpointer(directory, keep=None)
+  try:
+    kept = checkpointer.all_steps()
+    if not kept:
+      raise FileNotFoundError(f"{workdir}: no complete checkpoint in {directory}.")
+    if all_steps:
+      steps = kept
+    elif step is not None:
+      if step not in kept:
+        raise FileNotFoundError(f"{workdir}: no checkpoint of step {step}; kept steps: {kept}.")
+      steps = [step]
+    else:
+      steps = [kept[-1]]
+    abstract = _abstract_state(built, config)
+    for s in steps:
+      params = checkpointer.restore_params(abstract, s)
+      yield TaskNetWeights(params["task_net"], f"checkpoints/{s}", s, f"step_{s}")
+  finally:
+    checkpointer.close()
+
+
+def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetWeights:
+  """G_task from workdir/export/task_net.msgpack (written when training completes)."""
+  path = os.path.join(workdir, "export", "task_net.msgpack")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: neither checkpoints nor {path}; train first "
+                            f"(python train.py --config ... --workdir {workdir}).")
+  template = _task_net_template(built, config)
+  with open(path, "rb") as f:
+    params = serialization.from_bytes(template, f.read())
+  return TaskNetWeights(params, "export/task_net.msgpack", None, "export")
+
+
+def _task_net_template(built: models.GioAdaModels, config):
+  image = jnp.zeros((1, config.data.height, config.data.width, 3), jnp.float32)
+  return jax.jit(built.task_net.init)(jax.random.key(0), image)["params"]
+
+
+def torch_weights(built: models.GioAdaModels, config, path: str,
+                  layout: str = "task_net") -> TaskNetWeights:
+  """G_task from a PyTorch checkpoint in `layout` (convert.py; "deeplab_vgg" has no depth head,
+  which then keeps its random initialisation)."""
+  if layout not in TORCH_LAYOUTS:
+    raise ValueError(f"--torch_layout={layout!r} is not known; choose one of {TORCH_LAYOUTS}.")
+  state_dict = convert.load_torch_checkpoint(path)
+  params = convert.torch_to_flax(state_dict, layout, template=_task_net_template(built, config))
+  stem = "torch_" + re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(path).stem)
+  return TaskNetWeights(params, path, None, stem)
+
+
+def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales | None:
+  """Metres per normalised unit of predictions (source maximum) and ground truth (target's)."""
+  true_cm = pipeline.depth_max_cm(split.info)
+  if true_cm <= 0:
+    return None
+  try:
+    _, source_info = pipeline.open_split(config.data.data_dir, config.data.source, "train")
+  except (pipeline.DatasetNotPrepared, ValueError) as e:
+    logging.warning("No depth metrics: the predictions' scale comes from the source "
+                    "dataset's depth maximum, but %s", e)
+    return None
+  predicted_cm = pipeline.depth_max_cm(source_info)
+  if predicted_cm <= 0:
+    return None
+  return evaluation.DepthScales(predicted_m=predicted_cm / 100, true_m=true_cm / 100,
+                                min_m=config.eval.depth_min_m, max_m=config.eval.depth_max_m)
+
+
+def _example_name(split: pipeline.EvalSplit, index: int) -> str:
+  raw = split.source[index].get("id", str(index))
+  raw = raw.decode() if isinstance(raw, bytes) else str(raw)
+  return f"{index:05d}_" + re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
+
+
+def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool = False,
+             torch_checkpoint: str = "", torch_layout: str = "task_net",
+             save_predictions: int = 0, name: str = "", progress: bool = True
+             ) -> list[dict[str, Any]]:
+  """Evaluate G_task as `evaluate.py` does; the reports (also written into workdir/eval)."""
+  built = models.build_models(config.model)
+  label_space = label_space_for(config.model.num_classes)
+  split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
+  depth = _depth_scales(config, split)
+  devices = jax.local_devices()
+  p_eval = evaluation.make_split_evaluator(built.task_net, label_space.num_classes, depth,
+                                           devices)
+  if torch_checkpoint:
+    weights = iter([torch_weights(built, config, torch_checkpoint, torch_layout)])
+  else:
+    weights = checkpoint_weights(built, config, workdir, step=step, all_steps=all_steps)
+  eval_dir = os.path.join(workdir, reports.EVAL_DIR)
+  written = []
+  for w in weights:
+    result = evaluation.evaluate_split(
+        p_eval, w.params, split.batches(config.eval.per_device_batch),
+        num_examples=len(split), num_classes=label_space.num_classes,
+        with_depth=depth is not None, devices=devices, num_pictures=save_predictions,
+        progress=progress)
+    report = reports.make_report(
+        name=name or variant_name(config), variant=variant_name(config),
+        checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
+        class_names=label_space.class_names,
+        resolution="label" if split.label_size else "input",
+        metrics=evaluation.summarise(result, label_space), confusion=result.confusion,
+        seconds=result.seconds)
+    written.append(report)
+    if is_main_process():
+      paths = reports.write_report(eval_dir, w.stem, report)
+      for example in result.pictures:
+        pictures.write_prediction_pictures(
+            os.path.join(eval_dir, w.stem, "pictures"), _example_name(split, example["index"]),
+            pictures.prediction_pictures(example, label_space))
+      print(f"{report['name']} ({w.checkpoint}): mIoU {100 * report['metrics']['miou']:.1f} "
+            f"over {report['metrics']['num_images']} images -> {paths[1]}", flush=True)
+  if is_main_process():
+    _write_curve(eval_dir, os.path.join(workdir, "tensorboard", "eval"),
+                 [r for r in written if r["step"] is not None])
+  return written
+
+
+def _write_curve(eval_dir: str, logdir: str, new_reports: list[dict[str, Any]]) -> None:
+  """Merge the evaluated checkpoints into curve.json and TensorBoard (eval/* scalars)."""
+  if not new_reports:
+    return
+  points = {}
+  curve_path = os.path.join(eval_dir, "curve.json")
+  if os.path.exists(curve_path):
+    points = {p["step"]: p for p in reports.load_curve(curve_path)}
+  for report in new_reports:
+    points[report["step"]] = reports.curve_point(report)
+  reports.write_curve(eval_dir, list(points.values()))
+  from gio_ada_jax import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  writer = summaries.open_writer(logdir)
+  for report in new_reports:
+    point = reports.curve_point(report)
+    for key, value in point.items():
+      if key != "step" and value is not None:
+        writer.scalar(f"eval/{key}", value, report["step"])
+  writer.flush()
+  writer.close()
+
+
+def tables(reports_list: list[dict[str, Any]]) -> str:
+  """The printed summary: the IoU table and, where there is depth, the depth table."""
+  text = reports.markdown_table(reports_list)
+  depth = reports.depth_table(reports_list)
+  return text + ("\n\n" + depth if depth else "")
+
+
+# ---------------------------------------------------------------------- unlabelled images
+
+
+def _read_rgb(path: pathlib.Path) -> np.ndarray:
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except OSError as e:
+    raise ValueError(f"{path}: not a readable image ({e}).") from None
+
+
+def upsample_host(x: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[h, w, C] -> [height, width, C], bilinear align_corners=True (as on device)."""
+  rows = align_corners_matrix(x.shape[0], height)
+  cols = align_corners_matrix(x.shape[1], width)
+  return np.einsum("pw,owc->opc", cols, np.einsum("oh,hwc->owc", rows, x))
+
+
+def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir: str
+                   ) -> list[str]:
+  """Segmentation and depth pictures of every image in `images_dir` (no labels); the names.
+
+  Each image is resized to the configured input size for the network and its predictions are
+  upsampled back to the image's own size.
+  """
+  if not os.path.isdir(images_dir):
+    raise FileNotFoundError(f"--images_dir={images_dir}: not a folder.")
+  paths = sorted(p for p in pathlib.Path(images_dir).iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES)
+  if not paths:
+    raise FileNotFoundError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
+  built = models.build_models(config.model)
+  label_space = label_space_for(config.model.num_classes)
+  height, width = config.data.height, config.data.width
+  apply = jax.jit(lambda params, image: built.task_net.apply({"params": params}, image))
+  written = []
+  for path in paths:
+    rgb = _read_rgb(path)
+    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+    logits, depth = jax.device_get(apply(weights.params,
+                                         (resized.astype(np.float32) / 127.5 - 1.0)[None]))
+    logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
+    depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
+    segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
+    depth_rgb = pictures.depth_colours(depth)
+    pictures.write_prediction_pictures(output_dir, path.stem, {
+        "segmentation": segmentation, "depth": depth_rgb,
+        "panel": pictures.panel([[rgb, segmentation, depth_rgb]])})
+    written.append(path.stem)
+  return written

@@ -1,0 +1,241 @@
+"""Evaluation reports: tables in the paper's layout (Tables 1 and 4), JSON, curves, comparisons.
+
+A report is a JSON-ready dict (see `make_report`). Tables give IoU in percent with one decimal,
+one column per class in the benchmark's order, then mIoU (and mIoU* for the 16 classes).
+`compare` groups reports by run name (by default the variant "INPUT,OUTPUT") and gives mean ±
+sample standard deviation over the runs of each group: seeds of one variant, or ablations.
+"""
+
+import glob
+import json
+import math
+import os
+import re
+from typing import Any, Iterable
+
+import numpy as np
+
+from gio_ada_jax.evaluation import DEPTH_METRICS
+
+EVAL_DIR = "eval"  # inside a workdir
+_STEP_REPORT = re.compile(r"step_(\d+)\.json$")
+MISSING = "–"  # a NaN cell: the class appears in neither ground truth nor prediction
+
+
+def make_report(*, name: str, variant: str, checkpoint: str, step: int | None, dataset: str,
+                split: str, class_names: Iterable[str], resolution: str,
+                metrics: dict[str, Any], confusion: np.ndarray, seconds: float
+                ) -> dict[str, Any]:
+  """One evaluation as a JSON-ready dict (NaN as None)."""
+  return json_ready({
+      "name": name, "variant": variant, "checkpoint": checkpoint, "step": step,
+      "dataset": dataset, "split": split, "classes": list(class_names),
+      "resolution": resolution, "metrics": metrics,
+      "confusion_matrix": np.asarray(confusion).tolist(),
+      "images_per_s": metrics.get("num_images", 0) / seconds if seconds > 0 else None,
+  })
+
+
+def json_ready(value):
+  """`value` with tuples as lists, numpy scalars as Python numbers and NaN/inf as None."""
+  if isinstance(value, dict):
+    return {k: json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return None if not math.isfinite(float(value)) else float(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def _value(x) -> float:
+  return math.nan if x is None else float(x)
+
+
+def _percent(x) -> str:
+  x = _value(x)
+  return MISSING if math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _summary_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
+  """(header, metrics key) of the columns after the classes: mIoU, and mIoU* when present."""
+  columns = [("mIoU", "miou")]
+  if "miou13" in report["metrics"]:
+    columns.append(("mIoU*", "miou13"))
+  return columns
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def markdown_table(reports: list[dict[str, Any]]) -> str:
+  """Per-class IoU and mIoU, one row per report (paper Tables 1 and 4)."""
+  first = reports[0]
+  columns = _summary_columns(first)
+  header = ["Method"] + first["classes"] + [c for c, _ in columns]
+  rows = [[_row_label(r)] + [_percent(r["metrics"]["iou"][c]) for c in first["classes"]]
+          + [_percent(r["metrics"][k]) for _, k in columns] for r in reports]
+  return _table(header, rows)
+
+
+def _row_label(report: dict[str, Any]) -> str:
+  where = f"step {report['step']}" if report["step"] is not None else report["checkpoint"]
+  return f"{report['name']} ({where})"
+
+
+def depth_table(reports: list[dict[str, Any]]) -> str | None:
+  """Depth errors, one row per report that has them; None if none has."""
+  with_depth = [r for r in reports if r["metrics"].get("depth")]
+  if not with_depth:
+    return None
+  rows = [[_row_label(r)] + [_depth_cell(r["metrics"]["depth"][m]) for m in DEPTH_METRICS]
+          for r in with_depth]
+  return _table(["Method"] + list(DEPTH_METRICS), rows)
+
+
+def _depth_cell(x) -> str:
+  x = _value(x)
+  return MISSING if math.isnan(x) else f"{x:.3f}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+  """A report as Markdown: the IoU table, accuracies, depth errors."""
+  metrics = report["metrics"]
+  parts = [f"# {report['name']}: {report['dataset']} {report['split']}",
+           f"Checkpoint: {report['checkpoint']}. {metrics['num_images']} images scored at "
+           f"{report['resolution']} resolution.", "",
+           markdown_table([report]), "",
+           f"Pixel accuracy {_percent(metrics['pixel_accuracy'])}, mean class accuracy "
+           f"{_percent(metrics['mean_accuracy'])}. IoU in percent; {MISSING}: the class is in "
+           "neither the ground truth nor the prediction (left out of the mean)."]
+  depth = depth_table([report])
+  if depth:
+    parts += ["", f"Depth ({metrics['depth']['num_images']} images with ground truth, "
+              "metres, per-image means):", "", depth]
+  return "\n".join(parts) + "\n"
+
+
+def _write_atomically(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def write_report(directory: str, stem: str, report: dict[str, Any]) -> tuple[str, str]:
+  """Write `stem`.json and `stem`.md into `directory`; their paths."""
+  json_path = os.path.join(directory, stem + ".json")
+  md_path = os.path.join(directory, stem + ".md")
+  _write_atomically(json_path, json.dumps(report, indent=1) + "\n")
+  _write_atomically(md_path, report_markdown(report))
+  return json_path, md_path
+
+
+def curve_point(report: dict[str, Any]) -> dict[str, Any]:
+  """The scalars of a report that go into the training curve."""
+  metrics = report["metrics"]
+  point = {"step": report["step"], "miou": metrics["miou"],
+           "pixel_accuracy": metrics["pixel_accuracy"]}
+  if "miou13" in metrics:
+    point["miou13"] = metrics["miou13"]
+  for name, value in (metrics.get("depth") or {}).items():
+    if name != "num_images":
+      point[f"depth_{name}"] = value
+  return point
+
+
+def load_curve(path: str) -> list[dict[str, Any]]:
+  """The points of a curve.json."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_curve(directory: str, points: list[dict[str, Any]]) -> str:
+  """Write curve.json (points sorted by step); its path."""
+  path = os.path.join(directory, "curve.json")
+  _write_atomically(path, json.dumps(sorted(points, key=lambda p: p["step"]), indent=1) + "\n")
+  return path
+
+
+# --------------------------------------------------------------------------------- compare
+
+
+def find_report(path: str, step: int | None = None) -> str:
+  """The report JSON of `path`: the file itself, or a workdir's report of `step` (default:
+  its highest evaluated step)."""
+  if os.path.isfile(path):
+    return path
+  reports = {int(m.group(1)): p for p in glob.glob(os.path.join(path, EVAL_DIR, "step_*.json"))
+             if (m := _STEP_REPORT.search(p))}
+  if step is not None:
+    if step not in reports:
+      raise FileNotFoundError(f"{path}: no evaluation report of step {step} (have "
+                              f"{sorted(reports) or 'none'}); run `python evaluate.py --config "
+                              f"... --workdir {path} --step {step}` first.")
+    return reports[step]
+  if not reports:
+    raise FileNotFoundError(f"{path}: no evaluation report in {os.path.join(path, EVAL_DIR)}; "
+                            f"run `python evaluate.py --config ... --workdir {path}` first.")
+  return reports[max(reports)]
+
+
+def load_report(path: str) -> dict[str, Any]:
+  """Read a report JSON, with an error naming the file if it is not one."""
+  try:
+    with open(path) as f:
+      report = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: not a readable evaluation report ({e}).") from None
+  missing = {"name", "classes", "metrics"} - set(report)
+  if missing:
+    raise ValueError(f"{path}: not an evaluation report (no {sorted(missing)}).")
+  return report
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  finite = np.asarray([v for v in values if not math.isnan(v)], np.float64)
+  if finite.size == 0:
+    return math.nan, math.nan
+  return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+
+
+def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Group reports by name (in order of appearance); mean and std of every IoU and mean."""
+  classes = reports[0]["classes"]
+  for report in reports[1:]:
+    if report["classes"] != classes:
+      raise ValueError(f"reports of different class sets cannot be compared: {classes} and "
+                       f"{report['classes']} ({report['name']}).")
+  groups: dict[str, list[dict[str, Any]]] = {}
+  for report in reports:
+    groups.setdefault(report["name"], []).append(report)
+  keys = [k for _, k in _summary_columns(reports[0])]
+  rows = []
+  for name, members in groups.items():
+    row = {"name": name, "runs": len(members),
+           "checkpoints": [m.get("checkpoint") for m in members], "iou": {}}
+    for c in classes:
+      row["iou"][c] = _mean_std([_value(m["metrics"]["iou"][c]) for m in members])
+    for key in keys:
+      row[key] = _mean_std([_value(m["metrics"].get(key)) for m in members])
+    rows.append(row)
+  return rows
+
+
+def _mean_std_cell(pair: tuple[float, float]) -> str:
+  mean, std = pair
+  return MISSING if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def compare_markdown(rows: list[dict[str, Any]], classes: list[str],
+                     with_miou13: bool) -> str:
+  """The comparison as a table: mean ± std (over runs) per class and mIoU, one row a group."""
+  summary = [("mIoU", "miou")] + ([("mIoU*", "miou13")] if with_miou13 else [])
+  header = ["Method", "runs"] + classes + [h for h, _ in summary]
+  body = [[r["name"], str(r["runs"])] + [_mean_std_cell(r["iou"][c]) for c in classes]
+          + [_mean_std_cell(r[k]) for _, k in summary] for r in rows]
+  return _table(header, body)
