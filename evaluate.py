@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import distributed, evaluator, models, reports
@@ -87,6 +87,9 @@ def _evaluate() -> int:
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save and restore at INFO; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   try:
     if len(argv) > 1 and argv[1] == "compare":
       return _compare(argv[2:])

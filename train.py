@@ -5,7 +5,7 @@ Rerunning the same command with the same --workdir resumes from its latest check
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import distributed, trainer
@@ -26,6 +26,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 
 
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save and restore at INFO; --verbosity=0 brings them back.
+    logging.set_verbosity(logging.WARNING)
   del argv
   try:  # before anything touches a device
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -92,14 +92,24 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def _leading_axis_sharding(devices) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
+                                    jax.sharding.PartitionSpec("data"))
+
+
 def replicate(tree, devices=None):
   """One copy per device (default: the local ones) along a new leading axis, as pmap expects."""
   devices = jax.local_devices() if devices is None else list(devices)
-  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("data",)),
-                                        jax.sharding.PartitionSpec("data"))
+  sharding = _leading_axis_sharding(devices)
   return jax.tree.map(
       lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + jnp.shape(x)), sharding),
       tree)
+
+
+def put_sharded(tree, devices=None):
+  """Host arrays [devices, ...] onto the devices, slice i on device i, as pmap takes them."""
+  devices = jax.local_devices() if devices is None else list(devices)
+  return jax.device_put(tree, _leading_axis_sharding(devices))
 
 
 def unreplicate(tree):

@@ -6,6 +6,7 @@ the GPUs hidden from it.
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.models import GioAdaModels
+from gio_ada_jax.pictures import colourise, depth_colours, image_to_uint8
 from gio_ada_jax.train_step import translate
 
 
@@ -20,6 +22,7 @@ def open_writer(logdir: str):
   """A TensorBoard SummaryWriter on process 0; None elsewhere."""
   if jax.process_index() != 0:
     return None
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ start-up notices
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
@@ -35,28 +38,19 @@ def _predict(params, batch, models: GioAdaModels, input_level: str):
           "seg_t": jnp.argmax(seg_t, -1), "depth_t": depth_t}
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-  return np.clip((np.asarray(images, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
-
-
-def _depth_to_uint8(depth: np.ndarray) -> np.ndarray:
-  grey = np.clip(np.asarray(depth, np.float32)[..., 0], 0.0, 1.0)
-  return np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
 def pictures(params, batch, models: GioAdaModels, input_level: str,
              num_classes: int) -> dict[str, np.ndarray]:
   """uint8 [N, H, W, 3] pictures of one (single-device) batch."""
   out = jax.device_get(_predict(params, batch, models, input_level))
-  palette = label_space_for(num_classes).palette()
-  return {"source": _to_uint8(batch["source_image"]),
-          "source_translated": _to_uint8(out["translated"]),
-          "source_label": palette[np.asarray(batch["source_label"]).astype(np.uint8)],
-          "source_prediction": palette[out["seg_s"].astype(np.uint8)],
-          "source_depth_prediction": _depth_to_uint8(out["depth_s"]),
-          "target": _to_uint8(batch["target_image"]),
-          "target_prediction": palette[out["seg_t"].astype(np.uint8)],
-          "target_depth_prediction": _depth_to_uint8(out["depth_t"])}
+  space = label_space_for(num_classes)
+  return {"source": image_to_uint8(batch["source_image"]),
+          "source_translated": image_to_uint8(out["translated"]),
+          "source_label": colourise(batch["source_label"], space),
+          "source_prediction": colourise(out["seg_s"], space),
+          "source_depth_prediction": depth_colours(out["depth_s"][..., 0]),
+          "target": image_to_uint8(batch["target_image"]),
+          "target_prediction": colourise(out["seg_t"], space),
+          "target_depth_prediction": depth_colours(out["depth_t"][..., 0])}
 
 
 def write_scalars(writer, step: int, metrics: dict[str, float], learning_rate: float) -> None:

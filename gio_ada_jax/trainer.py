@@ -102,7 +102,8 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   if restored is not None:
     state, data_state = restored
     batches.set_state(data_state)
-    logging.info("Resumed from step %d in %s.", int(state.step), workdir)
+    if jax.process_index() == 0:
+      print(f"Resumed from step {int(state.step)} in {workdir}.", flush=True)
   elif config.model.task_net.pretrained_vgg16:
     state = with_pretrained_encoder(state, config.model.task_net.pretrained_vgg16, optimizers)
   start = int(state.step)

@@ -1,4 +1,5 @@
-"""One process of tests/test_multihost.py: three pmapped GIO-Ada steps on its share of a batch.
+"""One process of tests/test_multihost.py: three pmapped GIO-Ada steps on its share of a batch,
+then an evaluation of the initial task net on its shard of a 7-image split.
 
 python tests/multihost_worker.py --process_id I --num_processes N --port P --out FILE.npz
     --devices D, from the repository root with PYTHONPATH=. and
@@ -7,7 +8,8 @@ python tests/multihost_worker.py --process_id I --num_processes N --port P --out
 Every process builds the same global batches of 4 examples and feeds examples
 [I*4/N, (I+1)*4/N) to its D devices, one per device, so N processes x D devices (N*D = 4) run
 the same global step as one process with 4 devices. Each process writes its parameters before
-and after the steps to FILE.npz (process 0) or FILE.npz.process<I>.npz.
+and after the steps, and the evaluation's totals (reduced over every process), to FILE.npz
+(process 0) or FILE.npz.process<I>.npz.
 """
 
 import argparse
@@ -16,11 +18,12 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from gio_ada_jax import distributed
+from gio_ada_jax import distributed, evaluation
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import state as state_lib
 from gio_ada_jax import trainer
 from gio_ada_jax import train_step as step_lib
+from gio_ada_jax.data import pipeline
 
 GLOBAL_BATCH, HEIGHT, WIDTH, STEPS = 4, 32, 48, 3
 
@@ -46,6 +49,34 @@ def local_batch(batch, process_id: int, num_processes: int, local_devices: int):
   start = process_id * per_process
   return {k: v[start:start + per_process].reshape((local_devices, -1) + v.shape[1:])
           for k, v in batch.items()}
+
+
+def eval_split() -> list[dict[str, np.ndarray]]:
+  """7 labelled images of different sizes (a split not divisible by the devices), identical in
+  every process; each process evaluates its own shard."""
+  examples = []
+  for index, size in enumerate([(30, 40), (32, 48), (28, 44), (32, 46), (31, 48), (29, 41),
+                                (32, 47)]):
+    rng = np.random.default_rng(500 + index)
+    label = rng.integers(0, 10, size).astype(np.uint8)
+    label[:2] = 255
+    examples.append({"id": str(index), "label": label[..., None],
+                     "image": rng.integers(0, 255, size + (3,)).astype(np.uint8),
+                     "depth": rng.integers(100, 5000, size).astype(np.uint16)})
+  return examples
+
+
+def evaluate(task_net, params) -> evaluation.SplitResult:
+  """The whole eval split over every device of every process, at label resolution."""
+  split = eval_split()
+  depth = evaluation.DepthScales(predicted_m=50.0, true_m=50.0, min_m=1e-3, max_m=0.0)
+  p_eval = evaluation.make_split_evaluator(task_net, 10, depth, jax.local_devices())
+  batches = pipeline.eval_batches(
+      split, pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=5000.0), per_device_batch=1,
+      label_size=(32, 48))
+  return evaluation.evaluate_split(p_eval, params, batches, num_examples=len(split),
+                                   num_classes=10, with_depth=True,
+                                   devices=jax.local_devices(), progress=False)
 
 
 def leaves(tree) -> dict[str, np.ndarray]:
@@ -98,7 +129,11 @@ def main():
   final_state = distributed.unreplicate(replicated)
   out = args.out if distributed.is_main_process() else f"{args.out}.process{args.process_id}.npz"
   final = leaves(final_state.params)
+  # The initial task net is bit-identical in every run, so the evaluations must agree exactly.
+  evaluated = evaluate(models.task_net, state.params["task_net"])
   np.savez(out, step=int(final_state.step), names=np.array(list(final)),
+           confusion=evaluated.confusion, depth_sums=evaluated.depth_sums,
+           num_images=evaluated.num_images,
            **{f"initial_{i}": x for i, x in enumerate(initial.values())},
            **{f"final_{i}": x for i, x in enumerate(final.values())})
   if args.num_processes > 1:

@@ -1,8 +1,11 @@
-"""Multi-process data parallelism: 2 processes x 2 CPU devices train like 1 process x 4.
+"""Multi-process data parallelism: 2 processes x 2 CPU devices train and evaluate like 1
+process x 4.
 
 Both runs start from the same seed and see the same global batches (tests/multihost_worker.py);
 the two processes talk through jax.distributed (gloo collectives on CPU), so the step's pmean
-spans both. The parameters after three steps must agree with the single-process run's.
+spans both. The parameters after three steps must agree with the single-process run's, and
+evaluating the initial task net on a split sharded over both processes must count exactly what
+one process counts.
 """
 
 import os
@@ -126,12 +129,13 @@ def _wait_all(workers: dict[str, tuple[subprocess.Popen, str]]) -> None:
   pytest.fail(f"{failed}:\n" + "\n".join(report))
 
 
-def _load(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+def _load(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, dict]:
   with np.load(path) as data:
     names = list(data["names"])
     initial = {n: data[f"initial_{i}"] for i, n in enumerate(names)}
     final = {n: data[f"final_{i}"] for i, n in enumerate(names)}
-    return initial, final, int(data["step"])
+    evaluated = {k: data[k] for k in ("confusion", "depth_sums", "num_images")}
+    return initial, final, int(data["step"]), evaluated
 
 
 def test_two_processes_train_like_one(tmp_path):
@@ -147,9 +151,9 @@ def test_two_processes_train_like_one(tmp_path):
   }
   _wait_all(workers)
 
-  initial, single, step = _load(one)
-  initial_two, multi, step_two = _load(two)
-  _, multi_p1, _ = _load(two + ".process1.npz")
+  initial, single, step, single_eval = _load(one)
+  initial_two, multi, step_two, multi_eval = _load(two)
+  _, multi_p1, _, multi_eval_p1 = _load(two + ".process1.npz")
   assert step == step_two == 3
   assert list(single) == list(multi)
   for name in single:
@@ -161,3 +165,11 @@ def test_two_processes_train_like_one(tmp_path):
   changed = {name.split("]")[0] + "]" for name in single
              if not np.array_equal(single[name], initial[name])}
   assert changed == {"['generator']", "['task_net']", "['d_img']", "['d_out']"}, changed
+
+  # Evaluation (of the identical initial task net): each process counted its shard and the
+  # psum gave both processes the totals, which are what one process with 4 devices counts.
+  for key in ("confusion", "depth_sums", "num_images"):
+    np.testing.assert_array_equal(multi_eval[key], multi_eval_p1[key], err_msg=key)
+  np.testing.assert_array_equal(multi_eval["confusion"], single_eval["confusion"])
+  np.testing.assert_allclose(multi_eval["depth_sums"], single_eval["depth_sums"], rtol=1e-6)
+  assert int(multi_eval["num_images"]) == int(single_eval["num_images"]) == 7
