@@ -145,6 +145,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
   label_space = label_space_for(config.model.num_classes)
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
   depth = _depth_scales(config, split)
+  if torch_checkpoint and torch_layout == "deeplab_vgg":
+    depth = None  # AdaptSegNet's network has no depth head: its depth would be random
   devices = jax.local_devices()
   p_eval = evaluation.make_split_evaluator(built.task_net, label_space.num_classes, depth,
                                            devices)
