@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import distributed, evaluator, models, reports
+from gio_ada_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
                                           lock_config=True)
@@ -28,7 +29,8 @@ _ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoi
                                "the curve (eval/curve.json and TensorBoard).")
 _TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", "", "Evaluate this PyTorch .pth "
                                         "instead of the workdir's checkpoints.")
-_TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", "task_net", list(evaluator.TORCH_LAYOUTS),
+_TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", evaluator.TORCH_LAYOUTS[0],
+                                  list(evaluator.TORCH_LAYOUTS),
                                   "Layout of --torch_checkpoint (see convert.py).")
 _SAVE_PREDICTIONS = flags.DEFINE_integer("save_predictions", 0, "Write pictures of this many "
                                          "evaluated images (segmentation, depth, panels).")
@@ -52,11 +54,9 @@ def _compare(paths: list[str]) -> int:
   table = reports.compare_markdown(rows, found[0]["classes"], "miou13" in found[0]["metrics"])
   print(table)
   if _OUTPUT_DIR.value:
-    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUTPUT_DIR.value, "compare.md"), "w") as f:
-      f.write(table + "\n")
-    with open(os.path.join(_OUTPUT_DIR.value, "compare.json"), "w") as f:
-      json.dump(reports.json_ready(rows), f, indent=1)
+    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"), table + "\n")
+    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.json"),
+                                  json.dumps(reports.json_ready(rows), indent=1) + "\n")
   return 0
 
 
@@ -67,11 +67,13 @@ def _evaluate() -> int:
     raise ValueError("--all_steps evaluates every checkpoint; drop --step / --torch_checkpoint.")
   config, workdir = _CONFIG.value, _WORKDIR.value
   if _IMAGES_DIR.value:
+    if not distributed.is_main_process():
+      return 0  # a folder of images is small work: process 0 alone predicts and writes it
     built = models.build_models(config.model)
     weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
                                        _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
-               else next(evaluator.checkpoint_weights(built, config, workdir, step=_STEP.value)))
-    output_dir = _OUTPUT_DIR.value or os.path.join(workdir, reports.EVAL_DIR, "images")
+               else evaluator.latest_weights(built, config, workdir, step=_STEP.value))
+    output_dir = _OUTPUT_DIR.value or os.path.join(workdir_lib.evaluation(workdir), "images")
     names = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
     print(f"Predicted {len(names)} images with {weights.checkpoint} -> {output_dir}")
     return 0
@@ -82,7 +84,7 @@ def _evaluate() -> int:
   if distributed.is_main_process():
     print()
     print(evaluator.tables(written))
-    print(f"\nReports in {os.path.join(workdir, reports.EVAL_DIR)}")
+    print(f"\nReports in {workdir_lib.evaluation(workdir)}")
   return 0
 
 

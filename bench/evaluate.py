@@ -74,7 +74,7 @@ def main(argv):
   input_size, label_size, num_classes = BENCHMARKS[_BENCHMARK.value]
   model_config.num_classes, model_config.dtype = num_classes, _DTYPE.value
   task_net = models.build_models(model_config).task_net
-  devices = jax.local_devices()
+  devices = jax.local_devices()  # one process
   params = jax.jit(task_net.init)(jax.random.key(0), jnp.zeros((1,) + input_size + (3,)))
   params = params["params"]
   depth = (evaluation.DepthScales(predicted_m=80.0, true_m=80.0, min_m=1e-3, max_m=0.0)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The evaluation issue's accelerator checks: evaluation-step throughput at the paper's sizes
-# (fp32 / bf16, batch 1 and 2) with the device counts checked against numpy.
+# (fp32 / bf16 at batch 1, bf16 at batch 4) with the device counts checked against numpy.
 # Usage (repo root; ml-collections and cityscapesscripts importable): bash bench/gpu_eval_check.sh
 set -u
 export PYTHONUNBUFFERED=1

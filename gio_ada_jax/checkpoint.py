@@ -34,7 +34,7 @@ def abstract_state(make_state: Callable[[], GioAdaState]) -> GioAdaState:
 class Checkpointer:
   """The workdir's checkpoints: save every N steps, keep the last K, restore the latest."""
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int | None):
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))

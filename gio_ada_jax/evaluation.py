@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gio_ada_jax.data.labels import MIOU13_CLASSES, LabelSpace
+from gio_ada_jax.data.labels import LabelSpace
 from gio_ada_jax.distributed import replicate, unreplicate
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta_1.25", "delta_1.25^2",
@@ -133,8 +133,12 @@ def eval_step(accumulators: dict[str, jax.Array], params, batch: dict[str, jax.A
   Returns the new accumulators and the predictions (class indices and depth in [0, 1] at label
   resolution) for pictures.
   """
-  logits, predicted_depth = task_net.apply({"params": params}, batch["image"])
-  if "label_size" in batch:  # the paper's protocol: score at the ground truth's resolution
+  at_label_resolution = "label_size" in batch
+  # The paper's protocol (AdaptSegNet's and ADVENT's scripts): the heads' stride-8 outputs are
+  # upsampled once, straight to each ground truth's own resolution.
+  logits, predicted_depth = task_net.apply({"params": params}, batch["image"],
+                                           upsample_to_input=not at_label_resolution)
+  if at_label_resolution:
     label_shape = batch["label"].shape[1:3]
     logits = upsample_to_label_resolution(logits, batch["label_size"], label_shape)
     predicted_depth = upsample_to_label_resolution(predicted_depth, batch["label_size"],
@@ -170,7 +174,7 @@ def zero_accumulators(num_classes: int, with_depth: bool) -> dict[str, jax.Array
 
 
 def segmentation_metrics(confusion: np.ndarray, label_space: LabelSpace) -> dict[str, Any]:
-  """Per-class IoU, mIoU (and mIoU* for the 16 classes), pixel and mean class accuracy.
+  """Per-class IoU, mIoU (and mIoU* where the label space has one), pixel and mean accuracy.
 
   Classes absent from both ground truth and prediction have IoU NaN (None in the result's
   `iou`) and are left out of the means.
@@ -190,8 +194,8 @@ def segmentation_metrics(confusion: np.ndarray, label_space: LabelSpace) -> dict
       "pixel_accuracy": float(diag.sum() / confusion.sum()) if confusion.sum() else math.nan,
       "mean_accuracy": _nanmean(class_accuracy),
   }
-  if label_space.num_classes == 16:  # SYNTHIA -> Cityscapes: mIoU* of Table 4
-    metrics["miou13"] = _nanmean(iou[list(MIOU13_CLASSES)])
+  if label_space.starred_classes:  # SYNTHIA -> Cityscapes: mIoU* of Table 4
+    metrics["miou13"] = _nanmean(iou[list(label_space.starred_classes)])
   return metrics
 
 
@@ -224,6 +228,11 @@ def _psum_all(devices):
                   devices=devices)
 
 
+def local_part(devices) -> list:
+  """The devices of `devices` that belong to this process (each process feeds its own)."""
+  return [d for d in devices if d.process_index == jax.process_index()]
+
+
 def flush_interval(pixels_per_step: int) -> int:
   """Steps after which the int32 device counts must move to the host's int64 totals."""
   return max(1, _INT32_MAX // max(pixels_per_step, 1))
@@ -251,7 +260,11 @@ class _Progress:
 
 def make_split_evaluator(task_net, num_classes: int, depth: DepthScales | None,
                          devices) -> Callable:
-  """The pmapped `eval_step` over `devices` (compiled once, reused for every checkpoint)."""
+  """The pmapped `eval_step` over `devices` (compiled once, reused for every checkpoint).
+
+  `devices` spans every process (e.g. `jax.devices()`): pmap's collectives run over exactly
+  the devices it is given, so a list of one process's devices would sum that process alone.
+  """
   step = functools.partial(eval_step, task_net=task_net, num_classes=num_classes, depth=depth)
   return jax.pmap(step, axis_name="devices", devices=devices, donate_argnums=(0,))
 
@@ -261,13 +274,15 @@ def evaluate_split(p_eval_step: Callable, params, batches: Iterator[dict[str, np
                    num_pictures: int = 0, progress: bool = True) -> SplitResult:
   """Run `p_eval_step` over every batch of a split; the totals over all processes.
 
-  `batches` come from `pipeline.eval_batches` laid out for `devices`; `params` are the task
+  `devices` are the pmap's (every process's, as for `make_split_evaluator`); `batches` come
+  from `pipeline.eval_batches` laid out for this process's part of them; `params` are the task
   net's (unreplicated). Up to `num_pictures` examples of this process keep their inputs and
   predictions for pictures.
   """
   start = time.time()
-  replicated = replicate(params, devices)
-  accumulators = replicate(zero_accumulators(num_classes, with_depth), devices)
+  local = local_part(devices)
+  replicated = replicate(params, local)
+  accumulators = replicate(zero_accumulators(num_classes, with_depth), local)
   psum = _psum_all(devices)
   totals = {"confusion": np.zeros((num_classes, num_classes), np.int64), "num_images": 0,
             "depth_sums": np.zeros(len(DEPTH_METRICS)), "depth_images": 0}
@@ -279,13 +294,13 @@ def evaluate_split(p_eval_step: Callable, params, batches: Iterator[dict[str, np
     reduced = jax.device_get(unreplicate(psum(accumulators)))
     for key, value in reduced.items():
       totals[key] = totals[key] + np.asarray(value).astype(np.asarray(totals[key]).dtype)
-    return replicate(zero_accumulators(num_classes, with_depth), devices)
+    return replicate(zero_accumulators(num_classes, with_depth), local)
 
   done = 0
   for batch in batches:
     if flush_every is None:
       # Labelled pixels per step over every device of every process (the pmap spans them).
-      pixels = math.prod(batch["label"].shape) // len(devices) * jax.device_count()
+      pixels = math.prod(batch["label"].shape) // len(local) * len(devices)
       flush_every = flush_interval(pixels)
     inputs = {k: v for k, v in batch.items() if k != "index"}
     accumulators, outputs = p_eval_step(accumulators, replicated, inputs)

@@ -8,6 +8,7 @@ several workdirs' reports.
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -21,7 +22,7 @@ from flax import serialization
 from PIL import Image
 
 from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports,
-                         state as state_lib)
+                         state as state_lib, workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
@@ -37,8 +38,8 @@ class TaskNetWeights:
 
   params: Any
   checkpoint: str  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path
-  step: int | None
-  stem: str  # report file name without suffix
+  step: int | None  # the training step, for checkpoints
+  source: str  # "checkpoint", "export" or "torch_NAME": names the report file (reports.py)
 
 
 def variant_name(config) -> str:
@@ -56,7 +57,7 @@ def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
                        ) -> Iterator[TaskNetWeights]:
   """G_task of the workdir's checkpoint `step` (default: the latest), or of every kept one;
   without checkpoints, the export of a finished run."""
-  directory = os.path.join(workdir, "checkpoints")
+  directory = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(directory):  # do not let the CheckpointManager create it
     if step is not None or all_steps:
       raise FileNotFoundError(f"{workdir}: no checkpoints folder ({directory}).")
@@ -77,22 +78,59 @@ def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
       steps = [kept[-1]]
     abstract = _abstract_state(built, config)
     for s in steps:
-      params = checkpointer.restore_params(abstract, s)
-      yield TaskNetWeights(params["task_net"], f"checkpoints/{s}", s, f"step_{s}")
+      try:
+        params = checkpointer.restore_params(abstract, s)
+      except Exception as e:  # orbax raises several types for a tree that does not fit
+        raise ValueError(
+            f"{directory}/{s}: cannot be restored with this config ({type(e).__name__}: "
+            f"{str(e)[:300]}); evaluate with the config (variant and model.* fields) the run "
+            "was trained with.") from e
+      yield TaskNetWeights(params["task_net"], f"checkpoints/{s}", s, "checkpoint")
   finally:
     checkpointer.close()
 
 
+def latest_weights(built: models.GioAdaModels, config, workdir: str,
+                   step: int | None = None) -> TaskNetWeights:
+  """The one TaskNetWeights of `checkpoint_weights` for `step` (default: the latest)."""
+  weights = checkpoint_weights(built, config, workdir, step=step)
+  try:
+    return next(weights)
+  finally:
+    weights.close()  # closes the checkpoint manager
+
+
+def _model_config_differences(stored: dict, current: dict, prefix: str = "model") -> list[str]:
+  differences = []
+  for key in sorted(set(stored) | set(current)):
+    a, b = stored.get(key), current.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      differences += _model_config_differences(a, b, f"{prefix}.{key}")
+    elif a != b:
+      differences.append(f"{prefix}.{key} (run: {a!r}, config: {b!r})")
+  return differences
+
+
 def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetWeights:
-  """G_task from workdir/export/task_net.msgpack (written when training completes)."""
-  path = os.path.join(workdir, "export", "task_net.msgpack")
+  """G_task from the workdir's export (written when training completes); its stored model
+  config must equal `config.model`."""
+  directory = workdir_lib.export(workdir)
+  path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir}: neither checkpoints nor {path}; train first "
                             f"(python train.py --config ... --workdir {workdir}).")
+  config_path = os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG)
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      stored = json.load(f)
+    differences = _model_config_differences(stored, json.loads(config.model.to_json_best_effort()))
+    if differences:
+      raise ValueError(f"{path} was trained with another model config: "
+                       f"{'; '.join(differences)}. Evaluate with the run's config.")
   template = _task_net_template(built, config)
   with open(path, "rb") as f:
     params = serialization.from_bytes(template, f.read())
-  return TaskNetWeights(params, "export/task_net.msgpack", None, "export")
+  return TaskNetWeights(params, os.path.relpath(path, workdir), None, "export")
 
 
 def _task_net_template(built: models.GioAdaModels, config):
@@ -101,15 +139,15 @@ def _task_net_template(built: models.GioAdaModels, config):
 
 
 def torch_weights(built: models.GioAdaModels, config, path: str,
-                  layout: str = "task_net") -> TaskNetWeights:
+                  layout: str = TORCH_LAYOUTS[0]) -> TaskNetWeights:
   """G_task from a PyTorch checkpoint in `layout` (convert.py; "deeplab_vgg" has no depth head,
   which then keeps its random initialisation)."""
   if layout not in TORCH_LAYOUTS:
     raise ValueError(f"--torch_layout={layout!r} is not known; choose one of {TORCH_LAYOUTS}.")
   state_dict = convert.load_torch_checkpoint(path)
   params = convert.torch_to_flax(state_dict, layout, template=_task_net_template(built, config))
-  stem = "torch_" + re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(path).stem)
-  return TaskNetWeights(params, path, None, stem)
+  source = "torch_" + re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(path).stem)
+  return TaskNetWeights(params, path, None, source)
 
 
 def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales | None:
@@ -137,24 +175,28 @@ def _example_name(split: pipeline.EvalSplit, index: int) -> str:
 
 
 def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool = False,
-             torch_checkpoint: str = "", torch_layout: str = "task_net",
+             torch_checkpoint: str = "", torch_layout: str = TORCH_LAYOUTS[0],
              save_predictions: int = 0, name: str = "", progress: bool = True
              ) -> list[dict[str, Any]]:
-  """Evaluate G_task as `evaluate.py` does; the reports (also written into workdir/eval)."""
+  """Evaluate G_task as `evaluate.py` does; the reports (also written into workdir/eval).
+
+  Every process runs this (each evaluates its share of the split); process 0 writes.
+  """
   built = models.build_models(config.model)
   label_space = label_space_for(config.model.num_classes)
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
+  resolution = "label" if split.label_size else "input"
   depth = _depth_scales(config, split)
   if torch_checkpoint and torch_layout == "deeplab_vgg":
     depth = None  # AdaptSegNet's network has no depth head: its depth would be random
-  devices = jax.local_devices()
+  devices = jax.devices()  # every process's: the totals are summed over all of them
   p_eval = evaluation.make_split_evaluator(built.task_net, label_space.num_classes, depth,
                                            devices)
   if torch_checkpoint:
     weights = iter([torch_weights(built, config, torch_checkpoint, torch_layout)])
   else:
     weights = checkpoint_weights(built, config, workdir, step=step, all_steps=all_steps)
-  eval_dir = os.path.join(workdir, reports.EVAL_DIR)
+  eval_dir = workdir_lib.evaluation(workdir)
   written = []
   for w in weights:
     result = evaluation.evaluate_split(
@@ -165,44 +207,33 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
     report = reports.make_report(
         name=name or variant_name(config), variant=variant_name(config),
         checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
-        class_names=label_space.class_names,
-        resolution="label" if split.label_size else "input",
+        class_names=label_space.class_names, resolution=resolution,
         metrics=evaluation.summarise(result, label_space), confusion=result.confusion,
         seconds=result.seconds)
     written.append(report)
     if is_main_process():
-      paths = reports.write_report(eval_dir, w.stem, report)
+      stem = reports.report_stem(w.step, w.source, resolution)
+      paths = reports.write_report(eval_dir, stem, report)
       for example in result.pictures:
         pictures.write_prediction_pictures(
-            os.path.join(eval_dir, w.stem, "pictures"), _example_name(split, example["index"]),
+            os.path.join(eval_dir, stem, "pictures"), _example_name(split, example["index"]),
             pictures.prediction_pictures(example, label_space))
-      print(f"{report['name']} ({w.checkpoint}): mIoU {100 * report['metrics']['miou']:.1f} "
-            f"over {report['metrics']['num_images']} images -> {paths[1]}", flush=True)
-  if is_main_process():
-    _write_curve(eval_dir, os.path.join(workdir, "tensorboard", "eval"),
-                 [r for r in written if r["step"] is not None])
+      if w.step is not None:  # the curve over training steps, updated as each one is done
+        reports.update_curve(eval_dir, report)
+        _write_tensorboard(workdir, report)
+      print(f"{report['name']} ({w.checkpoint}): mIoU {reports.percent(report['metrics']['miou'])}"
+            f" over {report['metrics']['num_images']} images -> {paths[1]}", flush=True)
   return written
 
 
-def _write_curve(eval_dir: str, logdir: str, new_reports: list[dict[str, Any]]) -> None:
-  """Merge the evaluated checkpoints into curve.json and TensorBoard (eval/* scalars)."""
-  if not new_reports:
-    return
-  points = {}
-  curve_path = os.path.join(eval_dir, "curve.json")
-  if os.path.exists(curve_path):
-    points = {p["step"]: p for p in reports.load_curve(curve_path)}
-  for report in new_reports:
-    points[report["step"]] = reports.curve_point(report)
-  reports.write_curve(eval_dir, list(points.values()))
+def _write_tensorboard(workdir: str, report: dict[str, Any]) -> None:
+  """The report's curve scalars as eval/* (eval_input/* at input resolution) at its step."""
   from gio_ada_jax import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  writer = summaries.open_writer(logdir)
-  for report in new_reports:
-    point = reports.curve_point(report)
-    for key, value in point.items():
-      if key != "step" and value is not None:
-        writer.scalar(f"eval/{key}", value, report["step"])
-  writer.flush()
+  prefix = "eval" if report["resolution"] == "label" else "eval_input"
+  writer = summaries.open_writer(workdir_lib.tensorboard(workdir, "eval"))
+  for key, value in reports.curve_point(report).items():
+    if key != "step" and value is not None:
+      writer.scalar(f"{prefix}/{key}", value, report["step"])
   writer.close()
 
 
@@ -247,13 +278,14 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   built = models.build_models(config.model)
   label_space = label_space_for(config.model.num_classes)
   height, width = config.data.height, config.data.width
-  apply = jax.jit(lambda params, image: built.task_net.apply({"params": params}, image))
+  # The heads' stride-8 outputs, upsampled once to each image's own size (as in evaluation).
+  apply = jax.jit(lambda params, image: built.task_net.apply(
+      {"params": params}, image, upsample_to_input=False))
   written = []
   for path in paths:
     rgb = _read_rgb(path)
-    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
-    logits, depth = jax.device_get(apply(weights.params,
-                                         (resized.astype(np.float32) / 127.5 - 1.0)[None]))
+    image = pipeline.normalise_image(pipeline.resize_image(rgb, height, width))
+    logits, depth = jax.device_get(apply(weights.params, image[None]))
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
     segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)

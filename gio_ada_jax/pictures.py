@@ -60,9 +60,10 @@ def panel(rows: list[list[np.ndarray]]) -> np.ndarray:
 
 
 def write_png(path: str, picture: np.ndarray) -> None:
-  """Write an RGB uint8 picture, creating the folder."""
+  """Write an RGB uint8 picture, creating the folder; never half-written (rename at the end)."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(picture).save(path)
+  Image.fromarray(picture).save(path + ".tmp", format="PNG")
+  os.replace(path + ".tmp", path)
 
 
 def prediction_pictures(example: dict[str, np.ndarray], label_space: LabelSpace

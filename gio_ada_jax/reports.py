@@ -15,9 +15,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from gio_ada_jax import workdir
 from gio_ada_jax.evaluation import DEPTH_METRICS
 
-EVAL_DIR = "eval"  # inside a workdir
 _STEP_REPORT = re.compile(r"step_(\d+)\.json$")
 MISSING = "–"  # a NaN cell: the class appears in neither ground truth nor prediction
 
@@ -53,7 +53,8 @@ def _value(x) -> float:
   return math.nan if x is None else float(x)
 
 
-def _percent(x) -> str:
+def percent(x) -> str:
+  """A fraction as a table cell: percent with one decimal, MISSING for NaN/None."""
   x = _value(x)
   return MISSING if math.isnan(x) else f"{100 * x:.1f}"
 
@@ -77,8 +78,8 @@ def markdown_table(reports: list[dict[str, Any]]) -> str:
   first = reports[0]
   columns = _summary_columns(first)
   header = ["Method"] + first["classes"] + [c for c, _ in columns]
-  rows = [[_row_label(r)] + [_percent(r["metrics"]["iou"][c]) for c in first["classes"]]
-          + [_percent(r["metrics"][k]) for _, k in columns] for r in reports]
+  rows = [[_row_label(r)] + [percent(r["metrics"]["iou"][c]) for c in first["classes"]]
+          + [percent(r["metrics"][k]) for _, k in columns] for r in reports]
   return _table(header, rows)
 
 
@@ -109,8 +110,8 @@ def report_markdown(report: dict[str, Any]) -> str:
            f"Checkpoint: {report['checkpoint']}. {metrics['num_images']} images scored at "
            f"{report['resolution']} resolution.", "",
            markdown_table([report]), "",
-           f"Pixel accuracy {_percent(metrics['pixel_accuracy'])}, mean class accuracy "
-           f"{_percent(metrics['mean_accuracy'])}. IoU in percent; {MISSING}: the class is in "
+           f"Pixel accuracy {percent(metrics['pixel_accuracy'])}, mean class accuracy "
+           f"{percent(metrics['mean_accuracy'])}. IoU in percent; {MISSING}: the class is in "
            "neither the ground truth nor the prediction (left out of the mean)."]
   depth = depth_table([report])
   if depth:
@@ -119,7 +120,8 @@ def report_markdown(report: dict[str, Any]) -> str:
   return "\n".join(parts) + "\n"
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+  """Write `text` to a temporary name and rename it: readers never see half a file."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path + ".tmp", "w") as f:
     f.write(text)
@@ -130,8 +132,8 @@ def write_report(directory: str, stem: str, report: dict[str, Any]) -> tuple[str
   """Write `stem`.json and `stem`.md into `directory`; their paths."""
   json_path = os.path.join(directory, stem + ".json")
   md_path = os.path.join(directory, stem + ".md")
-  _write_atomically(json_path, json.dumps(report, indent=1) + "\n")
-  _write_atomically(md_path, report_markdown(report))
+  write_text_atomically(json_path, json.dumps(report, indent=1) + "\n")
+  write_text_atomically(md_path, report_markdown(report))
   return json_path, md_path
 
 
@@ -148,16 +150,32 @@ def curve_point(report: dict[str, Any]) -> dict[str, Any]:
   return point
 
 
-def load_curve(path: str) -> list[dict[str, Any]]:
-  """The points of a curve.json."""
-  with open(path) as f:
-    return json.load(f)
+def report_stem(step: int | None, source: str, resolution: str) -> str:
+  """File name (without suffix) of a report: step_N, export or torch_NAME; `_input` added
+  when scored at the input size, so the two protocols never overwrite each other."""
+  stem = f"step_{step}" if step is not None else source
+  return stem if resolution == "label" else f"{stem}_input"
 
 
-def write_curve(directory: str, points: list[dict[str, Any]]) -> str:
-  """Write curve.json (points sorted by step); its path."""
-  path = os.path.join(directory, "curve.json")
-  _write_atomically(path, json.dumps(sorted(points, key=lambda p: p["step"]), indent=1) + "\n")
+def curve_name(resolution: str) -> str:
+  """curve.json (label resolution, the paper's protocol) or curve_input.json."""
+  return "curve.json" if resolution == "label" else "curve_input.json"
+
+
+def update_curve(directory: str, report: dict[str, Any]) -> str:
+  """Add (or replace) the report's step in its curve file; the file's path."""
+  path = os.path.join(directory, curve_name(report["resolution"]))
+  points = {}
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        points = {p["step"]: p for p in json.load(f)}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{path}: not a readable curve ({e}); delete it to start a new one.") \
+          from None
+  points[report["step"]] = curve_point(report)
+  text = json.dumps(sorted(points.values(), key=lambda p: p["step"]), indent=1) + "\n"
+  write_text_atomically(path, text)
   return path
 
 
@@ -169,8 +187,8 @@ def find_report(path: str, step: int | None = None) -> str:
   its highest evaluated step)."""
   if os.path.isfile(path):
     return path
-  reports = {int(m.group(1)): p for p in glob.glob(os.path.join(path, EVAL_DIR, "step_*.json"))
-             if (m := _STEP_REPORT.search(p))}
+  found = glob.glob(os.path.join(workdir.evaluation(path), "step_*.json"))
+  reports = {int(m.group(1)): p for p in found if (m := _STEP_REPORT.search(p))}
   if step is not None:
     if step not in reports:
       raise FileNotFoundError(f"{path}: no evaluation report of step {step} (have "
@@ -178,7 +196,7 @@ def find_report(path: str, step: int | None = None) -> str:
                               f"... --workdir {path} --step {step}` first.")
     return reports[step]
   if not reports:
-    raise FileNotFoundError(f"{path}: no evaluation report in {os.path.join(path, EVAL_DIR)}; "
+    raise FileNotFoundError(f"{path}: no evaluation report in {workdir.evaluation(path)}; "
                             f"run `python evaluate.py --config ... --workdir {path}` first.")
   return reports[max(reports)]
 
@@ -207,9 +225,12 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Group reports by name (in order of appearance); mean and std of every IoU and mean."""
   classes = reports[0]["classes"]
   for report in reports[1:]:
-    if report["classes"] != classes:
-      raise ValueError(f"reports of different class sets cannot be compared: {classes} and "
-                       f"{report['classes']} ({report['name']}).")
+    for key in ("classes", "dataset", "split", "resolution"):
+      if report.get(key) != reports[0].get(key):
+        raise ValueError(
+            f"reports of different {key} cannot be compared: {reports[0].get(key)!r} "
+            f"({reports[0]['name']}, {reports[0].get('checkpoint')}) and {report.get(key)!r} "
+            f"({report['name']}, {report.get('checkpoint')}).")
   groups: dict[str, list[dict[str, Any]]] = {}
   for report in reports:
     groups.setdefault(report["name"], []).append(report)

@@ -18,6 +18,7 @@ from absl import logging
 from flax import serialization
 
 from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
+from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import replicate, unreplicate
 from gio_ada_jax.data import pipeline
 
@@ -62,11 +63,11 @@ def export_task_net(params, model_config, directory: str) -> str:
   Written to a temporary name and renamed, so an interrupted export is never read as whole.
   """
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, "task_net.msgpack")
+  path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
   with open(path + ".tmp", "wb") as f:
     f.write(serialization.to_bytes(jax.device_get(params)))
   os.replace(path + ".tmp", path)
-  with open(os.path.join(directory, "model_config.json"), "w") as f:
+  with open(os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG), "w") as f:
     f.write(model_config.to_json_best_effort(indent=2))
   return path
 
@@ -95,7 +96,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   batches = pipeline.train_iterator(config)
   state = state_lib.create_state(built, config, jax.random.key(config.seed), data.height,
                                  data.width)
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir),
                                          train.keep_checkpoints)
   optimizers = state_lib.make_optimizers(train)
   restored = checkpointer.restore(state)
@@ -109,7 +110,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   start = int(state.step)
 
   p_step = train_step.make_p_train_step(built, optimizers, train)
-  writer = summaries.open_writer(os.path.join(workdir, "tensorboard"))
+  writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
   preemption = _PreemptionFlag()
   replicated = replicate(state)
   images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
@@ -149,5 +150,5 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   checkpointer.close()
   final = unreplicate(replicated)
   if int(final.step) == train.num_steps and jax.process_index() == 0:
-    export_task_net(final.params["task_net"], config.model, os.path.join(workdir, "export"))
+    export_task_net(final.params["task_net"], config.model, workdir_lib.export(workdir))
   return final

@@ -70,13 +70,13 @@ def evaluate(task_net, params) -> evaluation.SplitResult:
   """The whole eval split over every device of every process, at label resolution."""
   split = eval_split()
   depth = evaluation.DepthScales(predicted_m=50.0, true_m=50.0, min_m=1e-3, max_m=0.0)
-  p_eval = evaluation.make_split_evaluator(task_net, 10, depth, jax.local_devices())
+  p_eval = evaluation.make_split_evaluator(task_net, 10, depth, jax.devices())
   batches = pipeline.eval_batches(
       split, pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=5000.0), per_device_batch=1,
       label_size=(32, 48))
   return evaluation.evaluate_split(p_eval, params, batches, num_examples=len(split),
                                    num_classes=10, with_depth=True,
-                                   devices=jax.local_devices(), progress=False)
+                                   devices=jax.devices(), progress=False)
 
 
 def leaves(tree) -> dict[str, np.ndarray]:

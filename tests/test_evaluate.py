@@ -143,6 +143,16 @@ def test_missing_weights_and_unknown_steps_say_what_exists(trained_run, procedur
   assert result.returncode == 2 and "--config and --workdir are required" in result.stderr
 
 
+def test_an_export_from_another_model_config_is_refused_by_name(evaluated, procedural_data_dir,
+                                                              tmp_path):
+  workdir, _ = evaluated
+  shutil.copytree(workdir / "export", tmp_path / "export")
+  config = tiny_training_config(procedural_data_dir, 6)
+  config.model.width = 0.125
+  with pytest.raises(ValueError, match=r"model\.width \(run: 0\.0625, config: 0\.125\)"):
+    evaluator.export_weights(models.build_models(config.model), config, str(tmp_path))
+
+
 def test_reports_module_reads_what_evaluate_wrote(evaluated):
   workdir, _ = evaluated
   report = reports.load_report(reports.find_report(str(workdir)))

@@ -78,8 +78,8 @@ def test_device_confusion_matrix_equals_fast_hist_and_masks_padding():
 
 
 def test_upsampling_to_label_resolution_matches_align_corners_resize_per_example():
-  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 3))
-  sizes = jnp.asarray([[9, 13], [7, 10]])
+  x = jax.random.normal(jax.random.key(0), (4, 4, 6, 3))
+  sizes = jnp.asarray([[9, 13], [7, 10], [4, 6], [1, 1]])  # larger, same, a single pixel
   out = evaluation.upsample_to_label_resolution(x, sizes, (9, 13))
   for n, (h, w) in enumerate(np.asarray(sizes)):
     want = resize_bilinear_align_corners(x[n:n + 1], int(h), int(w))[0]
@@ -159,7 +159,10 @@ def _expected(net, params):
   sums = np.zeros(7)
   for example in SPLIT:
     inputs = pipeline.preprocess(example, SPEC, None)
-    logits, depth = net.apply({"params": params}, jnp.asarray(inputs["image"])[None])
+    # The heads' stride-8 outputs, upsampled once to the label's size (AdaptSegNet, ADVENT).
+    logits, depth = net.apply({"params": params}, jnp.asarray(inputs["image"])[None],
+                              upsample_to_input=False)
+    assert logits.shape[1] < SPEC.height
     size = example["label"].shape[:2]
     prediction = np.asarray(jnp.argmax(resize_bilinear_align_corners(logits, *size), -1))[0]
     confusion += _fast_hist(example["label"][..., 0], prediction, NUM_CLASSES)
@@ -190,6 +193,8 @@ def test_several_devices_give_what_one_device_gives(tiny_task_net, monkeypatch):
   monkeypatch.setattr(evaluation, "_INT32_MAX", 1)
   flushed = _run(net, params, jax.local_devices(), per_device_batch=1)
   np.testing.assert_array_equal(flushed.confusion, one.confusion)
+  np.testing.assert_allclose(flushed.depth_sums, one.depth_sums, rtol=1e-6)
+  assert flushed.num_images == flushed.depth_images == one.num_images == 7
 
 
 def test_pictures_keep_the_first_images_at_their_own_size(tiny_task_net):
@@ -238,6 +243,13 @@ def test_compare_gives_mean_and_sample_std_per_variant():
   assert rows[0]["iou"]["c"] == (pytest.approx(0.3), 0.0)  # NaN runs left out
   table = reports.compare_markdown(rows, ["a", "b", "c"], with_miou13=False)
   assert "| +sd,joint | 1 | 50.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 60.0 ± 0.0 |" in table
+
+
+def test_compare_refuses_reports_of_different_protocols():
+  other = _report("x", [0.1, 0.2, 0.3])
+  other["resolution"] = "input"
+  with pytest.raises(ValueError, match="different resolution"):
+    reports.compare([_report("x", [0.1, 0.2, 0.3]), other])
 
 
 def test_find_report_takes_the_highest_step_and_names_what_is_missing(tmp_path):

@@ -93,7 +93,8 @@ def _resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
   return array[rows][:, cols]
 
 
-def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """uint8 RGB [H, W, 3] -> [height, width, 3], bilinear (PIL)."""
   if image.shape[:2] == (height, width):
     return image
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
@@ -115,7 +116,7 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
     image, label = image[window], label[window]
     depth = depth[window] if depth is not None else None
   elif spec.mode == "resize":
-    image = _resize_image(image, spec.height, spec.width)
+    image = resize_image(image, spec.height, spec.width)
     label = _resize_nearest(label, spec.height, spec.width)
     depth = _resize_nearest(depth, spec.height, spec.width) if depth is not None else None
   elif spec.mode != "random_crop":
@@ -126,12 +127,13 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
     image, label = image[:, ::-1], label[:, ::-1]
     depth = depth[:, ::-1] if depth is not None else None
 
-  out = {"image": _normalise_image(image), "label": label.astype(np.int32)}
+  out = {"image": normalise_image(image), "label": label.astype(np.int32)}
   out.update(_depth_inputs(depth, spec, (spec.height, spec.width)))
   return out
 
 
-def _normalise_image(image: np.ndarray) -> np.ndarray:
+def normalise_image(image: np.ndarray) -> np.ndarray:
+  """uint8 RGB -> float32 in [-1, 1], the range every network takes."""
   return image.astype(np.float32) / 127.5 - 1.0
 
 
@@ -162,7 +164,7 @@ def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
                      "re-prepare the dataset with --overwrite.")
   padded_label = np.full(label_size, IGNORE_LABEL, np.int32)
   padded_label[:height, :width] = label
-  out = {"image": _normalise_image(_resize_image(example["image"], spec.height, spec.width)),
+  out = {"image": normalise_image(resize_image(example["image"], spec.height, spec.width)),
          "label": padded_label, "label_size": np.asarray([height, width], np.int32)}
   for key, value in _depth_inputs(depth, spec, (height, width)).items():
     out[key] = np.zeros(label_size + (1,), np.float32)

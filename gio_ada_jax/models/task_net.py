@@ -137,7 +137,10 @@ class TaskNet(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, images: jax.Array,
+               upsample_to_input: bool = True) -> tuple[jax.Array, jax.Array]:
+    """(logits, depth) at the input size; with `upsample_to_input=False` at the heads' own
+    (output stride 8) size, for evaluation, which upsamples once, straight to the labels'."""
     height, width = images.shape[1], images.shape[2]
     x = normalise_input(images.astype(jnp.float32), self.input_norm).astype(self.dtype)
     features = VggEncoder(self.width, self.dtype, self.param_dtype, name="encoder")(x)
@@ -145,6 +148,9 @@ class TaskNet(nn.Module):
                 dtype=self.dtype, param_dtype=self.param_dtype)
     seg_logits = ASPP(self.num_classes, name="seg_head", **head)(features)
     depth = ASPP(1, name="depth_head", **head)(features)
-    seg_logits = resize_bilinear_align_corners(seg_logits.astype(jnp.float32), height, width)
-    depth = resize_bilinear_align_corners(depth.astype(jnp.float32), height, width)
+    seg_logits, depth = seg_logits.astype(jnp.float32), depth.astype(jnp.float32)
+    if not upsample_to_input:
+      return seg_logits, depth
+    seg_logits = resize_bilinear_align_corners(seg_logits, height, width)
+    depth = resize_bilinear_align_corners(depth, height, width)
     return seg_logits, depth

@@ -1,0 +1,31 @@
+"""The layout of a run's workdir, shared by the trainer (writer) and the evaluator (reader).
+
+    WORKDIR/checkpoints/STEP/        orbax checkpoints of the whole training state
+    WORKDIR/export/task_net.msgpack  G_task's params when training completed
+    WORKDIR/export/model_config.json the config.model they belong to
+    WORKDIR/tensorboard/             training summaries; tensorboard/eval: evaluation curve
+    WORKDIR/eval/                    evaluation reports, curve.json, pictures
+"""
+
+import os
+
+
+def checkpoints(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
+
+
+def export(workdir: str) -> str:
+  return os.path.join(workdir, "export")
+
+
+EXPORTED_PARAMS = "task_net.msgpack"  # inside export()
+EXPORTED_MODEL_CONFIG = "model_config.json"  # inside export()
+
+
+def tensorboard(workdir: str, run: str = "") -> str:
+  """The TensorBoard log folder (`run`: a sub-run such as "eval")."""
+  return os.path.join(workdir, "tensorboard", run) if run else os.path.join(workdir, "tensorboard")
+
+
+def evaluation(workdir: str) -> str:
+  return os.path.join(workdir, "eval")
