@@ -239,22 +239,34 @@ def flush_interval(pixels_per_step: int) -> int:
 
 
 class _Progress:
-  """A one-line progress bar with images/s on process 0 (stderr)."""
+  """Progress with images/s on process 0 (stderr): a bar redrawn in place on a terminal, a
+  line per tenth of the split otherwise (logs)."""
 
   def __init__(self, total: int, enabled: bool):
-    self.total, self.enabled, self.start = total, enabled and jax.process_index() == 0, time.time()
+    self.total, self.start = total, time.time()
+    self.enabled = enabled and jax.process_index() == 0
+    self.interactive = sys.stderr.isatty()
+    self.last_draw, self.last_tenth = 0.0, 0
 
   def update(self, done: int) -> None:
     if not self.enabled:
       return
-    elapsed = max(time.time() - self.start, 1e-9)
-    filled = int(30 * done / max(self.total, 1))
-    sys.stderr.write(f"\r  evaluating [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total}"
-                     f" images, {done / elapsed:.1f} images/s")
+    now = time.time()
+    tenth = 10 * done // max(self.total, 1)
+    finished = done >= self.total
+    if self.interactive and (now - self.last_draw < 0.2 and not finished):
+      return
+    if not self.interactive and tenth == self.last_tenth and not finished:
+      return
+    self.last_draw, self.last_tenth = now, tenth
+    filled = 30 * done // max(self.total, 1)
+    line = (f"  evaluating [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} images, "
+            f"{done / max(now - self.start, 1e-9):.1f} images/s")
+    sys.stderr.write(("\r" + line) if self.interactive else (line + "\n"))
     sys.stderr.flush()
 
   def close(self) -> None:
-    if self.enabled:
+    if self.enabled and self.interactive:
       sys.stderr.write("\n")
 
 

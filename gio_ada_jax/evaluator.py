@@ -289,7 +289,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
     segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
-    depth_rgb = pictures.depth_colours(depth)
+    depth_rgb = pictures.depth_colours(depth, scale=pictures.display_scale(depth))
     pictures.write_prediction_pictures(output_dir, path.stem, {
         "segmentation": segmentation, "depth": depth_rgb,
         "panel": pictures.panel([[rgb, segmentation, depth_rgb]])})

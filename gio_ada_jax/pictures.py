@@ -27,9 +27,21 @@ def colourise(classes: np.ndarray, label_space: LabelSpace) -> np.ndarray:
   return label_space.palette()[np.clip(np.asarray(classes), 0, 255).astype(np.uint8)]
 
 
-def depth_colours(depth: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-  """Normalised depth [H, W] in [0, 1] -> RGB, near bright and far dark; masked-out black."""
-  near_is_high = 1.0 - np.clip(np.asarray(depth, np.float32), 0.0, 1.0)
+def display_scale(depth: np.ndarray, mask: np.ndarray | None = None) -> float:
+  """The 95th percentile of the (valid) depths: dividing by it spreads a picture's colours
+  over its own range (depths normalised by a dataset-wide far maximum are mostly near 0)."""
+  values = np.asarray(depth, np.float32)
+  if mask is not None:
+    values = values[np.asarray(mask) > 0]
+  scale = float(np.percentile(values, 95)) if values.size else 0.0
+  return scale if scale > 0 else 1.0
+
+
+def depth_colours(depth: np.ndarray, mask: np.ndarray | None = None,
+                  scale: float = 1.0) -> np.ndarray:
+  """Depth [H, W] / `scale`, clipped to [0, 1] -> RGB, near bright and far dark; masked-out
+  black."""
+  near_is_high = 1.0 - np.clip(np.asarray(depth, np.float32) / scale, 0.0, 1.0)
   position = near_is_high * (len(_DEPTH_RAMP) - 1)
   lo = np.floor(position).astype(np.int64).clip(0, len(_DEPTH_RAMP) - 2)
   frac = (position - lo)[..., None]
@@ -73,10 +85,14 @@ def prediction_pictures(example: dict[str, np.ndarray], label_space: LabelSpace
   height, width = example["prediction"].shape
   image = resize_to(image_to_uint8(example["image"]), height, width)
   segmentation = colourise(example["prediction"], label_space)
-  depth = depth_colours(example["predicted_depth"])
+  has_truth = bool(example["depth_mask"].any())
+  # One colour scale for prediction and ground truth, so the two can be compared.
+  scale = (display_scale(example["depth"], example["depth_mask"]) if has_truth
+           else display_scale(example["predicted_depth"]))
+  depth = depth_colours(example["predicted_depth"], scale=scale)
   rows = [[image, segmentation, colourise(example["label"], label_space)]]
-  if example["depth_mask"].any():
-    rows.append([image, depth, depth_colours(example["depth"], example["depth_mask"])])
+  if has_truth:
+    rows.append([image, depth, depth_colours(example["depth"], example["depth_mask"], scale)])
   return {"segmentation": segmentation, "depth": depth, "panel": panel(rows)}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.models import GioAdaModels
-from gio_ada_jax.pictures import colourise, depth_colours, image_to_uint8
+from gio_ada_jax.pictures import colourise, depth_colours, display_scale, image_to_uint8
 from gio_ada_jax.train_step import translate
 
 
@@ -47,10 +47,14 @@ def pictures(params, batch, models: GioAdaModels, input_level: str,
           "source_translated": image_to_uint8(out["translated"]),
           "source_label": colourise(batch["source_label"], space),
           "source_prediction": colourise(out["seg_s"], space),
-          "source_depth_prediction": depth_colours(out["depth_s"][..., 0]),
+          "source_depth_prediction": _depth_picture(out["depth_s"][..., 0]),
           "target": image_to_uint8(batch["target_image"]),
           "target_prediction": colourise(out["seg_t"], space),
-          "target_depth_prediction": depth_colours(out["depth_t"][..., 0])}
+          "target_depth_prediction": _depth_picture(out["depth_t"][..., 0])}
+
+
+def _depth_picture(depth: np.ndarray) -> np.ndarray:
+  return depth_colours(depth, scale=display_scale(depth))
 
 
 def write_scalars(writer, step: int, metrics: dict[str, float], learning_rate: float) -> None:
