@@ -12,6 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 FLAG_NAMES = ("--coordinator_address", "--num_processes", "--process_id")
@@ -121,3 +122,17 @@ def unreplicate(tree):
   JAX 0.10. The shard costs no computation and works the same with one process.
   """
   return jax.tree.map(lambda x: x.addressable_data(0)[0], tree)
+
+
+def local_values(x: jax.Array) -> np.ndarray:
+  """This process's slices of a pmap output [devices, ...] as one host array, in device order.
+
+  With several processes a pmap output spans devices this process cannot read, so it cannot
+  be fetched whole; its addressable shards are this process's devices' slices.
+  """
+  def position(shard) -> int:
+    first = shard.index[0]
+    return (first.start or 0) if isinstance(first, slice) else int(first)
+
+  shards = sorted(x.addressable_shards, key=position)
+  return np.concatenate([np.asarray(shard.data) for shard in shards])

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.data.labels import LabelSpace
-from gio_ada_jax.distributed import replicate, unreplicate
+from gio_ada_jax.distributed import local_values, replicate, unreplicate
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta_1.25", "delta_1.25^2",
                  "delta_1.25^3")
@@ -336,7 +336,7 @@ def _picture_inputs(batch: dict[str, np.ndarray], outputs: dict[str, jax.Array],
   """Host copies of the valid examples of a batch with their predictions, cropped to size."""
   flat = lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:])  # noqa: E731
   host = {k: flat(v) for k, v in batch.items()}
-  predicted = {k: flat(jax.device_get(v)) for k, v in outputs.items()}
+  predicted = {k: flat(local_values(v)) for k, v in outputs.items()}
   examples = []
   for slot in np.flatnonzero(host["valid"] > 0)[:limit]:
     height, width = (host["label_size"][slot] if "label_size" in host

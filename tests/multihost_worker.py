@@ -74,9 +74,15 @@ def evaluate(task_net, params) -> evaluation.SplitResult:
   batches = pipeline.eval_batches(
       split, pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=5000.0), per_device_batch=1,
       label_size=(32, 48))
-  return evaluation.evaluate_split(p_eval, params, batches, num_examples=len(split),
-                                   num_classes=10, with_depth=True,
-                                   devices=jax.devices(), progress=False)
+  result = evaluation.evaluate_split(p_eval, params, batches, num_examples=len(split),
+                                     num_classes=10, with_depth=True, devices=jax.devices(),
+                                     num_pictures=3, progress=False)
+  # Pictures come from this process's own examples (its shard: every N-th image).
+  shard = list(range(jax.process_index(), len(split), jax.process_count()))
+  assert [p["index"] for p in result.pictures] == shard[:3], result.pictures
+  assert [p["prediction"].shape for p in result.pictures] == [
+      split[i]["label"].shape[:2] for i in shard[:3]]
+  return result
 
 
 def leaves(tree) -> dict[str, np.ndarray]:
