@@ -22,10 +22,11 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
-# Until the procedural benchmark and the trainer exist, the demo is the parity check: all
-# networks at full width on random weights, JAX against the PyTorch reference.
+# The embedded default: render the procedural domains, train the non-adapted baseline,
+# input level only, output level only and GIO-Ada (configs/demo.py), evaluate each on the
+# target domain, print the table and write the figures into demo_output/.
 demo: $(STAMP)
-	JAX_PLATFORMS=cpu $(PY) -m gio_ada_jax.parity --network all --height 94 --width 311
+	JAX_PLATFORMS=cpu $(PY) -m gio_ada_jax.demo --output_dir demo_output
 
 clean:
 	rm -rf $(VENV)

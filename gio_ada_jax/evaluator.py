@@ -90,6 +90,21 @@ def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
     checkpointer.close()
 
 
+def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
+                      step: int | None = None) -> dict[str, Any]:
+  """Every network's parameters of checkpoint `step` (default: the latest), e.g. G_img's."""
+  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), keep=None)
+  try:
+    kept = checkpointer.all_steps()
+    if not kept or (step is not None and step not in kept):
+      raise FileNotFoundError(f"{workdir}: no checkpoint {step if step is not None else ''}"
+                              f"(kept: {kept}).")
+    return checkpointer.restore_params(_abstract_state(built, config),
+                                       kept[-1] if step is None else step)
+  finally:
+    checkpointer.close()
+
+
 def latest_weights(built: models.GioAdaModels, config, workdir: str,
                    step: int | None = None) -> TaskNetWeights:
   """The one TaskNetWeights of `checkpoint_weights` for `step` (default: the latest)."""

@@ -1,0 +1,34 @@
+"""The embedded default: the procedural sim-to-real benchmark at a size that trains on 2 CPU
+cores (`make demo`, `python -m gio_ada_jax.demo`).
+
+What differs from the paper's settings (configs/default.py) and why, all for a laptop's compute:
+- data: the procedural domains at 64x192 (KITTI's ~3:1 aspect) instead of real datasets at
+  375x1242; 1000 training and 200 validation images per domain;
+- networks: a quarter of every channel count, 6 residual blocks in G_img instead of 9, the task
+  net's encoder from random initialisation (no ImageNet weights are downloaded), hence no
+  input normalisation;
+- training: a few hundred steps of 4 source + 4 target images instead of 100k steps of 1 + 1.
+The losses, their weights (lambda), the optimisers and the variants are the paper's.
+"""
+
+from configs import default, variants
+
+
+def get_config(variant: str = "+sd,joint"):
+  """The procedural benchmark at demo size."""
+  config = default.get_config()
+  data = config.data
+  data.source, data.target = "procedural/source", "procedural/target"
+  data.procedural.height, data.procedural.width = 64, 192
+  data.procedural.num_train, data.procedural.num_validation = 1000, 200
+  data.height, data.width = data.procedural.height, data.procedural.width
+  data.per_device_batch = 4
+  config.model.width = 0.25
+  config.model.generator.num_blocks = 6
+  config.model.task_net.input_norm = "none"  # trained from scratch
+  config.train.num_steps = 600
+  config.train.log_every = 50
+  config.train.checkpoint_every = 600
+  config.train.image_every = 200
+  config.eval.per_device_batch = 8
+  return variants.apply_variant(config, variant)

@@ -1,0 +1,194 @@
+"""The embedded default: train GIO-Ada and its ablations on the procedural benchmark, evaluate
+them on the target domain and show the paper's Table 1 and Figures 3-4 for them.
+
+    python -m gio_ada_jax.demo [--output_dir demo_output] [--seeds 0,1,2] [--oracle]
+        [--config configs/demo.py] [--config.train.num_steps=N ...]
+
+Rows (configs/demo.py with a variant): the non-adapted baseline (na,na), input level only
+(+sd,na), output level only (na,joint), GIO-Ada (+sd,joint), and with --oracle a task net
+trained on the target's own labels (the upper bound). Each run lives in OUTPUT/runs/ROW_seedS
+(rerunning resumes or reuses finished runs); the data in OUTPUT/data unless
+--config.data.data_dir is given. Writes OUTPUT/results.{md,json} (mean ± std over seeds per
+row), OUTPUT/figure3_segmentation.png and OUTPUT/figure4_translation.png.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer,
+                         workdir as workdir_lib)
+from gio_ada_jax.data import pipeline
+from gio_ada_jax.data.labels import label_space_for
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One row of the table: a name, the variant, and where its labelled training data come from."""
+
+  key: str  # folder name
+  name: str  # row label
+  variant: str  # "INPUT,OUTPUT"
+  trains_on_target_labels: bool = False
+
+
+ROWS = (
+    Row("baseline", "source only (na,na)", "na,na"),
+    Row("input", "input level (+sd,na)", "+sd,na"),
+    Row("output", "output level (na,joint)", "na,joint"),
+    Row("gio_ada", "GIO-Ada (+sd,joint)", "+sd,joint"),
+)
+ORACLE = Row("oracle", "target oracle (na,na on target labels)", "na,na", True)
+FIGURE_IMAGES = 4  # rows of each figure
+
+
+def run_config(base_config, row: Row, seed: int, data_dir: str):
+  """The config of one run: the base config with the row's variant, seed and data."""
+  config = base_config.copy_and_resolve_references()
+  from configs import variants  # pylint: disable=g-import-not-at-top
+  config = variants.apply_variant(config, row.variant)
+  config.seed = seed
+  config.data.data_dir = data_dir
+  if row.trains_on_target_labels:
+    config.data.source = config.data.target
+  return config
+
+
+def ensure_data(config, data_dir: str) -> None:
+  """Render the procedural domains into `data_dir` unless this config's are already there."""
+  try:
+    for name in (config.data.source, config.data.target):
+      _, info = pipeline.open_split(data_dir, name, "train")
+      pipeline.check_procedural_config(info, config.data.procedural)
+    return
+  except (pipeline.DatasetNotPrepared, ValueError):
+    pass
+  from gio_ada_jax.data import prepare  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  print(f"Rendering the procedural domains into {data_dir} ...", flush=True)
+  prepare.prepare("procedural", data_dir, config, overwrite=True)
+
+
+def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
+  """Train one run (reusing a finished one) and evaluate it on the target; its report."""
+  if not os.path.exists(os.path.join(workdir_lib.export(workdir), workdir_lib.EXPORTED_PARAMS)):
+    trainer.train_and_evaluate(config, workdir)
+  [report] = evaluator.evaluate(config, workdir, name=name)
+  return report
+
+
+def _task_net_predictions(config, workdir: str, images: np.ndarray) -> np.ndarray:
+  built = models.build_models(config.model)
+  weights = evaluator.export_weights(built, config, workdir)
+  logits, _ = jax.jit(built.task_net.apply)({"params": weights.params}, images)
+  return np.asarray(np.argmax(logits, axis=-1))
+
+
+def figure3(base_config, data_dir: str, runs: dict[str, str], path: str) -> None:
+  """Paper Figure 3: target image | baseline | GIO-Ada | ground truth, a row per image."""
+  config = run_config(base_config, ROWS[0], 0, data_dir)
+  split = pipeline.target_eval_split(config, at_label_resolution=False)
+  examples = [pipeline.preprocess(split.source[i], split.spec, None)
+              for i in range(FIGURE_IMAGES)]
+  images = np.stack([e["image"] for e in examples])
+  space = label_space_for(config.model.num_classes)
+  baseline = _task_net_predictions(run_config(base_config, ROWS[0], 0, data_dir),
+                                   runs["baseline"], images)
+  gio_ada = _task_net_predictions(run_config(base_config, ROWS[3], 0, data_dir),
+                                  runs["gio_ada"], images)
+  pictures.write_png(path, pictures.panel([
+      [pictures.image_to_uint8(e["image"]), pictures.colourise(b, space),
+       pictures.colourise(g, space), pictures.colourise(e["label"], space)]
+      for e, b, g in zip(examples, baseline, gio_ada)]))
+
+
+def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
+  """Paper Figure 4: source image -> translated by GIO-Ada's G_img -> a target image."""
+  config = run_config(base_config, ROWS[3], 0, data_dir)
+  built = models.build_models(config.model)
+  params = evaluator.checkpoint_params(built, config, workdir)
+  spec = pipeline.Preprocessing(config.data.height, config.data.width,
+                                depth_max_cm=_depth_max_cm(data_dir, config.data.source))
+  source, _ = pipeline.open_split(data_dir, config.data.source, "validation")
+  target, _ = pipeline.open_split(data_dir, config.data.target, "validation")
+  src = [pipeline.preprocess(source[i], spec, None) for i in range(FIGURE_IMAGES)]
+  tgt = [pipeline.preprocess(target[i], spec, None) for i in range(FIGURE_IMAGES)]
+  batch = {"source_image": np.stack([e["image"] for e in src]),
+           "source_label": np.stack([e["label"] for e in src]),
+           "source_depth": np.stack([e["depth"] for e in src])}
+  translated = np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
+      built, params, batch, config.train.input_level))
+  pictures.write_png(path, pictures.panel([
+      [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(x),
+       pictures.image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)]))
+
+
+def _depth_max_cm(data_dir: str, name: str) -> float:
+  return pipeline.depth_max_cm(pipeline.open_split(data_dir, name, "train")[1])
+
+
+def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool) -> str:
+  """Everything `python -m gio_ada_jax.demo` does; the results table (Markdown)."""
+  start = time.time()
+  data_dir = base_config.data.data_dir
+  if data_dir == "~/tensorflow_datasets" or not data_dir:  # the default: keep the demo apart
+    data_dir = os.path.join(output_dir, "data")
+  ensure_data(base_config, data_dir)
+  rows = ROWS + ((ORACLE,) if with_oracle else ())
+  found, runs = [], {}
+  total = len(rows) * len(seeds)
+  for seed in seeds:
+    for row in rows:
+      done = len(found)
+      print(f"\n[{done + 1}/{total}] {row.name}, seed {seed} "
+            f"({time.time() - start:.0f} s so far)", flush=True)
+      workdir = os.path.join(output_dir, "runs", f"{row.key}_seed{seed}")
+      found.append(train_and_evaluate_row(run_config(base_config, row, seed, data_dir),
+                                          workdir, row.name))
+      runs.setdefault(row.key, workdir)
+  table = reports.compare_markdown(reports.compare(found), found[0]["classes"],
+                                   "miou13" in found[0]["metrics"])
+  reports.write_text_atomically(os.path.join(output_dir, "results.md"), table + "\n")
+  reports.write_text_atomically(os.path.join(output_dir, "results.json"),
+                                json.dumps(reports.json_ready(reports.compare(found)),
+                                           indent=1) + "\n")
+  figure3(base_config, data_dir, runs, os.path.join(output_dir, "figure3_segmentation.png"))
+  figure4(base_config, data_dir, runs["gio_ada"],
+          os.path.join(output_dir, "figure4_translation.png"))
+  print(f"\nTarget-domain IoU (%), mean ± std over seeds {seeds}, "
+        f"{time.time() - start:.0f} s in all:\n\n{table}\n")
+  print(f"Outputs in {output_dir}: results.md, results.json, figure3_segmentation.png "
+        "(target | baseline | GIO-Ada | ground truth), figure4_translation.png (source | "
+        "translated | target), runs/*/eval (reports), runs/*/tensorboard.")
+  return table
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "The demo config.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where everything goes.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each row is trained once per seed.")
+_ORACLE = flags.DEFINE_bool("oracle", False, "Add the target oracle row (trained on target "
+                            "labels, the upper bound).")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    print(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds 0,1,2",
+          file=sys.stderr)
+    return 2
+  run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))
