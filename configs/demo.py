@@ -8,8 +8,8 @@ What differs from the paper's settings (configs/default.py) and why, all for a l
   net's encoder from random initialisation (no ImageNet weights are downloaded), hence no
   input normalisation;
 - training: 400 steps of 4 source + 4 target images instead of 100k steps of 1 + 1 (`make demo`
-  must finish in 20 minutes on 2 cores: the four rows take about 2, 5, 3.5 and 6.5 minutes at
-  600 steps there, measured per row in the README's 3-seed run).
+  must finish in 20 minutes on 2 cores: the four rows took about 2.5, 7, 3.5 and 6.5 minutes
+  at 600 steps there in the README's 3-seed run).
 The losses, their weights (lambda), the optimisers and the variants are the paper's.
 """
 
