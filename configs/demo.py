@@ -13,21 +13,17 @@ What differs from the paper's settings (configs/default.py) and why, all for a l
 The losses, their weights (lambda), the optimisers and the variants are the paper's.
 """
 
-from configs import default, variants
+from configs import cpu, variants
 
 
 def get_config(variant: str = "+sd,joint"):
-  """The procedural benchmark at demo size."""
-  config = default.get_config()
+  """The procedural benchmark at demo size: configs/cpu.py's networks, smaller data."""
+  config = cpu.get_config(None)
   data = config.data
-  data.source, data.target = "procedural/source", "procedural/target"
   data.procedural.height, data.procedural.width = 64, 192
   data.procedural.num_train, data.procedural.num_validation = 1000, 200
   data.height, data.width = data.procedural.height, data.procedural.width
   data.per_device_batch = 4
-  config.model.width = 0.25
-  config.model.generator.num_blocks = 6
-  config.model.task_net.input_norm = "none"  # trained from scratch
   config.train.num_steps = 400
   config.train.log_every = 50
   config.train.checkpoint_every = 400
