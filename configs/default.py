@@ -75,6 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
   generator.num_blocks = 9  # Residual blocks (CycleGAN resnet_9blocks; 6 also exists upstream).
   generator.use_labels = True  # Feed one-hot source labels to G_img ('+s').
   generator.use_depth = True  # Feed normalised source depth to G_img ('+d').
+  # Not the paper's: True makes G_img output clip(x + tanh(head)) with the head zero-initialised
+  # (identity at step 0), for short CPU runs (configs/demo.py). PyTorch checkpoints and
+  # parity assume False.
+  generator.residual_output = False
 
   task_net = model.task_net = ml_collections.ConfigDict()
   # Fixed input normalisation for the encoder's pretrained weights: "torchvision" (ImageNet

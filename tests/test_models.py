@@ -56,6 +56,27 @@ def test_gio_ada_forward_shapes_on_kitti_like_odd_size(tiny_model_config):
   assert d_out_logits.shape == d_img_logits.shape == expected_patch
 
 
+def test_residual_generator_starts_as_the_identity_and_can_learn(tiny_model_config):
+  """generator.residual_output: x̂ = x at initialisation; the head still gets gradients."""
+  tiny_model_config.generator.residual_output = True
+  built = models.build_models(tiny_model_config)
+  images = jax.random.uniform(jax.random.key(1), (2, 16, 24, 3), minval=-1.0, maxval=1.0)
+  labels = jnp.zeros((2, 16, 24), jnp.int32)
+  depth = jnp.full((2, 16, 24, 1), 0.5)
+  variables, translated = _init_and_apply(built.generator, images, labels, depth)
+  np.testing.assert_array_equal(np.asarray(translated), np.asarray(images))
+
+  def darkness(params):
+    return -jnp.mean(built.generator.apply({"params": params}, images, labels, depth))
+
+  head_grads = jax.grad(darkness)(variables["params"])["head"]
+  assert float(jnp.abs(head_grads["kernel"]).max()) > 0
+  tiny_model_config.generator.residual_output = False
+  _, plain = _init_and_apply(models.build_models(tiny_model_config).generator, images, labels,
+                             depth)
+  assert not np.allclose(np.asarray(plain), np.asarray(images), atol=0.1)
+
+
 def test_generator_requires_the_inputs_its_variant_uses(tiny_model_config):
   built = models.build_models(tiny_model_config)
   with pytest.raises(ValueError, match="use_labels"):

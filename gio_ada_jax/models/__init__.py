@@ -33,7 +33,8 @@ def build_models(model_config) -> GioAdaModels:
   gen = model_config.generator
   generator = ImageTransformNet(
       num_classes=model_config.num_classes, use_labels=gen.use_labels, use_depth=gen.use_depth,
-      ngf=gen.ngf, num_blocks=gen.num_blocks, width=width, **dtypes)
+      ngf=gen.ngf, num_blocks=gen.num_blocks, width=width,
+      residual_output=gen.residual_output, **dtypes)
   task = model_config.task_net
   task_net = TaskNet(
       num_classes=model_config.num_classes, width=width, input_norm=task.input_norm,
