@@ -20,6 +20,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.mode = "resize"  # "resize" to height x width, or "random_crop" a window of that size.
   data.random_flip = True  # Horizontal flip of image, label and depth together (paper).
   data.per_device_batch = 1  # Source images per device per step, and as many target images.
+  # Training batches copied to the devices ahead of the step that uses them (host preprocessing
+  # and the copy overlap the previous steps).
+  data.device_prefetch = 2
+  # Host threads that read and preprocess training batches (per domain), and how many finished
+  # batches they may hold (bench/input_pipeline.py measures the rate).
+  data.read_threads = 16
+  data.read_buffer_batches = 32
   # The procedural sim-to-real benchmark: scene distribution, camera and both appearance
   # domains (configs/procedural.py documents every field).
   data.procedural = procedural.procedural_config()

@@ -8,6 +8,7 @@ its collectives (the step's pmean) reduce over all of them; each process feeds i
 [local_devices, per_device, ...] batch and gets back its local devices' outputs.
 """
 
+import collections
 import os
 
 import jax
@@ -136,3 +137,26 @@ def local_values(x: jax.Array) -> np.ndarray:
 
   shards = sorted(x.addressable_shards, key=position)
   return np.concatenate([np.asarray(shard.data) for shard in shards])
+
+
+def prefetch_to_devices(batches, size: int, transform=lambda batch: batch, devices=None):
+  """Yields (device batch, iterator state after it), copying up to `size` batches ahead.
+
+  `batches` is a host iterator with `get_state()` (the grain/UnpairedIterator contract);
+  `transform` maps each host batch before the copy. The state saved with a checkpoint must be
+  the one right after the last batch the step consumed, not after the prefetched ones, so each
+  batch travels with the state read right after it. The copies are asynchronous: while the
+  device runs step n, batches n+1..n+size are already on their way.
+  """
+  queue = collections.deque()
+
+  def enqueue() -> None:
+    host_batch = transform(next(batches))
+    queue.append((put_sharded(host_batch, devices), batches.get_state()))
+
+  for _ in range(max(size, 1)):
+    enqueue()
+  while True:
+    item = queue.popleft()
+    enqueue()
+    yield item

@@ -13,13 +13,14 @@ import signal
 import time
 
 import jax
+import numpy as np
 from absl import logging
 
 from flax import serialization
 
 from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.distributed import replicate, unreplicate
+from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
 
 
@@ -115,9 +116,14 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
   replicated = replicate(state)
   images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
   last_time, last_step = time.perf_counter(), start
+  device_batches = prefetch_to_devices(batches, data.device_prefetch,
+                                       train_step.batch_from_pipeline)
   for step in range(start + 1, train.num_steps + 1):
-    batch = train_step.batch_from_pipeline(next(batches))
-    replicated, metrics = p_step(replicated, batch)
+    batch, data_state = next(device_batches)
+    # Everything the step reads is already on the devices: an implicit copy here would be a
+    # bug (a host value creeping into the step), so it raises instead of costing time.
+    with jax.transfer_guard("disallow"):
+      replicated, metrics = p_step(replicated, batch)
     preempted = preemption.raised  # read once: a signal arriving later waits for next step
     save_now = step % train.checkpoint_every == 0 or step == train.num_steps or preempted
     # Metrics are checked at every log line and before every save, so no checkpoint holds a
@@ -134,12 +140,12 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
                               steps_per_s * images_per_step), flush=True)
       summaries.write_scalars(writer, step, metrics, state_lib.learning_rate_at(train, step))
     if writer is not None and step % train.image_every == 0:
-      first_device = jax.tree.map(lambda x: x[0], batch)  # per-device batch of device 0
+      first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
       summaries.write_pictures(writer, step, summaries.pictures(
           unreplicate(replicated).params, first_device, built, train.input_level,
           config.model.num_classes))
     if save_now:
-      checkpointer.save(step, unreplicate(replicated), batches.get_state())
+      checkpointer.save(step, unreplicate(replicated), data_state)
     if preempted:
       logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
       break

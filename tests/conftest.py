@@ -48,7 +48,22 @@ def tiny_training_config(data_dir: str, num_steps: int):
 @pytest.fixture(scope="session")
 def trained_run(procedural_data_dir, tmp_path_factory):
   """(final state, workdir) of an uninterrupted 6-step run: checkpoints 3 and 6, export."""
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import train_step, trainer  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("trained_run")
-  state = trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 6), str(workdir))
+  TRAINED_RUN_TRACES.clear()
+  step_function = train_step.train_step
+
+  def counting_step(*args, **kwargs):  # runs once per trace, not per step
+    TRAINED_RUN_TRACES.append(1)
+    return step_function(*args, **kwargs)
+
+  train_step.train_step = counting_step
+  try:
+    state = trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 6),
+                                       str(workdir))
+  finally:
+    train_step.train_step = step_function
   return state, str(workdir)
+
+
+TRAINED_RUN_TRACES = []  # one entry per trace of the training step during `trained_run`

@@ -70,8 +70,9 @@ def test_random_crop_keeps_the_window_aligned():
     pipeline.preprocess(SOURCE[0], pipeline.Preprocessing(20, 20, mode="random_crop"), None)
 
 
-def _train(seed=0, process_index=0, process_count=1):
-  return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=1, local_devices=2,
+def _train(seed=0, process_index=0, process_count=1, local_devices=2):
+  return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=1,
+                                local_devices=local_devices,
                                 process_index=process_index, process_count=process_count)
 
 
@@ -146,3 +147,24 @@ def test_eval_covers_the_whole_split_with_padding(process_count):
       assert np.all(batch["label"].reshape(4, -1)[~valid] == 255)  # padding is ignored
   assert sorted(seen) == list(range(7))
   assert len(set(batches_per_process)) == 1  # every process runs the same number of steps
+
+
+def test_device_prefetch_yields_device_batches_with_the_state_after_each():
+  """prefetch_to_devices runs ahead, but the state it hands out with batch n resumes at n+1."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.distributed import prefetch_to_devices  # pylint: disable=g-import-not-at-top
+  devices = jax.local_devices()
+  unpaired = pipeline.UnpairedIterator(_train(seed=0, local_devices=len(devices)),
+                                       _train(seed=9, local_devices=len(devices)))
+  prefetched = prefetch_to_devices(unpaired, 3, lambda b: b["source"])
+  batches = [next(prefetched) for _ in range(4)]
+  for batch, _ in batches:
+    assert isinstance(batch["image"], jax.Array)
+    assert [s.device for s in batch["image"].addressable_shards] == devices
+  state_after_second = batches[1][1]
+  resumed = pipeline.UnpairedIterator(_train(seed=0, local_devices=len(devices)),
+                                      _train(seed=9, local_devices=len(devices)))
+  resumed.set_state(state_after_second)
+  third = next(resumed)["source"]
+  np.testing.assert_array_equal(np.asarray(batches[2][0]["image"]), third["image"])
+  assert _indices(third) == _indices({"label": np.asarray(batches[2][0]["label"])})

@@ -38,6 +38,18 @@ def test_non_finite_metrics_stop_with_their_names():
                           "loss_seg": 1.0}, step=7)
 
 
+def test_the_step_is_traced_once_and_runs_without_host_transfers(trained_run):
+  """Six steps with logging every step, pictures and a checkpoint in the middle: one trace.
+
+  The trainer calls the step under jax.transfer_guard("disallow") on prefetched device
+  batches, so the run finishing at all shows the step made no implicit host<->device copy.
+  """
+  from tests.conftest import TRAINED_RUN_TRACES  # pylint: disable=g-import-not-at-top
+  state, _ = trained_run
+  assert int(state.step) == 6
+  assert len(TRAINED_RUN_TRACES) == 1
+
+
 def test_train_py_runs_end_to_end_and_writes_checkpoints(data_dir, tmp_path):
   workdir = tmp_path / "work"
   result = subprocess.run(
