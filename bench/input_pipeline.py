@@ -8,8 +8,9 @@ resize, flip, normalise, batch; source with labels and depth, target with images
 domain pair batch, as the trainer draws it. Without --data_dir it renders a small procedural
 benchmark at the paper's image size into a temporary folder (the prepared format and the
 decoding are the same as for the real datasets; the procedural images are PNGs as in Virtual
-KITTI and KITTI). Prints, per thread count, images/s in total and per thread (threads share
-the process's cores: compare with the machine's core count printed first).
+KITTI and KITTI). Prints images/s per thread count (each domain gets that many threads). The
+cores are those the process may use (printed first): per-core figures come from a run pinned
+to one core, `taskset -c 0 python -m bench.input_pipeline ...`.
 """
 
 import os
@@ -18,7 +19,7 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from configs import cpu as cpu_config
 from gio_ada_jax.data import pipeline
@@ -62,6 +63,7 @@ def images_per_s(iterator, batches: int, images_per_batch: int) -> float:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   sizes = BENCHMARKS[_BENCHMARK.value]
   with tempfile.TemporaryDirectory() as scratch:
     if _DATA_DIR.value:
@@ -76,10 +78,10 @@ def main(argv):
     config.data.height, config.data.width = sizes["input"]
     config.data.per_device_batch = _BATCH.value
     images_per_batch = 2 * _BATCH.value * _DEVICES.value  # source + target
-    print(f"{os.cpu_count()} CPUs (os.cpu_count), {_BENCHMARK.value}: input "
+    print(f"{len(os.sched_getaffinity(0))} cores usable, {_BENCHMARK.value}: input "
           f"{sizes['input'][0]}x{sizes['input'][1]}, {config.data.source} + "
           f"{config.data.target}, {images_per_batch} images per draw", flush=True)
-    print(f"{'threads':>8} {'images/s':>9} {'per thread':>10}")
+    print(f"{'threads':>8} {'images/s':>9}")
     for threads in (int(t) for t in _THREADS.value):
       config.data.read_threads = threads
       config.data.read_buffer_batches = max(2 * threads, 4)
@@ -88,7 +90,7 @@ def main(argv):
         iterator = pipeline.train_iterator(config, local_devices=_DEVICES.value)
         rates.append(images_per_s(iterator, _BATCHES.value, images_per_batch))
       rate = float(np.median(rates))
-      print(f"{threads:>8} {rate:>9.1f} {rate / threads:>10.1f}   (runs: "
+      print(f"{threads:>8} {rate:>9.1f}   (runs: "
             f"{', '.join(f'{r:.1f}' for r in rates)})", flush=True)
 
 

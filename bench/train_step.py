@@ -176,12 +176,12 @@ def summary(name: str, ms: np.ndarray, images_per_step: int, flops: float,
 
 def format_rows(rows: list[dict], flops: float) -> str:
   """The result table, one line per framework, then the ratios."""
-  lines = [f"XLA FLOPs per step: {flops / 1e9:.1f} GFLOP",
+  lines = [f"XLA FLOPs per step: {flops / 1e9:.4g} GFLOP",
            f"{'framework':<16} {'ms median':>10} {'p10-p90':>17} {'img/s':>8} "
            f"{'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>9}"]
   for r in rows:
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-    peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "n/a"
+    peak = f"{r['peak_gib']:.3f}" if r["peak_gib"] is not None else "n/a"
     lines.append(f"{r['name']:<16} {r['ms']:>10.1f} {r['p10']:>8.1f}-{r['p90']:<8.1f} "
                  f"{r['images_per_s']:>8.2f} {r['tflops']:>8.3f} {mfu:>6} {peak:>9}")
   if len(rows) == 2:

@@ -86,6 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (identity at step 0), for short CPU runs (configs/demo.py). PyTorch checkpoints and
   # parity assume False.
   generator.residual_output = False
+  # How the two stride-2 transposed convolutions run (same parameters, same function):
+  # "dilated" (XLA's transposed convolution), "subpixel" (one 2x2 convolution into the four
+  # output phases; XLA:CPU computes the dilated form's kernel gradient ~20x slower), "auto"
+  # (subpixel on CPU, dilated elsewhere).
+  generator.upsampling = "auto"
 
   task_net = model.task_net = ml_collections.ConfigDict()
   # Fixed input normalisation for the encoder's pretrained weights: "torchvision" (ImageNet

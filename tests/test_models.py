@@ -77,6 +77,34 @@ def test_residual_generator_starts_as_the_identity_and_can_learn(tiny_model_conf
   assert not np.allclose(np.asarray(plain), np.asarray(images), atol=0.1)
 
 
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_transposed_conv_forms_equal_flax_conv_transpose(subpixel):
+  """Both forms of G_img's upsampling are nn.ConvTranspose(k3, s2, padding (1, 2)), values
+  and gradients (odd sizes: the crop to the down path's size happens outside)."""
+  from gio_ada_jax.models.generator import ConvTranspose2x  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(1), (2, 5, 7, 6))
+  reference = nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)))
+  params = jax.tree.map(lambda p: p + 0.1, reference.init(jax.random.key(0), x))
+  module = ConvTranspose2x(4, subpixel=subpixel)
+  np.testing.assert_allclose(module.apply(params, x), reference.apply(params, x), atol=1e-5)
+
+  def grads(apply):
+    return jax.grad(lambda p, x: jnp.sum(jnp.sin(apply(p, x))), argnums=(0, 1))(params, x)
+
+  for got, want in zip(jax.tree.leaves(grads(module.apply)),
+                       jax.tree.leaves(grads(reference.apply))):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_generator_upsampling_setting_is_checked(tiny_model_config):
+  assert models.subpixel_upsampling("auto") == (jax.default_backend() == "cpu")
+  assert models.subpixel_upsampling("subpixel") and not models.subpixel_upsampling("dilated")
+  tiny_model_config.generator.upsampling = "bilinear"
+  with pytest.raises(ValueError, match="model.generator.upsampling"):
+    models.build_models(tiny_model_config)
+
+
 def test_generator_requires_the_inputs_its_variant_uses(tiny_model_config):
   built = models.build_models(tiny_model_config)
   with pytest.raises(ValueError, match="use_labels"):

@@ -25,6 +25,16 @@ class GioAdaModels(NamedTuple):
   d_out: nn.Module
 
 
+def subpixel_upsampling(upsampling: str) -> bool:
+  """model.generator.upsampling: "subpixel", "dilated", or "auto" (subpixel on XLA:CPU only)."""
+  if upsampling not in ("auto", "subpixel", "dilated"):
+    raise ValueError(f"model.generator.upsampling={upsampling!r}: must be 'auto', 'subpixel' "
+                     "or 'dilated'.")
+  if upsampling == "auto":
+    return jax.default_backend() == "cpu"
+  return upsampling == "subpixel"
+
+
 def build_models(model_config) -> GioAdaModels:
   """Build the four networks from `config.model` (see configs/default.py)."""
   dtypes = dict(dtype=jnp.dtype(model_config.dtype),
@@ -34,7 +44,8 @@ def build_models(model_config) -> GioAdaModels:
   generator = ImageTransformNet(
       num_classes=model_config.num_classes, use_labels=gen.use_labels, use_depth=gen.use_depth,
       ngf=gen.ngf, num_blocks=gen.num_blocks, width=width,
-      residual_output=gen.residual_output, **dtypes)
+      residual_output=gen.residual_output,
+      subpixel_upsampling=subpixel_upsampling(gen.upsampling), **dtypes)
   task = model_config.task_net
   task_net = TaskNet(
       num_classes=model_config.num_classes, width=width, input_norm=task.input_norm,

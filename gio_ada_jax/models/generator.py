@@ -40,6 +40,61 @@ def conditioned_input(images: jax.Array, labels: jax.Array | None, depth: jax.Ar
   return jnp.concatenate(parts, axis=-1)
 
 
+# The stride-2 transposed convolution below (k3, padding (1, 2), unflipped kernel W) gives, per
+# axis, y[2p] = W[1] x[p] and y[2p+1] = W[0] x[p] + W[2] x[p+1]. SUBPIXEL_TAPS[phase][offset] is
+# the kernel row (or column) that output phase 0/1 takes from input offset 0/1 (None: none).
+SUBPIXEL_TAPS = ((1, None), (0, 2))
+
+
+def subpixel_kernel(kernel: jax.Array) -> jax.Array:
+  """A [3, 3, I, O] transposed-conv kernel as a [2, 2, I, 4 * O] stride-1 conv kernel whose
+  output channels are the four (row phase, column phase) outputs, in that order."""
+  zeros = jnp.zeros_like(kernel[0, 0])
+
+  def tap(row_phase, col_phase, a, b):
+    ky, kx = SUBPIXEL_TAPS[row_phase][a], SUBPIXEL_TAPS[col_phase][b]
+    return zeros if ky is None or kx is None else kernel[ky, kx]
+
+  rows = [[jnp.concatenate([tap(r, c, a, b) for r in (0, 1) for c in (0, 1)], axis=-1)
+           for b in (0, 1)] for a in (0, 1)]
+  return jnp.stack([jnp.stack(row) for row in rows])
+
+
+class ConvTranspose2x(nn.Module):
+  """ConvTranspose(k3, stride 2, padding (1, 2)) with CycleGAN's output size 2H x 2W.
+
+  Same parameters ("kernel" [3, 3, I, O], "bias") and the same function as
+  nn.ConvTranspose(features, (3, 3), (2, 2), ((1, 2), (1, 2))). `subpixel` computes it as one
+  stride-1 2x2 convolution into the four output phases and a depth-to-space: XLA:CPU runs the
+  kernel gradient of the dilated form about 10x slower than an ordinary convolution of 4x its
+  FLOPs (BENCHMARKS.md), which made the generator the CPU step's bottleneck.
+  """
+
+  features: int
+  subpixel: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", CYCLEGAN_KERNEL_INIT, (3, 3, x.shape[-1], self.features),
+                        self.param_dtype).astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      self.param_dtype).astype(self.dtype)
+    x = x.astype(self.dtype)
+    dimensions = ("NHWC", "HWIO", "NHWC")
+    if not self.subpixel:
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 2), (1, 2)),
+                                       lhs_dilation=(2, 2), dimension_numbers=dimensions)
+      return y + bias
+    batch, height, width, _ = x.shape
+    phases = jax.lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1),
+                                          ((0, 1), (0, 1)), dimension_numbers=dimensions)
+    y = phases.reshape(batch, height, width, 2, 2, self.features)
+    y = y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, self.features)
+    return y + bias
+
+
 class ImageTransformNet(nn.Module):
   """ResnetGenerator (reflect padding, instance norm, 2 down, N residual blocks, 2 up, tanh).
 
@@ -55,6 +110,7 @@ class ImageTransformNet(nn.Module):
   num_blocks: int = 9
   width: float = 1.0
   residual_output: bool = False
+  subpixel_upsampling: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -85,9 +141,8 @@ class ImageTransformNet(nn.Module):
       channels = scale_width(self.ngf * 2 ** (NUM_DOWNSAMPLINGS - 1 - i), self.width)
       # ConvTranspose2d(k3, s2, p1, output_padding=1) == padding (k-1-p, k-1-p+op) = (1, 2)
       # with a spatially flipped kernel (convert.py flips it).
-      x = nn.ConvTranspose(channels, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                           kernel_init=CYCLEGAN_KERNEL_INIT, bias_init=nn.initializers.zeros,
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=f"up_{i}")(x)
+      x = ConvTranspose2x(channels, subpixel=self.subpixel_upsampling, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"up_{i}")(x)
       x = crop_to(x, *sizes[-2 - i])
       x = nn.relu(instance_norm(x))
 
