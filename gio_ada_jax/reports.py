@@ -247,16 +247,21 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return rows
 
 
-def _mean_std_cell(pair: tuple[float, float]) -> str:
+def _mean_std_cell(pair: tuple[float, float], runs: int) -> str:
   mean, std = pair
-  return MISSING if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+  if math.isnan(mean):
+    return MISSING
+  # One run has no spread to show: its value alone, not a misleading "± 0.0".
+  return f"{100 * mean:.1f}" if runs == 1 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def compare_markdown(rows: list[dict[str, Any]], classes: list[str],
                      with_miou13: bool) -> str:
-  """The comparison as a table: mean ± std (over runs) per class and mIoU, one row a group."""
+  """The comparison as a table: mean ± std (over runs) per class and mIoU, one row a group
+  (a group of one run shows its values without a spread)."""
   summary = [("mIoU", "miou")] + ([("mIoU*", "miou13")] if with_miou13 else [])
   header = ["Method", "runs"] + classes + [h for h, _ in summary]
-  body = [[r["name"], str(r["runs"])] + [_mean_std_cell(r["iou"][c]) for c in classes]
-          + [_mean_std_cell(r[k]) for _, k in summary] for r in rows]
+  body = [[r["name"], str(r["runs"])]
+          + [_mean_std_cell(r["iou"][c], r["runs"]) for c in classes]
+          + [_mean_std_cell(r[k], r["runs"]) for _, k in summary] for r in rows]
   return _table(header, body)

@@ -242,7 +242,8 @@ def test_compare_gives_mean_and_sample_std_per_variant():
   assert mean == pytest.approx(0.2) and std == pytest.approx(np.std([0.1, 0.3], ddof=1))
   assert rows[0]["iou"]["c"] == (pytest.approx(0.3), 0.0)  # NaN runs left out
   table = reports.compare_markdown(rows, ["a", "b", "c"], with_miou13=False)
-  assert "| +sd,joint | 1 | 50.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 60.0 ± 0.0 |" in table
+  assert "| na,na | 2 | 20.0 ± 14.1 | 20.0 ± 0.0 |" in table
+  assert "| +sd,joint | 1 | 50.0 | 60.0 | 70.0 | 60.0 |" in table  # one run: no spread
 
 
 def test_compare_refuses_reports_of_different_protocols():
