@@ -115,28 +115,14 @@ class TorchStep:
 
   def __init__(self, config, batch: dict[str, np.ndarray], params, compile_networks: bool):
     import torch  # pylint: disable=g-import-not-at-top
-    from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
     self._torch = torch
     if _TORCH_THREADS.value:
       torch.set_num_threads(_TORCH_THREADS.value)
     self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    networks = parity._torch_networks(config, params)  # pylint: disable=protected-access
+    networks = parity.torch_networks(config, params)
     networks = {name: self._to_device(net, compile_networks) for name, net in networks.items()}
-    train = config.train
-    optimisers = torch_ref.make_optimisers(
-        networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
-        lr=train.learning_rate, eps=train.adam_eps,
-        betas={name: tuple(getattr(train, f"{name}_betas")) for name in state_lib.NETWORKS})
-    self._step = torch_ref.GioAdaTorchStep(
-        torch_ref.StepConfig(train.input_level, train.output_level, train.lambda_depth,
-                             train.lambda_input, train.lambda_output, train.gan_loss,
-                             config.model.num_classes),
-        networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
-        optimisers)
-    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2))))  # noqa
-    self._batch = {k: nchw(v).to(self.device) for k, v in batch.items() if k != "source_label"}
-    self._batch["source_label"] = torch.from_numpy(
-        batch["source_label"].astype(np.int64)).to(self.device)
+    self._step = parity.torch_reference_step(config, networks)
+    self._batch = parity.torch_batch(batch, self.device)
     self._autocast_dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else None
 
   def _to_device(self, network, compile_networks: bool):

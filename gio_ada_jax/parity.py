@@ -272,7 +272,7 @@ def _d_out_network(model_config, channels: int):
   return "fc_discriminator", torch_ref.FCDiscriminator(channels, d_out.ndf, model_config.width)
 
 
-def _torch_networks(config, params):
+def torch_networks(config, params):
   """PyTorch twins of every network in `params`, loaded with the same weights."""
   import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -324,6 +324,33 @@ def _numpy_state(module) -> dict[str, np.ndarray]:
   return {k: v.detach().numpy() for k, v in module.state_dict().items()}
 
 
+def torch_reference_step(config, networks):
+  """torch_ref.GioAdaTorchStep over `networks` (torch_networks' dict) with config.train's
+  variant, λs, learning rate and per-network Adam settings."""
+  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  train = config.train
+  optimisers = torch_ref.make_optimisers(
+      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
+      lr=train.learning_rate, eps=train.adam_eps,
+      betas={name: tuple(getattr(train, f"{name}_betas")) for name in state_lib.NETWORKS})
+  return torch_ref.GioAdaTorchStep(
+      torch_ref.StepConfig(train.input_level, train.output_level, train.lambda_depth,
+                           train.lambda_input, train.lambda_output, train.gan_loss,
+                           config.model.num_classes),
+      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
+      optimisers)
+
+
+def torch_batch(batch: dict[str, np.ndarray], device=None) -> dict[str, Any]:
+  """A step batch (NHWC numpy, step_batch's keys) as the PyTorch step's NCHW tensors."""
+  import torch  # pylint: disable=g-import-not-at-top
+  nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2))))  # noqa
+  tensors = {k: nchw(v) for k, v in batch.items() if k != "source_label"}
+  tensors["source_label"] = torch.from_numpy(batch["source_label"].astype(np.int64))
+  return {k: v.to(device) for k, v in tensors.items()} if device is not None else tensors
+
+
 def step_batch(num_classes: int, height: int, width: int, seed: int = 0,
                batch_size: int = 1) -> dict[str, np.ndarray]:
   """A random NHWC training batch (source with some ignore labels and invalid depth)."""
@@ -340,9 +367,7 @@ def step_batch(num_classes: int, height: int, width: int, seed: int = 0,
 
 def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
   """One GIO-Ada step in JAX and in the PyTorch reference from identical weights and batch."""
-  import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.model.dtype = config.model.param_dtype = "float32"
@@ -357,22 +382,9 @@ def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
   with jax.default_matmul_precision("highest"):
     new_state, metrics = jax.jit(step)(state, batch)
 
-  networks = _torch_networks(config, params)
-  train = config.train
-  optimisers = torch_ref.make_optimisers(
-      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
-      lr=train.learning_rate, eps=train.adam_eps,
-      betas={name: tuple(getattr(train, f"{name}_betas")) for name in state_lib.NETWORKS})
-  reference = torch_ref.GioAdaTorchStep(
-      torch_ref.StepConfig(train.input_level, train.output_level, train.lambda_depth,
-                           train.lambda_input, train.lambda_output, train.gan_loss,
-                           config.model.num_classes),
-      networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
-      optimisers)
-  nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2))))  # noqa
-  torch_batch = {k: nchw(v) for k, v in batch.items() if k != "source_label"}
-  torch_batch["source_label"] = torch.from_numpy(batch["source_label"].astype(np.int64))
-  torch_losses = reference.step(torch_batch)
+  networks = torch_networks(config, params)
+  reference = torch_reference_step(config, networks)
+  torch_losses = reference.step(torch_batch(batch))
 
   loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
                    for name, value in torch_losses.items()}
