@@ -18,7 +18,6 @@ bf16 means bf16 compute with float32 parameters: `model.dtype=bfloat16` in JAX,
 XLA_FLAGS; see BENCHMARKS.md for the ones measured.
 """
 
-import functools
 import os
 import sys
 import time
@@ -81,20 +80,15 @@ class JaxStep:
                                    _WIDTH.value)
     self.initial_params = jax.tree.map(np.asarray, state.params)
     devices = jax.local_devices()[:1]
-    step = functools.partial(train_step.train_step, models=built,
-                             optimizers=state_lib.make_optimizers(config.train),
-                             train_config=config.train, axis_name=train_step.AXIS_NAME)
-    self._step = jax.pmap(step, axis_name=train_step.AXIS_NAME, devices=devices,
-                          donate_argnums=(0,))
+    p_step = train_step.make_p_train_step(built, state_lib.make_optimizers(config.train),
+                                          config.train, devices)
     self._state = replicate(state, devices)
     self._batch = put_sharded({k: v[None] for k, v in batch.items()}, devices)
+    lowered = p_step.lower(self._state, self._batch)
     # FLOPs of one step from the HLO before backend compilation (see the module docstring).
-    single = functools.partial(train_step.train_step, models=built,
-                               optimizers=state_lib.make_optimizers(config.train),
-                               train_config=config.train, axis_name=None)
-    analysis = jax.jit(single).lower(state, batch).cost_analysis() or {}
-    self.flops = float(analysis.get("flops", float("nan")))
-    compiled = self._step.lower(self._state, self._batch).compile()
+    self.flops = float((lowered.cost_analysis() or {}).get("flops", float("nan")))
+    compiled = lowered.compile()
+    self._step = compiled  # compiled once, for the analyses and the timed calls alike
     memory = compiled.memory_analysis()
     self.planned_bytes = None
     if memory is not None:

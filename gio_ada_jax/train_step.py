@@ -132,11 +132,12 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
   return new_state, metrics
 
 
-def make_p_train_step(models: GioAdaModels, optimizers, train_config):
-  """train_step over the local devices: state replicated, batch [devices, per_device, ...]."""
+def make_p_train_step(models: GioAdaModels, optimizers, train_config, devices=None):
+  """train_step over the local devices (or `devices`): state replicated, batch
+  [devices, per_device, ...]."""
   step = functools.partial(train_step, models=models, optimizers=optimizers,
                            train_config=train_config, axis_name=AXIS_NAME)
-  return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,))
+  return jax.pmap(step, axis_name=AXIS_NAME, devices=devices, donate_argnums=(0,))
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,9 @@ def tiny_training_config(data_dir: str, num_steps: int):
   return config
 
 
+TRAINED_RUN_TRACES = []  # one entry per trace of the training step during `trained_run`
+
+
 @pytest.fixture(scope="session")
 def trained_run(procedural_data_dir, tmp_path_factory):
   """(final state, workdir) of an uninterrupted 6-step run: checkpoints 3 and 6, export."""
@@ -65,5 +68,3 @@ def trained_run(procedural_data_dir, tmp_path_factory):
     train_step.train_step = step_function
   return state, str(workdir)
 
-
-TRAINED_RUN_TRACES = []  # one entry per trace of the training step during `trained_run`

@@ -72,7 +72,7 @@ def test_random_crop_keeps_the_window_aligned():
 
 def _train(seed=0, process_index=0, process_count=1, local_devices=2):
   return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=1,
-                                local_devices=local_devices,
+                                local_devices=local_devices, threads=2, buffer_batches=4,
                                 process_index=process_index, process_count=process_count)
 
 

@@ -197,13 +197,14 @@ def _process_layout(local_devices, process_index, process_count) -> tuple[int, i
 
 def train_dataset(source, spec: Preprocessing, *, seed: int, per_device_batch: int,
                   local_devices: int | None = None, process_index: int | None = None,
-                  process_count: int | None = None, threads: int = 16,
-                  buffer_batches: int = 32) -> grain.IterDataset:
+                  process_count: int | None = None, threads: int,
+                  buffer_batches: int) -> grain.IterDataset:
   """Endless shuffled batches [local_devices, per_device_batch, ...] of this process's shard.
 
   Device and process counts default to JAX's. `threads` read and preprocess batches ahead, at
-  most `buffer_batches` of them (grain's own default buffer, 500 batches, would hold gigabytes
-  at Cityscapes' size). Its iterator has `get_state()` / `set_state()` for exact resume.
+  most `buffer_batches` of them (config: `data.read_threads`, `data.read_buffer_batches`;
+  grain's own default buffer, 500 batches, would hold gigabytes at Cityscapes' size). Its
+  iterator has `get_state()` / `set_state()` for exact resume.
   """
   local_devices, process_index, process_count = _process_layout(
       local_devices, process_index, process_count)
