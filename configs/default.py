@@ -14,6 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.data_dir = "~/tensorflow_datasets"  # Where prepare writes and the pipeline reads.
   data.source = "vkitti"  # Prepared source dataset (labels and depth).
   data.target = "kitti_semantics"  # Prepared target dataset (its train split is unlabeled).
+  # Root of the prepared source when it is not data.data_dir: the 'cg' variant points it at
+  # the CycleGAN-translated copy it writes (WORKDIR/cyclegan/translated); "" = data.data_dir.
+  data.source_data_dir = ""
   data.target_eval_split = "validation"  # KITTI's labelled training images, as in the paper.
   data.height = 375  # Network input height (KITTI).
   data.width = 1242  # Network input width.
@@ -34,8 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   train = config.train = ml_collections.ConfigDict()
   # Input-level variant (paper Table 2): "na" (no transform net: the task net trains on raw
   # source images), "gd" (transform net on the image, guided by the task loss), "+d" (+ depth),
-  # "+s" (+ one-hot labels), "+sd" (both; the paper's final model). "cg" (a separately trained
-  # CycleGAN) is not built yet. Must agree with model.generator.use_labels / use_depth.
+  # "+s" (+ one-hot labels), "+sd" (both; the paper's final model), "cg" (a CycleGAN,
+  # config.cyclegan, is trained first and translates the source set; the task net then trains
+  # on the translations as in "na"). Must agree with model.generator.use_labels / use_depth.
   train.input_level = "+sd"
   # Output-level variant (paper Table 3): "na" (no output discriminator), "ss" (softmax of the
   # segmentation), "depth" (predicted depth), "sep" (one discriminator each), "joint" (one
@@ -61,6 +65,32 @@ def get_config() -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3  # How many recent checkpoints to keep.
   train.image_every = 500  # Steps between TensorBoard images (source, translated, target, ...).
 
+  # The 'cg' baseline (paper Table 2): CycleGAN (Zhu et al. 2017) between the source and the
+  # target images with upstream's defaults (junyanz/pytorch-CycleGAN-and-pix2pix). It trains on
+  # data.height x data.width images, data.per_device_batch of each domain per device; its log,
+  # checkpoint and picture intervals are train's.
+  cyclegan = config.cyclegan = ml_collections.ConfigDict()
+  cyclegan.num_steps = 100_000  # Training steps (upstream: 200 epochs of max(|A|, |B|) images).
+  # Constant learning rate up to this fraction of num_steps, then linear decay to 0 (upstream:
+  # 100 epochs constant, 100 decaying).
+  cyclegan.decay_from = 0.5
+  cyclegan.learning_rate = 2e-4  # Adam, generators and discriminators.
+  cyclegan.betas = (0.5, 0.999)  # Adam betas, generators and discriminators.
+  cyclegan.gan_loss = "lsgan"  # Upstream's gan_mode: least squares.
+  cyclegan.lambda_cycle = 10.0  # Weight of each cycle-consistency L1 (lambda_A = lambda_B).
+  cyclegan.lambda_identity = 0.5  # Identity L1 weight, relative to lambda_cycle (0 = none).
+  cyclegan.pool_size = 50  # Past translations the discriminators also see (0 = no pool).
+  cyclegan.ngf = 64  # Generator width (resnet_9blocks).
+  cyclegan.num_blocks = 9  # Generator residual blocks.
+  cyclegan.ndf = 64  # PatchGAN width.
+  cyclegan.n_layers = 3  # PatchGAN depth.
+  # As model.generator.residual_output: False is upstream's CycleGAN; True starts both
+  # generators as the identity (configs/demo.py, for a like-for-like comparison with G_img).
+  cyclegan.residual_output = False
+  # Source images per translation batch. Images are translated at their stored resolution
+  # (the generators are fully convolutional), so labels and depth carry over unchanged.
+  cyclegan.translate_batch = 1
+
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.per_device_batch = 1  # Target images per device per evaluation step.
   # Score predictions upsampled to each ground truth's own resolution (the paper's protocol,
@@ -75,7 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.num_classes = 10  # Virtual KITTI <-> KITTI class set (paper, Table 1).
   model.dtype = "float32"  # Compute dtype of every network ("bfloat16" for mixed precision).
   model.param_dtype = "float32"  # Storage dtype of the parameters.
-  model.width = 1.0  # Channel multiplier for all four networks (< 1 for tests and CPU demos).
+  model.width = 1.0  # Channel multiplier for every network, CycleGAN too (< 1: tests, CPU demos).
 
   generator = model.generator = ml_collections.ConfigDict()
   generator.ngf = 64  # CycleGAN's generator width.

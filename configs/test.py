@@ -16,4 +16,7 @@ def get_config(variant: str = "+sd,joint"):
   config.train.log_every = 1
   config.train.checkpoint_every = 3
   config.train.image_every = 3
+  config.cyclegan.num_blocks = 2
+  config.cyclegan.num_steps = 4
+  config.cyclegan.pool_size = 3  # full within the first steps, so swaps happen in tests
   return config

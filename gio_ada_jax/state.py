@@ -11,7 +11,7 @@ import optax
 from gio_ada_jax.models import GioAdaModels
 
 NETWORKS = ("generator", "task_net", "d_img", "d_out")
-INPUT_LEVELS = ("na", "gd", "+d", "+s", "+sd")
+INPUT_LEVELS = ("na", "cg", "gd", "+d", "+s", "+sd")
 OUTPUT_LEVELS = ("na", "ss", "depth", "sep", "joint")
 
 
@@ -26,11 +26,12 @@ class GioAdaState:
 
 
 def generator_conditioning(input_level: str) -> tuple[bool, bool] | None:
-  """(use_labels, use_depth) of G_img for an input-level variant; None: no G_img ("na")."""
+  """(use_labels, use_depth) of G_img for an input-level variant; None: no G_img ("na", and
+  "cg", whose translation happens before training, see cyclegan.py)."""
   if input_level not in INPUT_LEVELS:
     raise ValueError(f"train.input_level={input_level!r} is not known; choose one of "
-                     f"{INPUT_LEVELS} ('cg' is not built yet).")
-  if input_level == "na":
+                     f"{INPUT_LEVELS}.")
+  if input_level in ("na", "cg"):
     return None
   return "s" in input_level, "d" in input_level
 

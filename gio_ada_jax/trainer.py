@@ -7,10 +7,12 @@ message on a NaN/inf loss or gradient norm (the last good checkpoint stays), che
 net alone (workdir/export) when training is complete.
 """
 
+import dataclasses
 import math
 import os
 import signal
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -18,7 +20,8 @@ from absl import logging
 
 from flax import serialization
 
-from gio_ada_jax import checkpoint, convert, models, state as state_lib, summaries, train_step
+from gio_ada_jax import (checkpoint, convert, cyclegan, models, pictures, state as state_lib,
+                         summaries, train_step)
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
@@ -88,62 +91,69 @@ class _PreemptionFlag:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
-  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state."""
-  state_lib.check_variant(config)
-  built = models.build_models(config.model)
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """What the training loop needs to know about one kind of training (GIO-Ada, CycleGAN)."""
+
+  p_step: Callable  # (replicated state, device batch) -> (state, metrics)
+  to_step_batch: Callable  # pipeline batch -> the step's batch
+  num_steps: int
+  learning_rate_at: Callable[[int], float]
+  # (params, one device's step batch) -> {name: uint8 pictures}, for TensorBoard
+  pictures: Callable | None = None
+  # The freshly created state -> the state to start from (not called when resuming)
+  on_fresh_start: Callable | None = None
+
+
+def run_loop(loop: Loop, state, batches, workdir: str, config):
+  """Resume from `workdir`'s latest checkpoint or start from `state`, then step until
+  `loop.num_steps`, logging, checkpointing and stopping as the module docstring says; the
+  final (unreplicated) state."""
   data = config.data
   train = config.train
-  batches = pipeline.train_iterator(config)
-  state = state_lib.create_state(built, config, jax.random.key(config.seed), data.height,
-                                 data.width)
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir),
                                          train.keep_checkpoints)
-  optimizers = state_lib.make_optimizers(train)
   restored = checkpointer.restore(state)
   if restored is not None:
     state, data_state = restored
     batches.set_state(data_state)
     if jax.process_index() == 0:
       print(f"Resumed from step {int(state.step)} in {workdir}.", flush=True)
-  elif config.model.task_net.pretrained_vgg16:
-    state = with_pretrained_encoder(state, config.model.task_net.pretrained_vgg16, optimizers)
+  elif loop.on_fresh_start is not None:
+    state = loop.on_fresh_start(state)
   start = int(state.step)
 
-  p_step = train_step.make_p_train_step(built, optimizers, train)
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
   preemption = _PreemptionFlag()
   replicated = replicate(state)
   images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
   last_time, last_step = time.perf_counter(), start
-  device_batches = prefetch_to_devices(batches, data.device_prefetch,
-                                       train_step.batch_from_pipeline)
-  for step in range(start + 1, train.num_steps + 1):
+  device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch)
+  for step in range(start + 1, loop.num_steps + 1):
     batch, data_state = next(device_batches)
     # Everything the step reads is already on the devices: an implicit copy here would be a
     # bug (a host value creeping into the step), so it raises instead of costing time.
     with jax.transfer_guard("disallow"):
-      replicated, metrics = p_step(replicated, batch)
+      replicated, metrics = loop.p_step(replicated, batch)
     preempted = preemption.raised  # read once: a signal arriving later waits for next step
-    save_now = step % train.checkpoint_every == 0 or step == train.num_steps or preempted
+    save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
     # Metrics are checked at every log line and before every save, so no checkpoint holds a
     # state that came out of a NaN/inf step.
     if step % train.log_every == 0 or save_now:
       metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
       check_finite(metrics, step)
-    if step % train.log_every == 0 or step == train.num_steps:
+    if step % train.log_every == 0 or step == loop.num_steps:
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, step
       if jax.process_index() == 0:
-        print(format_progress(step, train.num_steps, metrics, steps_per_s,
+        print(format_progress(step, loop.num_steps, metrics, steps_per_s,
                               steps_per_s * images_per_step), flush=True)
-      summaries.write_scalars(writer, step, metrics, state_lib.learning_rate_at(train, step))
-    if writer is not None and step % train.image_every == 0:
+      summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))
+    if writer is not None and loop.pictures is not None and step % train.image_every == 0:
       first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
-      summaries.write_pictures(writer, step, summaries.pictures(
-          unreplicate(replicated).params, first_device, built, train.input_level,
-          config.model.num_classes))
+      summaries.write_pictures(writer, step, loop.pictures(unreplicate(replicated).params,
+                                                           first_device))
     if save_now:
       checkpointer.save(step, unreplicate(replicated), data_state)
     if preempted:
@@ -154,7 +164,63 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
     writer.close()
   checkpointer.wait()
   checkpointer.close()
-  final = unreplicate(replicated)
+  return unreplicate(replicated)
+
+
+def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
+  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state.
+
+  For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
+  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
+  """
+  state_lib.check_variant(config)
+  if config.train.input_level == "cg":
+    from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    config = translate.with_cyclegan_source(config, workdir)
+  built = models.build_models(config.model)
+  train = config.train
+  batches = pipeline.train_iterator(config)
+  state = state_lib.create_state(built, config, jax.random.key(config.seed), config.data.height,
+                                 config.data.width)
+  optimizers = state_lib.make_optimizers(train)
+  on_fresh_start = None
+  if config.model.task_net.pretrained_vgg16:
+    on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
+        state, config.model.task_net.pretrained_vgg16, optimizers)
+  loop = Loop(
+      p_step=train_step.make_p_train_step(built, optimizers, train),
+      to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,
+      learning_rate_at=lambda step: state_lib.learning_rate_at(train, step),
+      pictures=lambda params, batch: summaries.pictures(
+          params, batch, built, train.input_level, config.model.num_classes),
+      on_fresh_start=on_fresh_start)
+  final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) == train.num_steps and jax.process_index() == 0:
     export_task_net(final.params["task_net"], config.model, workdir_lib.export(workdir))
   return final
+
+
+def train_cyclegan(config, workdir: str) -> cyclegan.CycleGanState:
+  """Train the 'cg' CycleGAN (config.cyclegan) on the source and target training images,
+  writing checkpoints to `workdir` (resumed like GIO-Ada's); the final state."""
+  built = cyclegan.build_models(config)
+  batches = pipeline.train_iterator(config)
+  state = cyclegan.create_state(built, config, jax.random.key(config.seed), config.data.height,
+                                config.data.width)
+  loop = Loop(
+      p_step=cyclegan.make_p_train_step(built, cyclegan.make_optimizers(config),
+                                        config.cyclegan),
+      to_step_batch=cyclegan.batch_from_pipeline, num_steps=config.cyclegan.num_steps,
+      learning_rate_at=lambda step: cyclegan.learning_rate_at(config.cyclegan, step),
+      pictures=lambda params, batch: cyclegan_pictures(built, params, batch))
+  return run_loop(loop, state, batches, workdir, config)
+
+
+def cyclegan_pictures(built: cyclegan.CycleGanModels, params, batch) -> dict[str, np.ndarray]:
+  """Source, source -> target, target, target -> source (uint8) for TensorBoard."""
+  to_target = cyclegan.translate(built.generator, params["g_st"], batch["source_image"])
+  to_source = cyclegan.translate(built.generator, params["g_ts"], batch["target_image"])
+  return {"source": pictures.image_to_uint8(batch["source_image"]),
+          "source_translated": pictures.image_to_uint8(np.asarray(to_target)),
+          "target": pictures.image_to_uint8(batch["target_image"]),
+          "target_translated": pictures.image_to_uint8(np.asarray(to_source))}

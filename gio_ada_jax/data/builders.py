@@ -22,9 +22,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gio_ada_jax.data import formats, procedural
+from gio_ada_jax.data import pipeline as pipeline_lib
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_PROCEDURAL_CONFIG,
-                                       METADATA_SPLIT_STATS, VERSION_DIR)
+                                       METADATA_SPLIT_STATS, METADATA_TRANSLATED_BY,
+                                       VERSION_DIR)
 
 VERSION = tfds.core.Version(VERSION_DIR)
 
@@ -154,6 +156,76 @@ class Procedural(_StatsBuilder, skip_registration=True):
     with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
       examples = pool.imap(render, range(num_examples), chunksize=32)
       yield from self._record(split, ((ex["id"], ex) for ex in examples))
+
+
+class _Translated(_StatsBuilder, skip_registration=True):
+  """A prepared dataset with every image replaced by its translation (the 'cg' variant).
+
+  Ids, labels, depth and the source's metadata (depth maximum, procedural config) carry over
+  unchanged; `translate_images` maps a uint8 [N, H, W, 3] batch of same-sized images to one
+  of the same shape. The source's own folder is only read.
+  """
+
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Translated from another prepared dataset; nothing to download."
+
+  def __init__(self, *, source_data_dir: str, translate_images, provenance: dict,
+               batch_size: int = 1, **kwargs):
+    self._source_dir = pipeline_lib.dataset_dir(source_data_dir, self.SOURCE_NAME)
+    self._translate_images = translate_images
+    self._provenance = provenance
+    self._batch_size = max(batch_size, 1)
+    super().__init__(**kwargs)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    source = tfds.builder_from_directory(str(self._source_dir))
+    metadata = dict(source.info.metadata or {})
+    metadata.pop(METADATA_SPLIT_STATS, None)  # recomputed while writing
+    self.info.metadata.update(metadata)
+    self.info.metadata[METADATA_TRANSLATED_BY] = self._provenance
+    return {split: self._generate_examples(split, source.as_data_source(split=split))
+            for split in source.info.splits}
+
+  def _generate_examples(self, split, examples):
+    yield from self._record(split, self._translated(examples))
+
+  def _translated(self, examples):
+    """(id, example) with translated images, in the source's order, batching same sizes."""
+    pending = []
+
+    def flush():
+      images = self._translate_images(np.stack([ex["image"] for ex in pending]))
+      for ex, image in zip(pending, images):
+        out = {"id": _text(ex["id"]), "image": np.asarray(image, np.uint8),
+               "label": ex["label"][..., 0]}
+        if "depth" in ex:
+          out["depth"] = ex["depth"]
+        yield out["id"], out
+      pending.clear()
+
+    for i in range(len(examples)):
+      example = examples[i]
+      if pending and (len(pending) == self._batch_size
+                      or pending[0]["image"].shape != example["image"].shape):
+        yield from flush()
+      pending.append(example)
+    if pending:
+      yield from flush()
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def translated_builder(source_name: str, has_depth: bool, num_classes: int) -> type:
+  """The builder class of a translated copy of the prepared dataset `source_name` (e.g.
+  'vkitti' or 'procedural/source'): same name, so it reads back under the same data.source."""
+  name, _, config_name = source_name.partition("/")
+  attributes = {"name": name, "SOURCE_NAME": source_name, "HAS_DEPTH": has_depth,
+                "NUM_CLASSES": num_classes}
+  if config_name:
+    attributes["BUILDER_CONFIGS"] = [tfds.core.BuilderConfig(name=config_name)]
+  return type(f"Translated_{name}", (_Translated,), attributes, skip_registration=True)
 
 
 Vkitti = _format_builder("vkitti", "vkitti")

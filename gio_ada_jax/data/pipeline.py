@@ -24,6 +24,7 @@ from gio_ada_jax.data.labels import IGNORE_LABEL
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py
 METADATA_PROCEDURAL_CONFIG = "procedural_config"  # written by builders.py
 METADATA_SPLIT_STATS = "split_stats"  # written by builders.py
+METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which generator)
 VERSION_DIR = "1.0.0"
 
 
@@ -285,8 +286,14 @@ def _spec(data_config, info, train: bool) -> Preprocessing:
                        depth_max_cm=depth_max_cm(info))
 
 
-def _open_checked(data_config, name: str, split: str):
-  source, info = open_split(data_config.data_dir, name, split)
+def source_data_dir(data_config) -> str:
+  """Where the prepared source is: data.source_data_dir (the 'cg' translated copy) or
+  data.data_dir."""
+  return data_config.source_data_dir or data_config.data_dir
+
+
+def _open_checked(data_config, name: str, split: str, data_dir: str | None = None):
+  source, info = open_split(data_dir or data_config.data_dir, name, split)
   if name.startswith("procedural/"):
     check_procedural_config(info, data_config.procedural)
   return source, info
@@ -297,8 +304,9 @@ def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator
   (shaped for `local_devices`, default JAX's local device count)."""
   data = config.data
   datasets = []
-  for offset, name in enumerate((data.source, data.target)):
-    source, info = _open_checked(data, name, "train")
+  domains = ((data.source, source_data_dir(data)), (data.target, data.data_dir))
+  for offset, (name, data_dir) in enumerate(domains):
+    source, info = _open_checked(data, name, "train", data_dir)
     # Different seeds: the two domains are drawn independently.
     datasets.append(train_dataset(source, _spec(data, info, train=True),
                                   seed=config.seed * 2 + offset,

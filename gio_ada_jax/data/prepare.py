@@ -21,7 +21,8 @@ DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes"
 FLAGS = flags.FLAGS
 
 
-def _hide_gpus_from_tensorflow() -> None:
+def hide_gpus_from_tensorflow() -> None:
+  """Keep TensorFlow (used by TFDS while writing) off the accelerators JAX uses."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
 
@@ -41,7 +42,7 @@ def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
             overwrite: bool = False, num_workers: int = 2) -> list:
   """Build `dataset` into `data_dir` (a no-op where a complete copy exists); the builders."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  _hide_gpus_from_tensorflow()
+  hide_gpus_from_tensorflow()
   if dataset != "procedural" and not manual_dir:
     raise formats.DataError(f"--manual_dir is required for {dataset}: the folder of the "
                             "extracted official download.")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gio_ada_jax.data.labels import IGNORE_LABEL
-from gio_ada_jax.state import INPUT_LEVELS, NETWORKS, OUTPUT_LEVELS
+from gio_ada_jax.state import INPUT_LEVELS, NETWORKS, OUTPUT_LEVELS, generator_conditioning
 
 GAN_LOSSES = ("bce", "lsgan")
 
@@ -33,7 +33,9 @@ DEFAULT_BETAS = {
 @dataclasses.dataclass
 class StepConfig:
   """The loss switches and weights of one step (the `train` fields of configs/default.py)."""
-  input_level: str = "+sd"  # "na" | "gd" | "+d" | "+s" | "+sd" (paper Table 2).
+  # "na" | "cg" | "gd" | "+d" | "+s" | "+sd" (paper Table 2; "cg" steps as "na", on images
+  # that a CycleGAN translated beforehand).
+  input_level: str = "+sd"
   output_level: str = "joint"  # "na" | "ss" | "depth" | "sep" | "joint" (paper Table 3).
   lambda_depth: float = 0.1
   lambda_input: float = 0.1
@@ -155,10 +157,10 @@ def instance_norm_biases(modules) -> list[nn.Parameter]:
 class GioAdaTorchStep:
   """Holds the PyTorch networks and their Adam optimisers; `step(batch)` does one update.
 
-  `generator` is a GioAdaGenerator (None for input level "na"), `task_net` a GioAdaTaskNet,
-  `d_img` a 3-channel discriminator (None for "na"), `d_out` None for output level "na", one
-  discriminator for "ss" (C channels), "depth" (1) or "joint" (C + 1), and a dict
-  {"seg": C channels, "depth": 1 channel} for "sep". `optimisers` maps the names in NETWORKS
+  `generator` is a GioAdaGenerator (None for input levels "na" and "cg"), `task_net` a
+  GioAdaTaskNet, `d_img` a 3-channel discriminator (None for "na" and "cg"), `d_out` None for
+  output level "na", one discriminator for "ss" (C channels), "depth" (1) or "joint" (C + 1),
+  and a dict {"seg": C channels, "depth": 1 channel} for "sep". `optimisers` maps the names in NETWORKS
   of the present networks to their optimisers (see make_optimisers).
   """
 
@@ -176,7 +178,7 @@ class GioAdaTorchStep:
 
   def _check_networks(self) -> None:
     config = self.config
-    has_input = config.input_level != "na"
+    has_input = generator_conditioning(config.input_level) is not None
     if (self.generator is not None) != has_input or (self.d_img is not None) != has_input:
       raise ValueError(f"input_level={config.input_level!r} needs generator and d_img "
                        f"{'set' if has_input else 'None'}.")

@@ -1,0 +1,202 @@
+"""Translate a prepared source dataset with a CycleGAN generator into a new prepared dataset.
+
+    python -m gio_ada_jax.translate --config configs/X.py --cyclegan_workdir DIR \\
+        --output_dir OUT [--step N]
+    python -m gio_ada_jax.translate --config configs/X.py --torch_generator latest_net_G_A.pth \\
+        --output_dir OUT
+
+Reads config.data.source under config.data.data_dir, translates every split with the source ->
+target generator (g_st) of a CycleGAN trained by this package (its latest checkpoint, or
+--step), or with upstream PyTorch CycleGAN's G_A state_dict (converted by convert.py), and
+writes OUT/<data.source>/1.0.0 with the same ids, labels and depth. Train the task net on it as
+in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant does all three
+stages itself (this module's `with_cyclegan_source`).
+"""
+
+import os
+import shutil
+import sys
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from gio_ada_jax import checkpoint, convert, cyclegan, pictures, workdir as workdir_lib
+from gio_ada_jax.data import pipeline
+
+CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
+TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
+
+
+class TranslationError(ValueError):
+  """No generator to translate with, or an output that belongs to another generator."""
+
+
+def cyclegan_workdir(workdir: str) -> str:
+  """Where a 'cg' run trains its CycleGAN."""
+  return os.path.join(workdir, CYCLEGAN_SUBDIR)
+
+
+def translated_data_dir(workdir: str) -> str:
+  """Where a 'cg' run writes its translated source set (a data root)."""
+  return os.path.join(cyclegan_workdir(workdir), TRANSLATED_SUBDIR)
+
+
+def generator_from_checkpoint(config, workdir: str, step: int | None = None
+                              ) -> tuple[Any, dict]:
+  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default latest)."""
+  built = cyclegan.build_models(config)
+  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), None)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None or step not in checkpointer.all_steps():
+      raise TranslationError(
+          f"{workdir_lib.checkpoints(workdir)}: no CycleGAN checkpoint"
+          f"{'' if step is None else f' of step {step}'} (kept: {checkpointer.all_steps()}); "
+          "train one first (train.py with the 'cg' variant) or pass --torch_generator.")
+    abstract = checkpoint.abstract_state(lambda: cyclegan.create_state(
+        built, config, jax.random.key(0), config.data.height, config.data.width))
+    params = checkpointer.restore_params(abstract, step)["g_st"]
+  finally:
+    checkpointer.close()
+  return params, {"cyclegan_checkpoint": os.path.abspath(workdir), "step": int(step)}
+
+
+def generator_from_torch(config, path: str) -> tuple[Any, dict]:
+  """(params, provenance) from an upstream PyTorch CycleGAN generator state_dict (G_A)."""
+  built = cyclegan.build_models(config)
+  shapes = jax.eval_shape(built.generator.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]
+  template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  params = convert.torch_to_flax(convert.load_torch_checkpoint(path), "generator", template)
+  return params, {"torch_generator": os.path.abspath(path)}
+
+
+def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
+  """uint8 [N, H, W, 3] -> uint8 translations by the generator with `params`."""
+  generator = cyclegan.build_models(config).generator
+  params = jax.device_put(params)
+
+  def translate_images(images: np.ndarray) -> np.ndarray:
+    translated = cyclegan.translate(generator, params, pipeline.normalise_image(images))
+    return pictures.image_to_uint8(np.asarray(translated))
+
+  return translate_images
+
+
+def translate_source(config, params, output_data_dir: str, provenance: dict,
+                     overwrite: bool = False) -> str:
+  """Write the translated copy of config.data.source into `output_data_dir`; its folder.
+
+  A complete copy made by the same generator is kept as it is; one made by another raises
+  (or, with `overwrite`, is replaced). TFDS writes into a temporary folder and renames it when
+  every split is done, so an interrupted translation never reads as complete.
+  """
+  from gio_ada_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
+  prepare.hide_gpus_from_tensorflow()
+  data = config.data
+  source_dir = pipeline.source_data_dir(data)
+  _, info = pipeline.open_split(source_dir, data.source, "train")
+  split_stats = (info.metadata or {}).get(pipeline.METADATA_SPLIT_STATS, {})
+  num_classes = len(next(iter(split_stats.values()))["class_pixels"]) - 1
+  builder_class = builders.translated_builder(data.source, "depth" in info.features,
+                                              num_classes)
+  output = pipeline.dataset_dir(output_data_dir, data.source)
+  if output.exists():
+    stored = _stored_provenance(output)
+    if stored != provenance and not overwrite:
+      raise TranslationError(
+          f"{output}: holds a translation by {stored}, not by {provenance}; pass --overwrite "
+          "to replace it or choose another --output_dir.")
+    if stored != provenance:
+      shutil.rmtree(output)
+  builder = builder_class(source_data_dir=source_dir,
+                          translate_images=image_translator(config, params),
+                          provenance=provenance, batch_size=config.cyclegan.translate_batch,
+                          data_dir=output_data_dir, file_format="array_record")
+  builder.download_and_prepare()
+  return str(builder.data_path)
+
+
+def _stored_provenance(path) -> dict | None:
+  """The generator a complete translated copy at `path` was made by (None: not recorded)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return (tfds.builder_from_directory(str(path)).info.metadata or {}).get(
+      pipeline.METADATA_TRANSLATED_BY)
+
+
+def with_cyclegan_source(config, workdir: str):
+  """The 'cg' variant's first two stages; `config` reading the translated source, or None
+  when the CycleGAN stage was preempted (rerun to resume).
+
+  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained) and
+  translates data.source with its final g_st into WORKDIR/cyclegan/translated (once; process
+  0 writes, the others wait). The task net then trains on that copy as in 'na'.
+  """
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  cyclegan_dir = cyclegan_workdir(workdir)
+  num_steps = config.cyclegan.num_steps
+  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(cyclegan_dir), None)
+  finished = checkpointer.latest_step() == num_steps
+  checkpointer.close()
+  if not finished:
+    if jax.process_index() == 0:
+      print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}.", flush=True)
+    final = trainer.train_cyclegan(config, cyclegan_dir)
+    if int(final.step) != num_steps:
+      return None
+  output_dir = translated_data_dir(workdir)
+  if jax.process_index() == 0:
+    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
+    path = translate_source(config, params, output_dir, provenance, overwrite=True)
+    print(f"'cg': translated {config.data.source} into {path}.", flush=True)
+  multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")
+  config = config.copy_and_resolve_references()
+  config.data.source_data_dir = output_dir
+  return config
+
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when this module runs as a program."""
+  config_flags.DEFINE_config_file("config", None, "The config of the run (data, cyclegan, "
+                                  "model.width).")
+  flags.DEFINE_string("cyclegan_workdir", None, "A CycleGAN workdir of this package (for "
+                      "'cg' runs: WORKDIR/cyclegan).")
+  flags.DEFINE_integer("step", None, "Checkpoint step of --cyclegan_workdir (default: the "
+                       "latest).")
+  flags.DEFINE_string("torch_generator", None, "Upstream PyTorch CycleGAN generator "
+                      "state_dict (latest_net_G_A.pth, A = the source domain).")
+  flags.DEFINE_string("output_dir", None, "Data root of the translated copy.")
+  flags.DEFINE_bool("overwrite", False, "Replace a translated copy made by another generator.")
+  flags.mark_flags_as_required(["config", "output_dir"])
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  fl = flags.FLAGS
+  if (fl.cyclegan_workdir is None) == (fl.torch_generator is None):
+    print("translate: give exactly one of --cyclegan_workdir and --torch_generator.",
+          file=sys.stderr)
+    return 2
+  try:
+    if fl.torch_generator:
+      params, provenance = generator_from_torch(config, fl.torch_generator)
+    else:
+      params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step)
+    path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
+  except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
+          FileNotFoundError) as e:
+    print(f"translate: {e}", file=sys.stderr)
+    return 2
+  print(f"Translated {config.data.source} into {path}. Train on it with "
+        f"--config.data.source_data_dir={fl.output_dir}.")
+  return 0
+
+
+if __name__ == "__main__":
+  _define_flags()
+  sys.exit(app.run(main))
