@@ -3,6 +3,7 @@
     python -m gio_ada_jax.parity --network task_net --checkpoint model.pth [--image img.png]
     python -m gio_ada_jax.parity --network all          # every network, random weights
     python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48
+    python -m gio_ada_jax.parity --cyclegan_step --config configs/test.py --height 32 --width 48
 
 Loads a PyTorch checkpoint (or random reference weights), converts it with `convert.py`, runs
 both frameworks on the same input in float32 and prints the max abs and relative error of every
@@ -347,7 +348,8 @@ def torch_batch(batch: dict[str, np.ndarray], device=None) -> dict[str, Any]:
   import torch  # pylint: disable=g-import-not-at-top
   nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.transpose(a, (0, 3, 1, 2))))  # noqa
   tensors = {k: nchw(v) for k, v in batch.items() if k != "source_label"}
-  tensors["source_label"] = torch.from_numpy(batch["source_label"].astype(np.int64))
+  if "source_label" in batch:
+    tensors["source_label"] = torch.from_numpy(batch["source_label"].astype(np.int64))
   return {k: v.to(device) for k, v in tensors.items()} if device is not None else tensors
 
 
@@ -397,6 +399,76 @@ def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
   return StepErrors(loss_relative, param_max_abs)
 
 
+def cyclegan_batch(height: int, width: int, seed: int = 0,
+                   batch_size: int = 1) -> dict[str, np.ndarray]:
+  """Random NHWC source and target images in [-1, 1] for a CycleGAN step."""
+  rng = np.random.default_rng(seed)
+  shape = (batch_size, height, width, 3)
+  return {"source_image": rng.uniform(-1, 1, shape).astype(np.float32),
+          "target_image": rng.uniform(-1, 1, shape).astype(np.float32)}
+
+
+def torch_cyclegan_step(config, params):
+  """torch_ref.CycleGanTorchStep with upstream's networks loaded with `params` (JAX names)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.torch_ref.cyclegan_step import CycleGanTorchStep  # pylint: disable=g-import-not-at-top
+  cg, width = config.cyclegan, config.model.width
+  networks = {}
+  for name in cyclegan.NETWORKS:
+    if name in cyclegan.GENERATORS:
+      module = torch_ref.ResnetGenerator(3, 3, cg.ngf, cg.num_blocks, width=width)
+      layout = "generator"
+    else:
+      module = torch_ref.NLayerDiscriminator(3, cg.ndf, cg.n_layers, width)
+      layout = "patch_discriminator"
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in
+                            convert.flax_to_torch(params[name], layout).items()})
+    networks[name] = module
+  return CycleGanTorchStep(
+      networks["g_st"], networks["g_ts"], networks["d_s"], networks["d_t"],
+      lr=cg.learning_rate, betas=tuple(cg.betas), eps=config.train.adam_eps,
+      lambda_cycle=cg.lambda_cycle, lambda_identity=cg.lambda_identity, gan_mode=cg.gan_loss,
+      pool_size=cg.pool_size)
+
+
+def check_cyclegan_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
+  """One CycleGAN step in JAX and in the PyTorch reference from identical weights and batch
+  (the pools start empty, so both store and return this step's translations)."""
+  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  config.model.dtype = config.model.param_dtype = "float32"
+  built = cyclegan.build_models(config)
+  state = cyclegan.create_state(built, config, jax.random.key(seed), height, width)
+  params = jax.tree.map(np.asarray, state.params)
+  batch = cyclegan_batch(height, width, seed)
+  step = functools.partial(cyclegan.train_step, models=built,
+                           optimizers=cyclegan.make_optimizers(config),
+                           cyclegan_config=config.cyclegan, axis_name=None)
+  with jax.default_matmul_precision("highest"):
+    new_state, metrics = jax.jit(step)(state, batch)
+
+  reference = torch_cyclegan_step(config, params)
+  tensors = torch_batch(batch)
+  torch_losses = reference.step(tensors["source_image"], tensors["target_image"])
+  loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
+                   for name, value in torch_losses.items()}
+  param_max_abs = {}
+  for name, module in reference.networks.items():
+    layout = "generator" if name in cyclegan.GENERATORS else "patch_discriminator"
+    theirs = convert.torch_to_flax(_numpy_state(module), layout, params[name])
+    pairs = zip(jax.tree.leaves(new_state.params[name]), jax.tree.leaves(theirs))
+    param_max_abs[name] = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs)
+  for name, pool in reference.pools.items():  # the pools hold the same translations
+    if not pool.images:
+      continue
+    ours = np.asarray(new_state.pools[name].images[:len(pool.images)])
+    theirs = np.concatenate([p.numpy() for p in pool.images]).transpose(0, 2, 3, 1)
+    param_max_abs[f"pool_{name}"] = float(np.max(np.abs(ours - theirs)))
+  return StepErrors(loss_relative, param_max_abs)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -416,6 +488,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool("step", False, "Compare one whole training step (losses and the updated "
                     "parameters of all four networks) instead of forward passes; uses "
                     "config.train's variant and --height/--width.")
+  flags.DEFINE_bool("cyclegan_step", False, "Compare one whole CycleGAN step ('cg': losses, "
+                    "the four updated networks, the pools) with config.cyclegan's settings.")
   flags.DEFINE_float("step_param_tolerance", 1e-5, "Largest allowed max abs difference of "
                      "updated parameters with --step.")
 
@@ -433,9 +507,13 @@ def format_step_errors(errors: StepErrors, loss_tolerance: float,
 
 
 def _main_step() -> int:
-  errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
-  print(f"one GIO-Ada step, input level {FLAGS.config.train.input_level!r}, output level "
-        f"{FLAGS.config.train.output_level!r}, {FLAGS.height}x{FLAGS.width}")
+  if FLAGS.cyclegan_step:
+    errors = check_cyclegan_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
+    print(f"one CycleGAN step, {FLAGS.height}x{FLAGS.width}")
+  else:
+    errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
+    print(f"one GIO-Ada step, input level {FLAGS.config.train.input_level!r}, output level "
+          f"{FLAGS.config.train.output_level!r}, {FLAGS.height}x{FLAGS.width}")
   print(format_step_errors(errors, FLAGS.tolerance, FLAGS.step_param_tolerance))
   ok = (max(errors.loss_relative.values()) <= FLAGS.tolerance
         and max(errors.param_max_abs.values()) <= FLAGS.step_param_tolerance)
@@ -446,7 +524,7 @@ def _main_step() -> int:
 def main(argv):
   del argv
   jax.config.update("jax_default_matmul_precision", "highest")
-  if FLAGS.step:
+  if FLAGS.step or FLAGS.cyclegan_step:
     return _main_step()
   model_config = FLAGS.config.model
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)

@@ -299,7 +299,7 @@ def test_make_optimisers_betas_and_shared_sep_optimiser():
 
 def test_mismatched_networks_are_rejected():
   with pytest.raises(ValueError, match="input_level"):
-    StepConfig(input_level="cg")
+    StepConfig(input_level="cyclegan")
   step = build("+sd", "joint")
   with pytest.raises(ValueError, match="use_labels"):
     GioAdaTorchStep(StepConfig(input_level="+d"), step.generator, step.task_net, step.d_img,
