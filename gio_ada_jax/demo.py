@@ -2,14 +2,17 @@
 them on the target domain and show the paper's Table 1 and Figures 3-4 for them.
 
     python -m gio_ada_jax.demo [--output_dir demo_output] [--seeds 0,1,2] [--oracle]
-        [--config configs/demo.py] [--config.train.num_steps=N ...]
+        [--cyclegan] [--config configs/demo.py] [--config.train.num_steps=N ...]
 
 Rows (configs/demo.py with a variant): the non-adapted baseline (na,na), input level only
-(+sd,na), output level only (na,joint), GIO-Ada (+sd,joint), and with --oracle a task net
-trained on the target's own labels (the upper bound). Each run lives in OUTPUT/runs/ROW_seedS
+(+sd,na), output level only (na,joint), GIO-Ada (+sd,joint), with --cyclegan Table 2's 'cg'
+(cg,na: a CycleGAN's translation of the source set instead of G_img; not in `make demo`, which
+must stay within 20 minutes), and with --oracle a task net trained on the target's own labels
+(the upper bound). Each run lives in OUTPUT/runs/ROW_seedS
 (rerunning resumes or reuses finished runs); the data in OUTPUT/data unless
 --config.data.data_dir is given. Writes OUTPUT/results.{md,json} (mean ± std over seeds per
-row), OUTPUT/figure3_segmentation.png and OUTPUT/figure4_translation.png.
+row), OUTPUT/figure3_segmentation.png, OUTPUT/figure4_translation.png and, with --cyclegan,
+OUTPUT/figure4_cyclegan_vs_gio_ada.png.
 """
 
 import dataclasses
@@ -46,6 +49,8 @@ ROWS = (
     Row("gio_ada", "GIO-Ada (+sd,joint)", "+sd,joint"),
 )
 ORACLE = Row("oracle", "target oracle (na,na on target labels)", "na,na", True)
+# Table 2's 'cg': a CycleGAN translates the source set first, the task net trains on it.
+CYCLEGAN = Row("cyclegan", "CycleGAN (cg,na)", "cg,na")
 FIGURE_IMAGES = 4  # rows of each figure
 
 
@@ -108,39 +113,69 @@ def figure3(base_config, data_dir: str, runs: dict[str, str], path: str) -> None
       for e, b, g in zip(examples, baseline, gio_ada)]))
 
 
-def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
-  """Paper Figure 4: source image -> translated by GIO-Ada's G_img -> a target image."""
+def _validation_examples(config, data_dir: str, name: str) -> list[dict]:
+  """The first FIGURE_IMAGES validation images of a domain, as the networks take them."""
+  spec = pipeline.Preprocessing(config.data.height, config.data.width,
+                                depth_max_cm=_depth_max_cm(data_dir, config.data.source))
+  split, _ = pipeline.open_split(data_dir, name, "validation")
+  return [pipeline.preprocess(split[i], spec, None) for i in range(FIGURE_IMAGES)]
+
+
+def _gio_ada_translations(base_config, data_dir: str, workdir: str,
+                          src: list[dict]) -> np.ndarray:
+  """The GIO-Ada run's G_img applied to the source examples (with their labels and depth)."""
   config = run_config(base_config, ROWS[3], 0, data_dir)
   built = models.build_models(config.model)
   params = evaluator.checkpoint_params(built, config, workdir)
-  spec = pipeline.Preprocessing(config.data.height, config.data.width,
-                                depth_max_cm=_depth_max_cm(data_dir, config.data.source))
-  source, _ = pipeline.open_split(data_dir, config.data.source, "validation")
-  target, _ = pipeline.open_split(data_dir, config.data.target, "validation")
-  src = [pipeline.preprocess(source[i], spec, None) for i in range(FIGURE_IMAGES)]
-  tgt = [pipeline.preprocess(target[i], spec, None) for i in range(FIGURE_IMAGES)]
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
            "source_depth": np.stack([e["depth"] for e in src])}
-  translated = np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
+  return np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
       built, params, batch, config.train.input_level))
+
+
+def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
+  """Paper Figure 4: source image -> translated by GIO-Ada's G_img -> a target image."""
+  config = run_config(base_config, ROWS[3], 0, data_dir)
+  src = _validation_examples(config, data_dir, config.data.source)
+  tgt = _validation_examples(config, data_dir, config.data.target)
+  translated = _gio_ada_translations(base_config, data_dir, workdir, src)
   pictures.write_png(path, pictures.panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(x),
        pictures.image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)]))
+
+
+def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str) -> None:
+  """Figure 4 of the paper as a comparison: source | CycleGAN ('cg') | GIO-Ada's G_img |
+  a target image, the same source images in both translations."""
+  from gio_ada_jax import cyclegan, translate  # pylint: disable=g-import-not-at-top
+  config = run_config(base_config, CYCLEGAN, 0, data_dir)
+  src = _validation_examples(config, data_dir, config.data.source)
+  tgt = _validation_examples(config, data_dir, config.data.target)
+  params, _ = translate.generator_from_checkpoint(
+      config, translate.cyclegan_workdir(runs["cyclegan"]))
+  by_cyclegan = np.asarray(cyclegan.translate(cyclegan.build_models(config).generator, params,
+                                              np.stack([e["image"] for e in src])))
+  by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src)
+  pictures.write_png(path, pictures.panel([
+      [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),
+       pictures.image_to_uint8(g), pictures.image_to_uint8(t["image"])]
+      for s, c, g, t in zip(src, by_cyclegan, by_gio_ada, tgt)]))
 
 
 def _depth_max_cm(data_dir: str, name: str) -> float:
   return pipeline.depth_max_cm(pipeline.open_split(data_dir, name, "train")[1])
 
 
-def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool) -> str:
+def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,
+        with_cyclegan: bool = False) -> str:
   """Everything `python -m gio_ada_jax.demo` does; the results table (Markdown)."""
   start = time.time()
   data_dir = base_config.data.data_dir
   if data_dir == "~/tensorflow_datasets" or not data_dir:  # the default: keep the demo apart
     data_dir = os.path.join(output_dir, "data")
   ensure_data(base_config, data_dir)
-  rows = ROWS + ((ORACLE,) if with_oracle else ())
+  rows = ROWS + ((CYCLEGAN,) if with_cyclegan else ()) + ((ORACLE,) if with_oracle else ())
   found, runs = [], {}
   total = len(rows) * len(seeds)
   for seed in seeds:
@@ -161,11 +196,17 @@ def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool) -> st
   figure3(base_config, data_dir, runs, os.path.join(output_dir, "figure3_segmentation.png"))
   figure4(base_config, data_dir, runs["gio_ada"],
           os.path.join(output_dir, "figure4_translation.png"))
+  if with_cyclegan:
+    figure4_cyclegan(base_config, data_dir, runs,
+                     os.path.join(output_dir, "figure4_cyclegan_vs_gio_ada.png"))
   print(f"\nTarget-domain IoU (%), mean ± std over seeds {seeds}, "
         f"{time.time() - start:.0f} s in all:\n\n{table}\n")
   print(f"Outputs in {output_dir}: results.md, results.json, figure3_segmentation.png "
         "(target | baseline | GIO-Ada | ground truth), figure4_translation.png (source | "
-        "translated | target), runs/*/eval (reports), runs/*/tensorboard.")
+        "translated | target), "
+        + ("figure4_cyclegan_vs_gio_ada.png (source | CycleGAN | GIO-Ada | target), "
+           if with_cyclegan else "")
+        + "runs/*/eval (reports), runs/*/tensorboard.")
   return table
 
 
@@ -174,6 +215,9 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where everything
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each row is trained once per seed.")
 _ORACLE = flags.DEFINE_bool("oracle", False, "Add the target oracle row (trained on target "
                             "labels, the upper bound).")
+_CYCLEGAN = flags.DEFINE_bool("cyclegan", False, "Add Table 2's 'cg' row (a CycleGAN "
+                              "translates the source set, the task net trains on it) and "
+                              "figure4_cyclegan_vs_gio_ada.png.")
 
 
 def main(argv):
@@ -186,7 +230,7 @@ def main(argv):
     print(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds 0,1,2",
           file=sys.stderr)
     return 2
-  run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value)
+  run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
   return 0
 
 

@@ -296,3 +296,22 @@ def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
     translate.image_translator = real
   with pytest.raises(pipeline.DatasetNotPrepared):
     pipeline.open_split(str(tmp_path), config.data.source, "train")
+
+
+def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_run, tmp_path):
+  """source | CycleGAN | GIO-Ada | target, from a 'cg' run and a '+sd,joint' run."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import demo, pictures  # pylint: disable=g-import-not-at-top
+  config, cg_workdir, _ = cg_run
+  _, gio_ada_workdir = trained_run
+  path = tmp_path / "figure.png"
+  demo.figure4_cyclegan(config, config.data.data_dir,
+                        {"cyclegan": cg_workdir, "gio_ada": gio_ada_workdir}, str(path))
+  figure = np.asarray(Image.open(path))
+  gap = pictures.PANEL_GAP
+  assert figure.shape == (4 * HEIGHT + 3 * gap, 4 * WIDTH + 3 * gap, 3)
+  tile = lambda row, col: figure[row * (HEIGHT + gap):row * (HEIGHT + gap) + HEIGHT,  # noqa
+                                 col * (WIDTH + gap):col * (WIDTH + gap) + WIDTH]
+  originals, _ = _examples(config.data.data_dir, config.data.source, "validation")
+  np.testing.assert_array_equal(tile(0, 0), originals[0]["image"])  # stored at input size
+  assert np.any(tile(0, 1) != tile(0, 2))  # two different translators
