@@ -34,6 +34,11 @@ def get_config(variant: str = "+sd,joint"):
   # computes the same function with other rounding, which GAN training amplifies into other
   # per-seed numbers. At this size it saves only ~7% of a step (BENCHMARKS.md).
   config.model.generator.upsampling = "dilated"
+  # The 'cg' row (`python -m gio_ada_jax.demo --cyclegan`): CycleGAN gets as many steps as the
+  # task net and, like G_img above, generators that start as the identity, so that the
+  # comparison of the two translators is like for like.
+  config.cyclegan.residual_output = True
+  config.cyclegan.num_steps = 400
   config.train.num_steps = 400
   config.train.log_every = 50
   config.train.checkpoint_every = 400
