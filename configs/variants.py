@@ -6,7 +6,7 @@ from gio_ada_jax.state import INPUT_LEVELS, OUTPUT_LEVELS, generator_conditionin
 def apply_variant(config, variant: str | None):
   """Apply "INPUT,OUTPUT" (e.g. "+sd,joint", "na,na", "gd,ss") to `config` and return it.
 
-  INPUT is Table 2's input level (na, gd, +d, +s, +sd), OUTPUT Table 3's output level
+  INPUT is Table 2's input level (na, cg, gd, +d, +s, +sd), OUTPUT Table 3's output level
   (na, ss, depth, sep, joint). G_img's inputs follow the input level.
   """
   if not variant:

@@ -1,4 +1,5 @@
-"""train_and_evaluate(config, workdir): the training loop around the pmapped GIO-Ada step.
+"""train_and_evaluate(config, workdir): the training loop around the pmapped GIO-Ada step
+(and, for the 'cg' variant, around the CycleGAN step first: train_cyclegan).
 
 Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
@@ -167,16 +168,19 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   return unreplicate(replicated)
 
 
-def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState:
+def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
   """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state.
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
-  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
+  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy. None when
+  SIGTERM stopped that CycleGAN stage (its checkpoint is saved; rerun to resume).
   """
   state_lib.check_variant(config)
   if config.train.input_level == "cg":
     from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
     config = translate.with_cyclegan_source(config, workdir)
+    if config is None:
+      return None
   built = models.build_models(config.model)
   train = config.train
   batches = pipeline.train_iterator(config)

@@ -149,8 +149,9 @@ def with_cyclegan_source(config, workdir: str):
     if int(final.step) != num_steps:
       return None
   output_dir = translated_data_dir(workdir)
+  # Every process restores (orbax's manager synchronises the processes); one writes.
+  params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
   if jax.process_index() == 0:
-    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
     path = translate_source(config, params, output_dir, provenance, overwrite=True)
     print(f"'cg': translated {config.data.source} into {path}.", flush=True)
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")

@@ -29,7 +29,8 @@ NUM_CLASSES = 10
 WIDTH = 1 / 16
 HEIGHT, WIDTH_PX = 16, 24
 
-# Paper Table 2 (input levels, output "joint") and Table 3 (output levels, input "+sd").
+# Every input level of Table 2 (with output "joint") and output level of Table 3 (with input
+# "+sd"): each network of the step takes part in some of them.
 TABLE_2 = [(level, "joint") for level in ("na", "gd", "+d", "+s", "+sd")]
 TABLE_3 = [("+sd", level) for level in ("na", "ss", "depth", "sep")]  # ("+sd", "joint") above.
 
