@@ -27,8 +27,7 @@ import optax
 from gio_ada_jax import losses
 from gio_ada_jax.models import (ImageTransformNet, PatchDiscriminator, instance_norm_bias_mask,
                                 subpixel_upsampling)
-
-AXIS_NAME = "data"
+from gio_ada_jax.train_step import AXIS_NAME, pmap_step
 GENERATORS = ("g_st", "g_ts")
 DISCRIMINATORS = ("d_s", "d_t")
 NETWORKS = GENERATORS + DISCRIMINATORS
@@ -269,11 +268,9 @@ def train_step(state: CycleGanState, batch: dict[str, jax.Array], *, models: Cyc
 
 
 def make_p_train_step(models: CycleGanModels, optimizers, cyclegan_config, devices=None):
-  """train_step over the local devices (or `devices`): state replicated, batch
-  [devices, per_device, ...]."""
-  step = functools.partial(train_step, models=models, optimizers=optimizers,
-                           cyclegan_config=cyclegan_config, axis_name=AXIS_NAME)
-  return jax.pmap(step, axis_name=AXIS_NAME, devices=devices, donate_argnums=(0,))
+  """The CycleGAN train_step, pmapped (train_step.pmap_step)."""
+  return pmap_step(functools.partial(train_step, models=models, optimizers=optimizers,
+                                     cyclegan_config=cyclegan_config), devices)
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:

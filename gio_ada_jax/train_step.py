@@ -132,12 +132,17 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
   return new_state, metrics
 
 
+def pmap_step(step, devices=None):
+  """`step(state, batch, axis_name=...)` over the local devices (or `devices`): state
+  replicated and donated, batch [devices, per_device, ...], collectives over AXIS_NAME."""
+  return jax.pmap(functools.partial(step, axis_name=AXIS_NAME), axis_name=AXIS_NAME,
+                  devices=devices, donate_argnums=(0,))
+
+
 def make_p_train_step(models: GioAdaModels, optimizers, train_config, devices=None):
-  """train_step over the local devices (or `devices`): state replicated, batch
-  [devices, per_device, ...]."""
-  step = functools.partial(train_step, models=models, optimizers=optimizers,
-                           train_config=train_config, axis_name=AXIS_NAME)
-  return jax.pmap(step, axis_name=AXIS_NAME, devices=devices, donate_argnums=(0,))
+  """The GIO-Ada train_step, pmapped (pmap_step)."""
+  return pmap_step(functools.partial(train_step, models=models, optimizers=optimizers,
+                                     train_config=train_config), devices)
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:
