@@ -116,6 +116,8 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
                           translate_images=image_translator(config, params),
                           provenance=provenance, batch_size=config.cyclegan.translate_batch,
                           data_dir=output_data_dir, file_format="array_record")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()  # inside a training log, the summary line below is enough
   builder.download_and_prepare()
   return str(builder.data_path)
 
