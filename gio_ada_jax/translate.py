@@ -65,7 +65,15 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None
 
 
 def generator_from_torch(config, path: str) -> tuple[Any, dict]:
-  """(params, provenance) from an upstream PyTorch CycleGAN generator state_dict (G_A)."""
+  """(params, provenance) from an upstream PyTorch CycleGAN generator state_dict (G_A).
+
+  config.cyclegan.ngf / num_blocks and config.model.width must describe it (a mismatch names
+  the misfitting key).
+  """
+  if config.cyclegan.residual_output:
+    raise TranslationError(
+        f"{path}: upstream CycleGAN generators end in a plain tanh, but this config has "
+        "cyclegan.residual_output=True; pass --config.cyclegan.residual_output=False.")
   built = cyclegan.build_models(config)
   shapes = jax.eval_shape(built.generator.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]

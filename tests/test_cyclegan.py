@@ -257,6 +257,11 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   assert again.returncode == 2 and "no CycleGAN checkpoint" in again.stderr
   neither = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
   assert neither.returncode == 2 and "exactly one of" in neither.stderr
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  config.cyclegan.residual_output = True  # not an upstream generator
+  with pytest.raises(translate.TranslationError, match="residual_output=False"):
+    translate.generator_from_torch(config, str(tmp_path / "latest_net_G_A.pth"))
 
 
 def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_path):
