@@ -4,6 +4,7 @@ with exact resume, the translated source dataset and the translate command."""
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -320,3 +321,25 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
   originals, _ = _examples(config.data.data_dir, config.data.source, "validation")
   np.testing.assert_array_equal(tile(0, 0), originals[0]["image"])  # stored at input size
   assert np.any(tile(0, 1) != tile(0, 2))  # two different translators
+
+
+def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_data_dir,
+                                                                     tmp_path):
+  """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 0
+  before anything is translated or the task net starts (resuming from such a checkpoint:
+  test_cyclegan_training_resumes_exactly)."""
+  pytest.importorskip("tensorflow_datasets")
+  from tests.test_trainer import SUBPROCESS_ENV, _stop_after  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "work"
+  process = subprocess.Popen(
+      [sys.executable, "train.py", "--config", "configs/test.py:cg,na", "--workdir",
+       str(workdir), f"--config.data.data_dir={procedural_data_dir}",
+       "--config.cyclegan.num_steps=50"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+  _stop_after(process, "step 2/50", signal.SIGTERM)
+  assert process.returncode == 0
+  saved = [int(p.name) for p in (workdir / "cyclegan" / "checkpoints").iterdir()
+           if p.name.isdigit()]
+  assert len(saved) == 1 and 2 <= saved[0] < 50
+  assert not (workdir / "cyclegan" / "translated").exists()
+  assert not (workdir / "checkpoints").exists()
