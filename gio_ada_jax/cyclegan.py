@@ -27,6 +27,7 @@ import optax
 from gio_ada_jax import losses
 from gio_ada_jax.models import (ImageTransformNet, PatchDiscriminator, instance_norm_bias_mask,
                                 subpixel_upsampling)
+from gio_ada_jax.models.layers import at_least_float32
 from gio_ada_jax.train_step import AXIS_NAME, pmap_step
 GENERATORS = ("g_st", "g_ts")
 DISCRIMINATORS = ("d_s", "d_t")
@@ -104,8 +105,8 @@ def _groups(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
           "discriminators": {k: params[k] for k in DISCRIMINATORS}}
 
 
-def empty_pool(size: int, height: int, width: int) -> ImagePool:
-  return ImagePool(images=jnp.zeros((size, height, width, 3), jnp.float32),
+def empty_pool(size: int, height: int, width: int, dtype=jnp.float32) -> ImagePool:
+  return ImagePool(images=jnp.zeros((size, height, width, 3), dtype),
                    count=jnp.zeros((), jnp.int32))
 
 
@@ -129,7 +130,8 @@ def create_state(models: CycleGanModels, config, rng: jax.Array, height: int,
   return CycleGanState(
       step=jnp.zeros((), jnp.int32), params=params,
       opt_states={name: optimizers[name].init(tree) for name, tree in grouped.items()},
-      pools={"s": empty_pool(pool_size, height, width), "t": empty_pool(pool_size, height, width)},
+      pools={domain: empty_pool(pool_size, height, width, jnp.dtype(config.model.param_dtype))
+             for domain in ("s", "t")},
       rng=state_rng)
 
 
@@ -171,7 +173,7 @@ def pooled(pool: ImagePool, fakes: jax.Array, key: jax.Array,
   count = everyone.shape[0]
   uniforms = jax.random.uniform(uniform_key, (count,))
   indices = jax.random.randint(index_key, (count,), 0, max(pool.images.shape[0], 1))
-  pool, returned = query_pool(pool, everyone.astype(jnp.float32), uniforms, indices)
+  pool, returned = query_pool(pool, everyone.astype(pool.images.dtype), uniforms, indices)
   if axis_name is not None:
     per_device = fakes.shape[0]
     returned = jax.lax.dynamic_slice_in_dim(
@@ -181,7 +183,7 @@ def pooled(pool: ImagePool, fakes: jax.Array, key: jax.Array,
 
 def l1(x: jax.Array, y: jax.Array) -> jax.Array:
   """Mean absolute difference (nn.L1Loss)."""
-  return jnp.mean(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32)))
+  return jnp.mean(jnp.abs(at_least_float32(x) - at_least_float32(y)))
 
 
 def generator_loss(g_params, d_params, source, target, *, models: CycleGanModels,

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.models.layers import at_least_float32
 
 
 def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -27,12 +28,13 @@ def masked_l1(prediction: jax.Array, target: jax.Array, mask: jax.Array) -> jax.
 
 
 def gan_loss(logits: jax.Array, target_is_real: bool, kind: str = "bce") -> jax.Array:
-  """Discriminator loss against an all-real or all-fake target, mean over every output.
+  """Discriminator loss against an all-real or all-fake target, mean over every output
+  (float32, or float64 for float64 logits).
 
   "bce": BCE with logits (the paper's log-likelihood terms, equations 1 and 4), written as
   softplus(z) - y z for stability. "lsgan": least squares, (z - y)^2.
   """
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   target = 1.0 if target_is_real else 0.0
   if kind == "bce":
     return jnp.mean(jax.nn.softplus(logits) - target * logits)

@@ -408,8 +408,9 @@ def cyclegan_batch(height: int, width: int, seed: int = 0,
           "target_image": rng.uniform(-1, 1, shape).astype(np.float32)}
 
 
-def torch_cyclegan_step(config, params):
-  """torch_ref.CycleGanTorchStep with upstream's networks loaded with `params` (JAX names)."""
+def torch_cyclegan_step(config, params, dtype: str = "float32"):
+  """torch_ref.CycleGanTorchStep with upstream's networks, in `dtype`, loaded with `params`
+  (JAX names)."""
   import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
@@ -423,6 +424,7 @@ def torch_cyclegan_step(config, params):
     else:
       module = torch_ref.NLayerDiscriminator(3, cg.ndf, cg.n_layers, width)
       layout = "patch_discriminator"
+    module = module.to(getattr(torch, dtype))
     module.load_state_dict({k: torch.from_numpy(v) for k, v in
                             convert.flax_to_torch(params[name], layout).items()})
     networks[name] = module
@@ -433,23 +435,42 @@ def torch_cyclegan_step(config, params):
       pool_size=cg.pool_size)
 
 
-def check_cyclegan_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
+def check_cyclegan_step(config, height: int, width: int, seed: int = 0,
+                        dtype: str = "float32") -> StepErrors:
   """One CycleGAN step in JAX and in the PyTorch reference from identical weights and batch
-  (the pools start empty, so both store and return this step's translations)."""
+  (the pools start empty, so both store and return this step's translations).
+
+  `dtype` "float64" runs both frameworks in double precision (JAX's x64 mode): at paper size
+  the first Adam step, about lr * sign(g), is ill-conditioned in float32 (PyTorch's own float32
+  gradients differ from its float64 ones by up to 17% in some tensors, JAX's by 0.2%), so only
+  float64 compares the updates entry by entry there.
+  """
+  if dtype == "float64":
+    # jax.enable_x64 is the config's context manager (jax.experimental.enable_x64 in older
+    # releases).
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:
+      from jax.experimental import enable_x64 as x64  # pylint: disable=g-import-not-at-top
+    with x64(True):
+      return _check_cyclegan_step(config, height, width, seed, dtype)
+  return _check_cyclegan_step(config, height, width, seed, dtype)
+
+
+def _check_cyclegan_step(config, height, width, seed, dtype) -> StepErrors:
   from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
-  config.model.dtype = config.model.param_dtype = "float32"
+  config.model.dtype = config.model.param_dtype = dtype
   built = cyclegan.build_models(config)
   state = cyclegan.create_state(built, config, jax.random.key(seed), height, width)
   params = jax.tree.map(np.asarray, state.params)
-  batch = cyclegan_batch(height, width, seed)
+  batch = {k: v.astype(dtype) for k, v in cyclegan_batch(height, width, seed).items()}
   step = functools.partial(cyclegan.train_step, models=built,
                            optimizers=cyclegan.make_optimizers(config),
                            cyclegan_config=config.cyclegan, axis_name=None)
   with jax.default_matmul_precision("highest"):
     new_state, metrics = jax.jit(step)(state, batch)
 
-  reference = torch_cyclegan_step(config, params)
+  reference = torch_cyclegan_step(config, params, dtype)
   tensors = torch_batch(batch)
   torch_losses = reference.step(tensors["source_image"], tensors["target_image"])
   loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
@@ -490,6 +511,8 @@ def _define_flags() -> None:
                     "config.train's variant and --height/--width.")
   flags.DEFINE_bool("cyclegan_step", False, "Compare one whole CycleGAN step ('cg': losses, "
                     "the four updated networks, the pools) with config.cyclegan's settings.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Precision of both frameworks "
+                    "in --cyclegan_step (float64: JAX's x64 mode).")
   flags.DEFINE_float("step_param_tolerance", 1e-5, "Largest allowed max abs difference of "
                      "updated parameters with --step.")
 
@@ -508,8 +531,9 @@ def format_step_errors(errors: StepErrors, loss_tolerance: float,
 
 def _main_step() -> int:
   if FLAGS.cyclegan_step:
-    errors = check_cyclegan_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
-    print(f"one CycleGAN step, {FLAGS.height}x{FLAGS.width}")
+    errors = check_cyclegan_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed,
+                                 FLAGS.dtype)
+    print(f"one CycleGAN step, {FLAGS.height}x{FLAGS.width}, {FLAGS.dtype}")
   else:
     errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
     print(f"one GIO-Ada step, input level {FLAGS.config.train.input_level!r}, output level "

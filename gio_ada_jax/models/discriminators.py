@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 
 from gio_ada_jax.models.generator import CYCLEGAN_KERNEL_INIT
-from gio_ada_jax.models.layers import Dtype, conv2d, instance_norm, leaky_relu, scale_width
+from gio_ada_jax.models.layers import (Dtype, at_least_float32, conv2d, instance_norm,
+                                       leaky_relu, scale_width)
 
 KERNEL_SIZE = 4
 MAX_CHANNEL_MULTIPLIER = 8
@@ -42,7 +43,7 @@ class PatchDiscriminator(nn.Module):
           f"PatchDiscriminator input of {input_size[0]}x{input_size[1]} is too small: with "
           f"n_layers={self.n_layers} it leaves no output patch; use at least "
           f"{3 * 2 ** self.n_layers} pixels per side.")
-    return logits.astype(jnp.float32)
+    return at_least_float32(logits)
 
 
 class FCDiscriminator(nn.Module):
@@ -61,4 +62,4 @@ class FCDiscriminator(nn.Module):
       channels = scale_width(self.ndf * multiplier, self.width)
       x = leaky_relu(conv2d(x, channels, KERNEL_SIZE, name=f"conv{i + 1}", **common))
     logits = conv2d(x, 1, KERNEL_SIZE, name="classifier", **common)
-    return logits.astype(jnp.float32)
+    return at_least_float32(logits)

@@ -20,6 +20,11 @@ def scale_width(channels: int, width: float) -> int:
   return max(1, int(round(channels * width)))
 
 
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """x in float32, or in float64 when it already is (bf16 and f16 are widened)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   """ReflectionPad2d(pad) on an NHWC tensor (the edge pixel is not repeated)."""
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
@@ -31,7 +36,7 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   Statistics are taken in float32 whatever the compute dtype: in bf16 the mean of a large
   feature map loses too many bits.
   """
-  x32 = x.astype(jnp.float32)
+  x32 = at_least_float32(x)
   mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
   var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
   return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
