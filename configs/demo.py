@@ -13,8 +13,8 @@ What differs from the paper's settings (configs/default.py) and why, all for a l
   first learn to redraw the scene), the task net trains on nothing else, and input-level
   adaptation lost 4 mIoU against the baseline over 3 seeds (README, "What we tried");
 - training: 400 steps of 4 source + 4 target images instead of ~200k steps of 1 + 1 (`make
-  demo` must finish in 20 minutes on 2 cores; it took 16 min 23 s on a fresh clone there,
-  set-up included: the four rows about 2.3, 4.2, 2.7 and 4.5 minutes).
+  demo` must finish in 20 minutes on 2 cores; it took 13.5 to 16.5 minutes on fresh clones
+  there, set-up included; the two rows with G_img take longest).
 The losses, their weights (lambda), the optimisers and the variants are the paper's.
 """
 

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import optax
 
 from gio_ada_jax import losses
-from gio_ada_jax.models import (ImageTransformNet, PatchDiscriminator, instance_norm_bias_mask,
-                                subpixel_upsampling)
+from gio_ada_jax.models import ImageTransformNet, PatchDiscriminator, subpixel_upsampling
 from gio_ada_jax.models.layers import at_least_float32
-from gio_ada_jax.train_step import AXIS_NAME, pmap_step
+from gio_ada_jax.train_step import AXIS_NAME, pmap_step, zero_instance_norm_biases
 GENERATORS = ("g_st", "g_ts")
 DISCRIMINATORS = ("d_s", "d_t")
 NETWORKS = GENERATORS + DISCRIMINATORS
@@ -220,15 +219,6 @@ def discriminator_loss(d_params, fake_s, fake_t, source, target, *, models: Cycl
   return loss_d_s + loss_d_t, {"loss_d_s": loss_d_s, "loss_d_t": loss_d_t}
 
 
-def _zero_instance_norm_biases(grads):
-  """Exact zeros for biases an InstanceNorm cancels (see models.instance_norm_bias_mask)."""
-  def zeroed(kind, tree):
-    mask = instance_norm_bias_mask(kind, tree)
-    return jax.tree.map(lambda g, m: jnp.zeros_like(g) if m else g, tree, mask)
-  return {name: zeroed("generator" if name in GENERATORS else "d_img", tree)
-          for name, tree in grads.items()}
-
-
 def train_step(state: CycleGanState, batch: dict[str, jax.Array], *, models: CycleGanModels,
                optimizers, cyclegan_config, axis_name: str | None = AXIS_NAME
                ) -> tuple[CycleGanState, dict[str, jax.Array]]:
@@ -251,7 +241,9 @@ def train_step(state: CycleGanState, batch: dict[str, jax.Array], *, models: Cyc
                           axis_name)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
       d_params, fake_s, fake_t, source, target, **common)
-  grads = _zero_instance_norm_biases({**g_grads, **d_grads})
+  # The generators have G_img's layout, the discriminators D_img's.
+  grads = {name: zero_instance_norm_biases("generator" if name in GENERATORS else "d_img", g)
+           for name, g in {**g_grads, **d_grads}.items()}
   metrics = {**metrics, **d_metrics}
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)

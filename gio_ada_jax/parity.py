@@ -414,7 +414,6 @@ def torch_cyclegan_step(config, params, dtype: str = "float32"):
   import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.torch_ref.cyclegan_step import CycleGanTorchStep  # pylint: disable=g-import-not-at-top
   cg, width = config.cyclegan, config.model.width
   networks = {}
   for name in cyclegan.NETWORKS:
@@ -428,7 +427,7 @@ def torch_cyclegan_step(config, params, dtype: str = "float32"):
     module.load_state_dict({k: torch.from_numpy(v) for k, v in
                             convert.flax_to_torch(params[name], layout).items()})
     networks[name] = module
-  return CycleGanTorchStep(
+  return torch_ref.CycleGanTorchStep(
       networks["g_st"], networks["g_ts"], networks["d_s"], networks["d_t"],
       lr=cg.learning_rate, betas=tuple(cg.betas), eps=config.train.adam_eps,
       lambda_cycle=cg.lambda_cycle, lambda_identity=cg.lambda_identity, gan_mode=cg.gan_loss,

@@ -95,7 +95,7 @@ def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, train_
   return loss_d_img + loss_d_out, {"loss_d_img": loss_d_img, "loss_d_out": loss_d_out}
 
 
-def _zero_instance_norm_biases(network: str, grads):
+def zero_instance_norm_biases(network: str, grads):
   """Exact zeros for the gradients of biases that an InstanceNorm cancels (see models)."""
   mask = instance_norm_bias_mask(network, grads)
   return jax.tree.map(lambda g, m: jnp.zeros_like(g) if m else g, grads, mask)
@@ -115,7 +115,7 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
       g_params, d_params, batch, models=models, train_config=train_config)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
       d_params, outputs, batch, models=models, train_config=train_config)
-  grads = {name: _zero_instance_norm_biases(name, g) for name, g in {**g_grads, **d_grads}.items()}
+  grads = {name: zero_instance_norm_biases(name, g) for name, g in {**g_grads, **d_grads}.items()}
   metrics = {**metrics, **d_metrics}
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)

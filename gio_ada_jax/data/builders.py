@@ -22,11 +22,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from gio_ada_jax.data import formats, procedural
-from gio_ada_jax.data import pipeline as pipeline_lib
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_PROCEDURAL_CONFIG,
                                        METADATA_SPLIT_STATS, METADATA_TRANSLATED_BY,
-                                       VERSION_DIR)
+                                       VERSION_DIR, dataset_dir)
 
 VERSION = tfds.core.Version(VERSION_DIR)
 
@@ -170,7 +169,7 @@ class _Translated(_StatsBuilder, skip_registration=True):
 
   def __init__(self, *, source_data_dir: str, translate_images, provenance: dict,
                batch_size: int = 1, **kwargs):
-    self._source_dir = pipeline_lib.dataset_dir(source_data_dir, self.SOURCE_NAME)
+    self._source_dir = dataset_dir(source_data_dir, self.SOURCE_NAME)
     self._translate_images = translate_images
     self._provenance = provenance
     self._batch_size = max(batch_size, 1)

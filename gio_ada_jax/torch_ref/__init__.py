@@ -22,6 +22,7 @@ from gio_ada_jax.torch_ref.cyclegan import (
     ResnetGenerator,
     init_cyclegan_weights,
 )
+from gio_ada_jax.torch_ref.cyclegan_step import CycleGanTorchStep, ImagePool
 from gio_ada_jax.torch_ref.gio_ada import GioAdaGenerator, GioAdaTaskNet, one_hot_labels
 from gio_ada_jax.torch_ref.step import (
     GioAdaTorchStep,
@@ -35,12 +36,14 @@ from gio_ada_jax.torch_ref.vgg import VGG16, vgg16_features
 
 __all__ = [
     "Classifier_Module",
+    "CycleGanTorchStep",
     "DeeplabVGG",
     "FCDiscriminator",
     "FC_DISCRIMINATOR_KEY_MAP",
     "GioAdaGenerator",
     "GioAdaTaskNet",
     "GioAdaTorchStep",
+    "ImagePool",
     "NLayerDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
