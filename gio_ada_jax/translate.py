@@ -61,7 +61,12 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None
     params = checkpointer.restore_params(abstract, step)["g_st"]
   finally:
     checkpointer.close()
-  return params, {"cyclegan_checkpoint": os.path.abspath(workdir), "step": int(step)}
+  return params, checkpoint_provenance(workdir, step)
+
+
+def checkpoint_provenance(workdir: str, step: int) -> dict:
+  """What a translated copy records of a generator from this package's CycleGAN workdir."""
+  return {"cyclegan_checkpoint": os.path.abspath(workdir), "step": int(step)}
 
 
 def generator_from_torch(config, path: str) -> tuple[Any, dict]:
@@ -159,11 +164,17 @@ def with_cyclegan_source(config, workdir: str):
     if int(final.step) != num_steps:
       return None
   output_dir = translated_data_dir(workdir)
-  # Every process restores (orbax's manager synchronises the processes); one writes.
-  params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
-  if jax.process_index() == 0:
-    path = translate_source(config, params, output_dir, provenance, overwrite=True)
-    print(f"'cg': translated {config.data.source} into {path}.", flush=True)
+  output = pipeline.dataset_dir(output_dir, config.data.source)
+  # Every process decides on the same folder state: none has started writing yet.
+  multihost_utils.sync_global_devices("gio_ada_jax: cg translated source checked")
+  done = (output.exists()
+          and _stored_provenance(output) == checkpoint_provenance(cyclegan_dir, num_steps))
+  if not done:  # a finished run's rerun skips the restore of the whole CycleGAN state
+    # Every process restores (orbax's manager synchronises the processes); one writes.
+    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
+    if jax.process_index() == 0:
+      path = translate_source(config, params, output_dir, provenance, overwrite=True)
+      print(f"'cg': translated {config.data.source} into {path}.", flush=True)
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")
   config = config.copy_and_resolve_references()
   config.data.source_data_dir = output_dir
