@@ -22,6 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.width = 1242  # Network input width.
   data.mode = "resize"  # "resize" to height x width, or "random_crop" a window of that size.
   data.random_flip = True  # Horizontal flip of image, label and depth together (paper).
+  # The depth of the sky (the datasets' far clip, 655.35 m): "far" makes it the far end of the
+  # [0, 1] depth range in G_img's input and in L_depth (the paper normalises depth "among all
+  # images" and relies on "the sky is always far away"); "invalid" leaves it out of both, as
+  # data version 1 did. Evaluation scores measured depth only, never the far clip.
+  data.sky_depth = "far"
   data.per_device_batch = 1  # Source images per device per step, and as many target images.
   # Training batches copied to the devices ahead of the step that uses them (host preprocessing
   # and the copy overlap the previous steps).

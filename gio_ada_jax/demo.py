@@ -114,9 +114,11 @@ def figure3(base_config, data_dir: str, runs: dict[str, str], path: str) -> None
 
 
 def _validation_examples(config, data_dir: str, name: str) -> list[dict]:
-  """The first FIGURE_IMAGES validation images of a domain, as the networks take them."""
+  """The first FIGURE_IMAGES validation images of a domain, as the networks take them (depth
+  as G_img takes it in training)."""
   spec = pipeline.Preprocessing(config.data.height, config.data.width,
-                                depth_max_cm=_depth_max_cm(data_dir, config.data.source))
+                                depth_max_cm=_depth_scale_cm(config, data_dir),
+                                far_depth_valid=config.data.sky_depth == "far")
   split, _ = pipeline.open_split(data_dir, name, "validation")
   return [pipeline.preprocess(split[i], spec, None) for i in range(FIGURE_IMAGES)]
 
@@ -163,8 +165,9 @@ def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str
       for s, c, g, t in zip(src, by_cyclegan, by_gio_ada, tgt)]))
 
 
-def _depth_max_cm(data_dir: str, name: str) -> float:
-  return pipeline.depth_max_cm(pipeline.open_split(data_dir, name, "train")[1])
+def _depth_scale_cm(config, data_dir: str) -> float:
+  _, source_info = pipeline.open_split(data_dir, config.data.source, "train")
+  return pipeline.depth_scale_cm(source_info, config.data.sky_depth)
 
 
 def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,

@@ -166,8 +166,9 @@ def torch_weights(built: models.GioAdaModels, config, path: str,
 
 
 def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales | None:
-  """Metres per normalised unit of predictions (source maximum) and ground truth (target's)."""
-  true_cm = pipeline.depth_max_cm(split.info)
+  """Metres per normalised unit of predictions (source's depth scale) and ground truth
+  (target's)."""
+  true_cm = pipeline.depth_scale_cm(split.info, config.data.sky_depth)
   if true_cm <= 0:
     return None
   try:
@@ -176,7 +177,7 @@ def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales |
     logging.warning("No depth metrics: the predictions' scale comes from the source "
                     "dataset's depth maximum, but %s", e)
     return None
-  predicted_cm = pipeline.depth_max_cm(source_info)
+  predicted_cm = pipeline.depth_scale_cm(source_info, config.data.sky_depth)
   if predicted_cm <= 0:
     return None
   return evaluation.DepthScales(predicted_m=predicted_cm / 100, true_m=true_cm / 100,

@@ -61,11 +61,11 @@ def random_image(rng: np.random.Generator, size: Size) -> np.ndarray:
 
 
 def random_vkitti_depth(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, np.ndarray]:
-  """(stored depth with some far-clip and zero pixels, what the reader returns)."""
+  """(stored depth with some far-clip and zero pixels, what the reader returns: the same)."""
   stored = rng.integers(1, VKITTI_FAR_DEPTH, size, dtype=np.uint16)
   stored.flat[0] = VKITTI_FAR_DEPTH
   stored.flat[1] = 0
-  return stored, np.where(stored == VKITTI_FAR_DEPTH, 0, stored).astype(np.uint16)
+  return stored, stored.copy()
 
 
 def paint_classes(rng: np.random.Generator, size: Size,
@@ -235,7 +235,9 @@ def write_synthia(root: pathlib.Path, frames: int = 2, size: Size = (12, 20), se
     save_png16_channels(base / "GT" / "LABELS" / name,
                         np.stack([class_ids, instance_ids, np.zeros_like(class_ids)], -1))
     save_png16_channels(depth_dir / name, np.stack([depth] * 3, -1))
-    expected[f"{frame:07d}"] = {"image": image, "label": lut[class_ids], "depth": depth}
+    # SYNTHIA's README: class id 1 is the sky; the reader puts it at the far clip.
+    expected[f"{frame:07d}"] = {"image": image, "label": lut[class_ids],
+                                "depth": np.where(class_ids == 1, 65535, depth).astype(np.uint16)}
   return {"train": expected}
 
 

@@ -53,7 +53,7 @@ def test_prepared_examples_equal_the_raw_files(dataset, tmp_path):
         [np.minimum(e["label"].ravel(), num_classes) for e in examples.values()]),
         minlength=num_classes + 1)
     np.testing.assert_array_equal(stats["class_pixels"], want_pixels)
-  assert pipeline.depth_max_cm(info) == depth_max
+  assert pipeline.depth_scale_cm(info, "far") == depth_max
 
 
 def test_vkitti_203_layout_prepares_too(tmp_path):
@@ -71,8 +71,8 @@ def test_pipeline_reads_prepared_source_and_target(tmp_path):
   _prepare("kitti_semantics", tmp_path / "kitti", data_dir)
   src, src_info = pipeline.open_split(data_dir, "vkitti", "train")
   tgt, tgt_info = pipeline.open_split(data_dir, "kitti_semantics", "train")
-  src_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_max_cm(src_info))
-  tgt_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_max_cm(tgt_info))
+  src_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_scale_cm(src_info, "far"))
+  tgt_spec = pipeline.Preprocessing(8, 16, depth_max_cm=pipeline.depth_scale_cm(tgt_info, "far"))
   batches = pipeline.UnpairedIterator(
       pipeline.train_dataset(src, src_spec, seed=0, per_device_batch=1, local_devices=2,
                              threads=2, buffer_batches=4),
@@ -143,7 +143,7 @@ def test_procedural_domains_prepare_and_match_the_renderer(tmp_path):
     np.testing.assert_array_equal(example["image"], want["image"])
     np.testing.assert_array_equal(example["label"][..., 0], want["label"])
     np.testing.assert_array_equal(example["depth"], want["depth"])
-    assert pipeline.depth_max_cm(info) > 0
+    assert pipeline.depth_scale_cm(info, "far") == 65535  # every domain shows some sky
   changed = _tiny_procedural_config().data.procedural
   changed.target.noise_std = 0.5
   with pytest.raises(ValueError, match="noise_std|target"):
@@ -166,3 +166,101 @@ def test_config_driven_iterators_on_the_procedural_benchmark(tmp_path):
   config.data.procedural.target.gamma = 3.0  # not what was prepared
   with pytest.raises(ValueError, match="re-run"):
     pipeline.train_iterator(config)
+
+
+FAR_CM = 65535  # Virtual KITTI's far clip (the sky), from its documentation: "655.35 m".
+
+
+def _vkitti_with_sky(root: pathlib.Path, frames: int = 2) -> np.ndarray:
+  """A Virtual KITTI 1.3.1 tree whose depth maps all hold the same map: the top two rows at the
+  far clip (the sky), one invalid pixel, the rest 1..2 m, as stored; that map."""
+  fake_datasets.write_vkitti_131(root, frames=frames)
+  depth = np.full((12, 20), 150, np.uint16)
+  depth[5:] = 200
+  depth[:2] = FAR_CM
+  depth[6, 7] = 0
+  for path in (root / "vkitti_1.3.1_depthgt").rglob("*.png"):
+    fake_datasets.save_png(path, depth)
+  return depth
+
+
+def _vkitti_to_kitti_config(data_dir: str, sky_depth: str):
+  config = default_config.get_config()
+  config.data.data_dir = data_dir
+  config.data.source, config.data.target = "vkitti", "kitti_semantics"
+  config.data.height, config.data.width = 12, 20  # the stored size: no resampling
+  config.data.random_flip = False
+  config.data.sky_depth = sky_depth
+  config.data.read_threads, config.data.read_buffer_batches = 1, 2
+  return config
+
+
+def test_vkitti_sky_is_the_far_end_of_the_depth_range(tmp_path):
+  """The paper: depth normalised to [0, 1] among all images, the sky far away. Virtual KITTI's
+  far clip is depth 1 (valid) in training by default; "invalid" keeps data version 1's
+  behaviour; evaluation never scores the far clip."""
+  stored = _vkitti_with_sky(tmp_path / "vk")
+  fake_datasets.write_kitti_semantics(tmp_path / "kitti")
+  data_dir = str(tmp_path / "data")
+  _prepare("vkitti", tmp_path / "vk", data_dir)
+  _prepare("kitti_semantics", tmp_path / "kitti", data_dir)
+  _, info = pipeline.open_split(data_dir, "vkitti", "train")
+  assert pipeline.depth_scale_cm(info, "far") == FAR_CM
+  assert pipeline.depth_scale_cm(info, "invalid") == 200
+
+  far = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "far")))["source"]
+  sky, measured = stored == FAR_CM, (stored > 0) & (stored != FAR_CM)
+  assert np.all(far["depth"][..., sky, 0] == 1.0) and np.all(far["depth_mask"][..., sky, 0] == 1)
+  np.testing.assert_allclose(far["depth"][..., measured, 0],
+                             np.broadcast_to(stored[measured] / FAR_CM,
+                                             far["depth"][..., measured, 0].shape), rtol=1e-6)
+  assert np.all(far["depth_mask"][..., 6, 7, 0] == 0)
+
+  old = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "invalid")))["source"]
+  assert np.all(old["depth"][..., sky, 0] == 0) and np.all(old["depth_mask"][..., sky, 0] == 0)
+  np.testing.assert_allclose(old["depth"][..., measured, 0],
+                             np.broadcast_to(stored[measured] / 200,
+                                             old["depth"][..., measured, 0].shape), rtol=1e-6)
+  assert np.all(old["depth_mask"][..., measured, 0] == 1)
+
+  # Scored as a target: measured depth only, on the training split's scale.
+  config = _vkitti_to_kitti_config(data_dir, "far")
+  config.data.target, config.data.target_eval_split = "vkitti", "train"
+  split = pipeline.target_eval_split(config, at_label_resolution=True)
+  batch = next(split.batches(1, local_devices=1, process_index=0, process_count=1))
+  assert np.all(batch["depth_mask"][0, 0, :12, :20, 0] == measured)
+  assert split.spec.depth_max_cm == FAR_CM
+
+
+def test_procedural_sky_is_the_far_end_of_the_depth_range(tmp_path):
+  config = _tiny_procedural_config()
+  prepare.prepare("procedural", str(tmp_path), config, num_workers=1)
+  config.data.data_dir = str(tmp_path)
+  config.data.source, config.data.target = "procedural/source", "procedural/target"
+  config.data.height, config.data.width = 24, 64  # the rendered size: no resampling
+  config.data.read_threads, config.data.read_buffer_batches = 1, 2
+  batch = next(pipeline.train_iterator(config))
+  for domain in ("source", "target"):
+    sky = batch[domain]["label"] == 7  # VKITTI_KITTI_10's sky
+    assert sky.any()
+    assert np.all(batch[domain]["depth"][..., 0][sky] == 1.0)
+    assert np.all(batch[domain]["depth_mask"][..., 0][sky] == 1.0)
+    assert np.all(batch[domain]["depth"][..., 0][~sky] < 1.0)
+  config.data.sky_depth = "invalid"
+  batch = next(pipeline.train_iterator(config))["source"]
+  sky = batch["label"] == 7
+  assert np.all(batch["depth_mask"][..., 0][sky] == 0) and np.all(batch["depth"][..., 0][sky] == 0)
+  assert batch["depth"][..., 0][~sky].max() <= 1.0 and batch["depth_mask"][..., 0][~sky].all()
+  config.data.sky_depth = "sky"
+  with pytest.raises(ValueError, match="data.sky_depth"):
+    pipeline.train_iterator(config)
+
+
+def test_data_prepared_by_an_older_version_is_refused(tmp_path):
+  old = tmp_path / "vkitti" / "1.0.0"
+  old.mkdir(parents=True)
+  (old / "dataset_info.json").write_text("{}")
+  with pytest.raises(pipeline.DatasetNotPrepared,
+                     match=r"data version 1\.0\.0.*Re-run `python -m gio_ada_jax\.data\.prepare "
+                           r"--dataset vkitti"):
+    pipeline.open_split(str(tmp_path), "vkitti", "train")

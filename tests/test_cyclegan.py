@@ -186,7 +186,9 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
       np.testing.assert_array_equal(t["depth"], o["depth"])
       assert t["image"].shape == o["image"].shape
     assert any(np.any(t["image"] != o["image"]) for t, o in zip(translated, originals))
-  assert pipeline.depth_max_cm(translated_info) == pipeline.depth_max_cm(info)
+  for sky_depth in pipeline.SKY_DEPTH_MODES:
+    assert (pipeline.depth_scale_cm(translated_info, sky_depth)
+            == pipeline.depth_scale_cm(info, sky_depth))
   provenance = translated_info.metadata[pipeline.METADATA_TRANSLATED_BY]
   assert provenance["step"] == config.cyclegan.num_steps
 

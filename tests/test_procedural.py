@@ -53,8 +53,8 @@ def test_shapes_dtypes_labels_and_depth_validity(config, domain):
   assert example["depth"].shape == (128, 384) and example["depth"].dtype == np.uint16
   assert example["label"].max() < VKITTI_KITTI_10.num_classes  # Every pixel has a class.
   sky = example["label"] == SKY
-  assert sky.any() and np.all(example["depth"][sky] == 0)
-  assert np.all(example["depth"][~sky] > 0)
+  assert sky.any() and np.all(example["depth"][sky] == 65535)  # the far clip, as VKITTI's sky
+  assert np.all(example["depth"][~sky] > 0) and np.all(example["depth"][~sky] < 65535)
 
 
 def test_road_depth_grows_towards_the_horizon(config):
@@ -82,7 +82,7 @@ def test_box_face_depth_is_its_distance(config):
   focal = procedural.focal_length_px(384, config.camera)
   assert abs(face.any(axis=0).sum() - 2 * focal / 10) <= 1
   np.testing.assert_allclose(depth[face], 10.0, atol=0.01)
-  np.testing.assert_array_equal(procedural.depth_to_centimetres(depth)[face], 1000)
+  np.testing.assert_array_equal(procedural.depth_to_centimetres(depth, labels)[face], 1000)
   np.testing.assert_allclose(normals[face], [[0.0, 0.0, -1.0]] * int(face.sum()))
   assert np.all(objects[face] == procedural.FIRST_PRIMITIVE_OBJECT)
 

@@ -2,10 +2,10 @@
 ArrayRecord shards that the grain pipeline reads with random access.
 
 Every example holds `id`, the uint8 `image`, the uint8 `label` already in the benchmark's class
-space (255 = ignore) and, where the dataset has it, `depth` as uint16 centimetres (0 = invalid).
-Statistics gathered while writing go into the dataset metadata: the dataset-wide depth maximum
-(the paper normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per
-split. TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so
+space (255 = ignore) and, where the dataset has it, `depth` as uint16 centimetres (0 = invalid,
+formats.FAR_DEPTH_CM = the far clip, the sky). Statistics gathered while writing go into the
+dataset metadata: the dataset-wide depth maximum with and without the far clip (the paper
+normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per split. TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so
 an interrupted prepare never loads as a complete dataset.
 
 Importing this module imports TensorFlow Datasets (and prepare imports TensorFlow); the
@@ -23,9 +23,9 @@ import tensorflow_datasets as tfds
 
 from gio_ada_jax.data import formats, procedural
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
-from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_PROCEDURAL_CONFIG,
-                                       METADATA_SPLIT_STATS, METADATA_TRANSLATED_BY,
-                                       VERSION_DIR, dataset_dir)
+from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_DEPTH_MAX_BELOW_FAR,
+                                       METADATA_PROCEDURAL_CONFIG, METADATA_SPLIT_STATS,
+                                       METADATA_TRANSLATED_BY, VERSION_DIR, dataset_dir)
 
 VERSION = tfds.core.Version(VERSION_DIR)
 
@@ -44,13 +44,14 @@ def _features(has_depth: bool) -> tfds.features.FeaturesDict:
 
 
 class SplitStats:
-  """Running statistics of one split: examples, image sizes, class pixels, depth maximum."""
+  """Running statistics of one split: examples, image sizes, class pixels, depth maxima."""
 
   def __init__(self, num_classes: int):
     self.num_examples = 0
     self.image_sizes = collections.Counter()
     self.class_pixels = np.zeros(num_classes + 1, np.int64)  # last entry: ignore
     self.depth_max_cm = 0
+    self.depth_max_below_far_cm = 0
 
   def add(self, example: dict[str, Any]) -> None:
     self.num_examples += 1
@@ -60,11 +61,16 @@ class SplitStats:
     num_classes = len(self.class_pixels) - 1
     self.class_pixels += np.bincount(np.minimum(label, num_classes), minlength=num_classes + 1)
     if "depth" in example:
-      self.depth_max_cm = max(self.depth_max_cm, int(example["depth"].max(initial=0)))
+      depth = example["depth"]
+      self.depth_max_cm = max(self.depth_max_cm, int(depth.max(initial=0)))
+      below_far = depth[depth != formats.FAR_DEPTH_CM]
+      self.depth_max_below_far_cm = max(self.depth_max_below_far_cm,
+                                        int(below_far.max(initial=0)))
 
   def as_dict(self) -> dict[str, Any]:
     return {"num_examples": self.num_examples, "image_sizes": dict(self.image_sizes),
-            "class_pixels": self.class_pixels.tolist(), "depth_max_cm": self.depth_max_cm}
+            "class_pixels": self.class_pixels.tolist(), "depth_max_cm": self.depth_max_cm,
+            "depth_max_below_far_cm": self.depth_max_below_far_cm}
 
 
 class _StatsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -93,6 +99,8 @@ class _StatsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     split_stats[split] = stats.as_dict()
     metadata[METADATA_SPLIT_STATS] = split_stats
     metadata[METADATA_DEPTH_MAX] = max(s["depth_max_cm"] for s in split_stats.values())
+    metadata[METADATA_DEPTH_MAX_BELOW_FAR] = max(s["depth_max_below_far_cm"]
+                                                 for s in split_stats.values())
 
 
 class _FormatBuilder(_StatsBuilder, skip_registration=True):

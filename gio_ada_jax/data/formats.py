@@ -10,9 +10,12 @@ may also sit one level down (e.g. `manual_dir/RAND_CITYSCAPES/RGB`).
 
 Every bad input raises `DataError` naming the file or folder, what is wrong and how to fix it.
 
-Depth conventions: Virtual KITTI clips everything beyond 655.35 m (sky) to 65535; that value
-is turned into 0 (invalid) so that no far-plane constant enters the depth loss. SYNTHIA depth
-is kept as stored (centimetres, 0 invalid).
+Depth conventions (prepared data version 2): centimetres, 0 = invalid (no measurement), and
+FAR_DEPTH_CM = 65535 (655.35 m, the uint16 maximum) = the far clip: the sky and everything
+beyond. Virtual KITTI stores its sky that way and is kept as stored. SYNTHIA's pixels labelled
+sky are set to FAR_DEPTH_CM (its README does not say how the sky is encoded); the rest is kept as
+stored. The pipeline then treats the far clip as the far end of the depth range (the paper: "the
+sky is always far away"), or as invalid with `data.sky_depth = "invalid"` (data version 1).
 """
 
 import dataclasses
@@ -28,7 +31,9 @@ from PIL import Image
 from gio_ada_jax.data import labels
 from gio_ada_jax.data.labels import IGNORE_LABEL, LabelSpace
 
-VKITTI_FAR_DEPTH = 65535  # Virtual KITTI's clip value for depth beyond 655.35 m.
+# The far clip in centimetres: Virtual KITTI's value for the sky and anything beyond 655.35 m,
+# used for every dataset's sky.
+FAR_DEPTH_CM = 65535
 
 
 class DataError(ValueError):
@@ -339,7 +344,7 @@ class VirtualKittiFormat:
     return _check_not_empty(examples, self.name, split, manual_dir)
 
   def read_example(self, raw: RawExample) -> dict:
-    """Image, 10-class label from the colour table, depth in cm (65535 far clip -> 0)."""
+    """Image, 10-class label from the colour table, depth in cm as stored (sky: 65535)."""
     image = _read_rgb(raw.image_path)
     colours = _read_rgb(raw.label_path)
     _check_same_size(raw.image_path, image, raw.label_path, colours)
@@ -351,7 +356,6 @@ class VirtualKittiFormat:
                       f"{listed}; the label and colour table do not belong together")
     depth = _read_depth_gray16(raw.depth_path)
     _check_same_size(raw.image_path, image, raw.depth_path, depth)
-    depth = np.where(depth == VKITTI_FAR_DEPTH, 0, depth).astype(np.uint16)
     return {"id": raw.example_id, "image": image, "label": label, "depth": depth}
 
 
@@ -437,7 +441,8 @@ class SynthiaRandCityscapesFormat:
     return _check_not_empty(examples, self.name, split, image_dir)
 
   def read_example(self, raw: RawExample) -> dict:
-    """Image, 16-class label from the label PNG's first channel, depth (first channel, cm)."""
+    """Image, 16-class label from the label PNG's first channel, depth (first channel, cm) with
+    the sky at the far clip."""
     image = _read_rgb(raw.image_path)
     class_ids = _read_png_channels(raw.label_path)[..., 0]
     _check_same_size(raw.image_path, image, raw.label_path, class_ids)
@@ -445,6 +450,7 @@ class SynthiaRandCityscapesFormat:
                      raw.label_path)
     depth = _read_png_channels(raw.depth_path)[..., 0].astype(np.uint16)
     _check_same_size(raw.image_path, image, raw.depth_path, depth)
+    depth[label == self.label_space.class_names.index("sky")] = FAR_DEPTH_CM
     return {"id": raw.example_id, "image": image, "label": label, "depth": depth}
 
 

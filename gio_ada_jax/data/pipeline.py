@@ -4,7 +4,8 @@ grain reads the ArrayRecord shards with random access. Each process reads a disj
 (`process_index::process_count`), shuffled by seed and reshuffled every epoch; one random draw per
 example decides the horizontal flip of image, label and depth together. Images come out in
 [-1, 1], labels int32 (255 = ignore), depth in [0, 1] (divided by the dataset-wide maximum) with
-a validity mask. Batches are shaped [local_devices, per_device_batch, ...].
+a validity mask; the far clip (the sky) is depth 1, the far end of the range, unless
+`data.sky_depth = "invalid"`. Batches are shaped [local_devices, per_device_batch, ...].
 
 Only numpy, PIL, grain and TFDS's reader are used here; TensorFlow is not imported.
 """
@@ -19,13 +20,18 @@ import grain
 import numpy as np
 from PIL import Image
 
+from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
 
-METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py
+METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py, the far clip included
+METADATA_DEPTH_MAX_BELOW_FAR = "depth_max_below_far_cm"  # written by builders.py
 METADATA_PROCEDURAL_CONFIG = "procedural_config"  # written by builders.py
 METADATA_SPLIT_STATS = "split_stats"  # written by builders.py
 METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which generator)
-VERSION_DIR = "1.0.0"
+# The prepared data's version. 2.0.0: the far clip (the sky) is stored as FAR_DEPTH_CM in every
+# dataset with depth; 1.0.0 stored it as 0 (invalid) and is refused with a message to re-prepare.
+VERSION_DIR = "2.0.0"
+SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
 
 
 class DatasetNotPrepared(FileNotFoundError):
@@ -40,7 +46,9 @@ class Preprocessing:
   width: int
   mode: str = "resize"  # "resize" to height x width, or "random_crop" a height x width window
   random_flip: bool = True
-  depth_max_cm: float = 0.0  # dataset-wide maximum; 0 when the dataset has no depth
+  depth_max_cm: float = 0.0  # the depth that normalises to 1 (depth_scale_cm); 0: no depth
+  # Whether pixels at the far clip (the sky) are depth (1 after normalisation) or invalid.
+  far_depth_valid: bool = True
 
 
 def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
@@ -53,6 +61,14 @@ def open_split(data_dir: str, name: str, split: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   path = dataset_dir(data_dir, name)
   if not (path / "dataset_info.json").exists():
+    older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json"))
+    if older:
+      raise DatasetNotPrepared(
+          f"{path.parent}: dataset {name!r} was prepared in data version {', '.join(older)}, "
+          f"but this gio_ada_jax reads version {VERSION_DIR} (since 2.0.0 the sky's depth is "
+          "the far clip instead of invalid). Re-run `python -m gio_ada_jax.data.prepare "
+          f"--dataset {name.split('/')[0]} --data_dir {data_dir}` (with --manual_dir for the "
+          "official datasets); the old version's folder can then be deleted.")
     raise DatasetNotPrepared(
         f"{path}: dataset {name!r} is not prepared (no dataset_info.json). Run "
         f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
@@ -64,9 +80,20 @@ def open_split(data_dir: str, name: str, split: str):
   return builder.as_data_source(split=split), builder.info
 
 
-def depth_max_cm(info) -> float:
-  """The dataset-wide depth maximum recorded at prepare time (0 without depth)."""
-  return float(info.metadata.get(METADATA_DEPTH_MAX, 0)) if info.metadata else 0.0
+def check_sky_depth(sky_depth: str) -> None:
+  """data.sky_depth is one of SKY_DEPTH_MODES, or an error names it."""
+  if sky_depth not in SKY_DEPTH_MODES:
+    raise ValueError(f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the paper: the "
+                     "sky is the far end of the depth range) or 'invalid' (no depth there).")
+
+
+def depth_scale_cm(info, sky_depth: str) -> float:
+  """The depth that normalises to 1, recorded at prepare time (0 without depth): the dataset-wide
+  maximum, which is the far clip wherever the sky is seen ("far"), or the maximum below the far
+  clip ("invalid")."""
+  check_sky_depth(sky_depth)
+  key = METADATA_DEPTH_MAX if sky_depth == "far" else METADATA_DEPTH_MAX_BELOW_FAR
+  return float((info.metadata or {}).get(key, 0))
 
 
 def check_procedural_config(info, procedural_config) -> None:
@@ -140,13 +167,17 @@ def normalise_image(image: np.ndarray) -> np.ndarray:
 
 def _depth_inputs(depth: np.ndarray | None, spec: Preprocessing,
                   size: tuple[int, int]) -> dict[str, np.ndarray]:
-  """Depth in [0, 1] (divided by the dataset-wide maximum) and its validity mask, [H, W, 1]."""
+  """Depth in [0, 1] (divided by spec.depth_max_cm) and its validity mask, [H, W, 1]; invalid
+  pixels (0, and the far clip unless spec.far_depth_valid) hold 0."""
   if depth is None:
     zeros = np.zeros(size + (1,), np.float32)
     return {"depth": zeros, "depth_mask": zeros.copy()}
+  valid = depth > 0
+  if not spec.far_depth_valid:
+    valid &= depth != FAR_DEPTH_CM
   scale = 1.0 / spec.depth_max_cm if spec.depth_max_cm > 0 else 0.0
-  return {"depth": (depth.astype(np.float32) * scale)[..., None],
-          "depth_mask": (depth > 0).astype(np.float32)[..., None]}
+  return {"depth": (depth.astype(np.float32) * np.float32(scale) * valid)[..., None],
+          "depth_mask": valid.astype(np.float32)[..., None]}
 
 
 def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
@@ -280,10 +311,12 @@ def eval_batches(source, spec: Preprocessing, *, per_device_batch: int,
 
 
 def _spec(data_config, info, train: bool) -> Preprocessing:
+  # Evaluation scores measured depth only: the far clip is a stand-in, not a distance.
   return Preprocessing(data_config.height, data_config.width,
                        mode=data_config.mode if train else "resize",
                        random_flip=data_config.random_flip and train,
-                       depth_max_cm=depth_max_cm(info))
+                       depth_max_cm=depth_scale_cm(info, data_config.sky_depth),
+                       far_depth_valid=train and data_config.sky_depth == "far")
 
 
 def source_data_dir(data_config) -> str:

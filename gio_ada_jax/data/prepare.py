@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gio_ada_jax.data import formats, pipeline
+from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
 DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
@@ -73,7 +74,9 @@ def summary(builder, class_names) -> str:
         f"{name} {100 * n / total:.1f}%" for name, n in zip(names, pixels)))
   depth_max = metadata.get(pipeline.METADATA_DEPTH_MAX, 0)
   if depth_max:
-    lines.append(f"  depth maximum: {depth_max / 100:.2f} m")
+    below_far = metadata.get(pipeline.METADATA_DEPTH_MAX_BELOW_FAR, 0)
+    lines.append(f"  depth maximum: {depth_max / 100:.2f} m (far clip {FAR_DEPTH_CM / 100:.2f} m "
+                 f"= the sky); below the far clip: {below_far / 100:.2f} m")
   return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
 _CLASS = {name: index for index, name in enumerate(VKITTI_KITTI_10.class_names)}
@@ -758,9 +759,12 @@ def render_appearance(labels, depth_m, normals, object_ids, appearance_config, r
 # Examples.
 
 
-def depth_to_centimetres(depth_m: np.ndarray) -> np.ndarray:
-  """uint16 centimetres, 0 = invalid, far surfaces clipped to 65535 (655.35 m)."""
-  return np.clip(np.round(depth_m * 100.0), 0, 65535).astype(np.uint16)
+def depth_to_centimetres(depth_m: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """uint16 centimetres as Virtual KITTI stores depth: the sky and surfaces beyond 655.35 m
+  at the far clip FAR_DEPTH_CM."""
+  depth_cm = np.clip(np.round(depth_m * 100.0), 0, FAR_DEPTH_CM).astype(np.uint16)
+  depth_cm[labels == SKY] = FAR_DEPTH_CM
+  return depth_cm
 
 
 def _check_domain_and_split(domain: str, split: str):
@@ -791,7 +795,7 @@ def generate_example(config: ml_collections.ConfigDict, domain: str, split: str,
   image = render_appearance(labels, depth_m, normals, objects, config[domain], appearance_rng,
                             config.camera)
   return {"id": f"{domain}/{split}/{index:06d}", "image": image, "label": labels,
-          "depth": depth_to_centimetres(depth_m)}
+          "depth": depth_to_centimetres(depth_m, labels)}
 
 
 def generate_examples(config: ml_collections.ConfigDict, domain: str, split: str,
