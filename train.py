@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, trainer
+from gio_ada_jax import config_checks, distributed, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -37,6 +37,9 @@ def main(argv):
     return 2
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except config_checks.ConfigError as e:
+    print(f"train.py: {e}", file=sys.stderr)
+    return 2
   except trainer.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3

@@ -76,7 +76,7 @@ def main(argv):
       config = render_procedural(scratch, sizes["stored"], _NUM_IMAGES.value)
       config.data.data_dir = scratch
     config.data.height, config.data.width = sizes["input"]
-    config.data.per_device_batch = _BATCH.value
+    config.data.global_batch = _BATCH.value * _DEVICES.value
     images_per_batch = 2 * _BATCH.value * _DEVICES.value  # source + target
     print(f"{len(os.sched_getaffinity(0))} cores usable, {_BENCHMARK.value}: input "
           f"{sizes['input'][0]}x{sizes['input'][1]}, {config.data.source} + "

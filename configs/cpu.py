@@ -19,8 +19,9 @@ def get_config(variant: str = "+sd,joint"):
   config.model.generator.num_blocks = 6
   config.cyclegan.num_blocks = 6
   config.cyclegan.num_steps = 2000
+  config.model.task_net.encoder_init = "random"  # nothing is downloaded
   config.model.task_net.input_norm = "none"  # trained from scratch
-  config.train.num_steps = 2000
+  config.train.num_epochs, config.train.num_steps = 0, 2000
   config.train.log_every = 20
   config.train.checkpoint_every = 500
   return variants.apply_variant(config, variant)

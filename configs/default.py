@@ -27,7 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
   # images" and relies on "the sky is always far away"); "invalid" leaves it out of both, as
   # data version 1 did. Evaluation scores measured depth only, never the far clip.
   data.sky_depth = "far"
-  data.per_device_batch = 1  # Source images per device per step, and as many target images.
+  # Source images per step over all devices, and as many target images (the paper: 1 + 1); split
+  # evenly over the devices, so it must be a multiple of their number. The learning rate does
+  # not scale with it (docs/paper_to_code.md says what changes with a larger batch).
+  data.global_batch = 1
   # Training batches copied to the devices ahead of the step that uses them (host preprocessing
   # and the copy overlap the previous steps).
   data.device_prefetch = 2
@@ -57,7 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.learning_rate = 2e-4  # Adam, every network (paper 3.5).
   train.lr_schedule = "constant"  # "constant" or "poly" (base * (1 - step / num_steps)^power).
   train.poly_power = 0.9  # Exponent of the poly schedule (AdaptSegNet).
-  train.num_steps = 100_000  # Training steps; the end of the poly schedule.
+  # The training length, given once: epochs of the prepared source split (the paper: "trained
+  # for 10 epochs"; steps = ceil(epochs * source images / data.global_batch), printed at start)
+  # or steps (then num_epochs = 0). The end of the poly schedule.
+  train.num_epochs = 10.0
+  train.num_steps = 0
   # Adam betas per network: CycleGAN's for the transform net and its discriminator,
   # PyTorch's defaults for the task net, AdaptSegNet's for the output discriminator.
   train.generator_betas = (0.5, 0.999)
@@ -72,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The 'cg' baseline (paper Table 2): CycleGAN (Zhu et al. 2017) between the source and the
   # target images with upstream's defaults (junyanz/pytorch-CycleGAN-and-pix2pix). It trains on
-  # data.height x data.width images, data.per_device_batch of each domain per device; its log,
+  # data.height x data.width images, data.global_batch of each domain per step; its log,
   # checkpoint and picture intervals are train's.
   cyclegan = config.cyclegan = ml_collections.ConfigDict()
   cyclegan.num_steps = 100_000  # Training steps (upstream: 200 epochs of max(|A|, |B|) images).
@@ -131,9 +138,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Fixed input normalisation for the encoder's pretrained weights: "torchvision" (ImageNet
   # RGB mean/std), "caffe" (BGR 0-255 minus mean, AdaptSegNet) or "none".
   task_net.input_norm = "torchvision"
-  # torchvision's ImageNet vgg16 .pth (vgg16-397923af.pth) to start the encoder from (the
-  # paper: "initialized with the ImageNet pre-trained weights"); "" = random init.
-  task_net.pretrained_vgg16 = ""
+  # How the encoder starts: "imagenet" (the paper: "initialized with the ImageNet pre-trained
+  # weights"; a run stops before compiling when the file below is missing) or "random".
+  task_net.encoder_init = "imagenet"
+  # torchvision's ImageNet VGG16 file; $TORCH_HOME stands for torch's cache folder ($TORCH_HOME,
+  # else $XDG_CACHE_HOME/torch, else ~/.cache/torch), where torchvision downloads it to.
+  task_net.vgg16_weights = "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth"
   task_net.aspp_dilations = (6, 12, 18, 24)  # DeepLab-v2 ASPP.
   # ASPP branches whose outputs are summed: 4 is DeepLab-v2 (the paper); 2 reproduces
   # AdaptSegNet's early-return bug, for its released checkpoints.

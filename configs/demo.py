@@ -28,7 +28,7 @@ def get_config(variant: str = "+sd,joint"):
   data.procedural.height, data.procedural.width = 64, 192
   data.procedural.num_train, data.procedural.num_validation = 1000, 200
   data.height, data.width = data.procedural.height, data.procedural.width
-  data.per_device_batch = 4
+  data.global_batch = 4
   config.model.generator.residual_output = True
   # XLA's own transposed convolution, as in the README's 3-seed run: the sub-pixel form
   # computes the same function with other rounding, which GAN training amplifies into other
@@ -39,7 +39,7 @@ def get_config(variant: str = "+sd,joint"):
   # comparison of the two translators is like for like.
   config.cyclegan.residual_output = True
   config.cyclegan.num_steps = 400
-  config.train.num_steps = 400
+  config.train.num_epochs, config.train.num_steps = 0, 400
   config.train.log_every = 50
   config.train.checkpoint_every = 400
   config.train.image_every = 200

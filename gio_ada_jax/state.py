@@ -60,6 +60,9 @@ def _learning_rate(train_config):
   if train_config.lr_schedule == "constant":
     return train_config.learning_rate
   if train_config.lr_schedule == "poly":
+    if train_config.num_steps <= 0:
+      raise ValueError("train.lr_schedule='poly' ends at train.num_steps, which is not resolved "
+                       "yet (trainer.with_training_length derives it from train.num_epochs).")
     return optax.polynomial_schedule(train_config.learning_rate, 0.0, train_config.poly_power,
                                      train_config.num_steps)
   raise ValueError(f"train.lr_schedule={train_config.lr_schedule!r} is not known; choose "

@@ -21,8 +21,8 @@ from absl import logging
 
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, convert, cyclegan, models, pictures, state as state_lib,
-                         summaries, train_step)
+from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, models, pictures,
+                         state as state_lib, summaries, train_step)
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
@@ -60,6 +60,34 @@ def with_pretrained_encoder(state: state_lib.GioAdaState, vgg16_path: str,
   params["task_net"] = convert.torch_to_flax(convert.load_torch_checkpoint(vgg16_path),
                                              "vgg16", template=state.params["task_net"])
   return state_lib.state_from_params(params, optimizers, state.rng)
+
+
+def training_steps(train_config, num_source_examples: int, global_batch: int) -> int:
+  """train.num_steps, or train.num_epochs of the source split at `global_batch` images a step
+  (the last step of an epoch that does not fill a batch is rounded up)."""
+  if train_config.num_steps > 0:
+    return int(train_config.num_steps)
+  return math.ceil(train_config.num_epochs * num_source_examples / global_batch)
+
+
+def with_training_length(config):
+  """A copy of `config` whose train.num_steps holds the run's steps (num_epochs resolved); says
+  the length, the global batch and what differs from the paper's 1 + 1, 10 epochs."""
+  data, train = config.data, config.train
+  num_devices = jax.device_count()
+  per_device = pipeline.per_device_batch(data.global_batch, num_devices)
+  source, _ = pipeline.open_split(pipeline.source_data_dir(data), data.source, "train")
+  steps = training_steps(train, len(source), data.global_batch)
+  length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
+            "prepared train split" if train.num_epochs > 0 else "train.num_steps")
+  if jax.process_index() == 0:
+    print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
+          f"{data.global_batch} target images ({per_device} of each per device on "
+          f"{num_devices} devices); the paper: 10 epochs of 1 + 1, Adam at a learning rate "
+          f"(here {train.learning_rate:g}) that does not scale with the batch.", flush=True)
+  config = config.copy_and_resolve_references()
+  config.train.num_epochs, config.train.num_steps = 0.0, steps
+  return config
 
 
 def export_task_net(params, model_config, directory: str) -> str:
@@ -127,7 +155,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
   preemption = _PreemptionFlag()
   replicated = replicate(state)
-  images_per_step = 2 * data.per_device_batch * jax.device_count()  # source + target
+  images_per_step = 2 * data.global_batch  # source + target
   last_time, last_step = time.perf_counter(), start
   device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch)
   for step in range(start + 1, loop.num_steps + 1):
@@ -175,12 +203,15 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy. None when
   SIGTERM stopped that CycleGAN stage (its checkpoint is saved; rerun to resume).
   """
+  config_checks.check_config(config)  # before anything is read or compiled
+  vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
   state_lib.check_variant(config)
   if config.train.input_level == "cg":
     from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
     config = translate.with_cyclegan_source(config, workdir)
     if config is None:
       return None
+  config = with_training_length(config)
   built = models.build_models(config.model)
   train = config.train
   batches = pipeline.train_iterator(config)
@@ -188,9 +219,9 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
                                  config.data.width)
   optimizers = state_lib.make_optimizers(train)
   on_fresh_start = None
-  if config.model.task_net.pretrained_vgg16:
+  if vgg16_path is not None:
     on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
-        state, config.model.task_net.pretrained_vgg16, optimizers)
+        state, vgg16_path, optimizers)
   loop = Loop(
       p_step=train_step.make_p_train_step(built, optimizers, train),
       to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,

@@ -20,6 +20,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
 
@@ -332,10 +333,24 @@ def _open_checked(data_config, name: str, split: str, data_dir: str | None = Non
   return source, info
 
 
+def per_device_batch(global_batch: int, num_devices: int) -> int:
+  """data.global_batch split evenly over `num_devices` (all processes' devices together)."""
+  if global_batch <= 0 or global_batch % num_devices:
+    raise ConfigError(
+        f"data.global_batch={global_batch} does not split evenly over {num_devices} devices; "
+        f"set it to a positive multiple of {num_devices} (e.g. --config.data.global_batch="
+        f"{num_devices}), or run on fewer devices. The paper's mini-batch is 1 source + 1 "
+        "target image.")
+  return global_batch // num_devices
+
+
 def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator:
-  """Unpaired source (`data.source`) and target (`data.target`) training batches of `config`
-  (shaped for `local_devices`, default JAX's local device count)."""
+  """Unpaired source (`data.source`) and target (`data.target`) training batches of `config`:
+  data.global_batch images of each domain per step over all processes, this process's share
+  shaped for `local_devices` (default JAX's local device count)."""
   data = config.data
+  local_devices, _, process_count = _process_layout(local_devices, None, None)
+  per_device = per_device_batch(data.global_batch, local_devices * process_count)
   datasets = []
   domains = ((data.source, source_data_dir(data)), (data.target, data.data_dir))
   for offset, (name, data_dir) in enumerate(domains):
@@ -343,7 +358,7 @@ def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator
     # Different seeds: the two domains are drawn independently.
     datasets.append(train_dataset(source, _spec(data, info, train=True),
                                   seed=config.seed * 2 + offset,
-                                  per_device_batch=data.per_device_batch,
+                                  per_device_batch=per_device,
                                   local_devices=local_devices, threads=data.read_threads,
                                   buffer_batches=data.read_buffer_batches))
   return UnpairedIterator(*datasets)

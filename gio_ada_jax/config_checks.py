@@ -1,0 +1,98 @@
+"""What a config must hold before a run compiles or reads anything: no removed field, settings
+in range, and the files it names. Each error names the field, what is wrong and how to fix it."""
+
+import os
+
+# Fields that configs no longer have -> what replaced them. A config file written for an older
+# version may still set them (ConfigDict accepts new fields), and nothing would read them.
+REMOVED_FIELDS = {
+    "data.per_device_batch": "data.global_batch (images of each domain per step over all "
+                             "devices, split evenly; the paper's is 1)",
+    "model.task_net.pretrained_vgg16": "model.task_net.encoder_init ('imagenet' or 'random') "
+                                       "and model.task_net.vgg16_weights (the .pth file)",
+}
+
+ENCODER_INITS = ("imagenet", "random")
+# torchvision's file name for the ImageNet VGG16 weights (torchvision.models.VGG16_Weights).
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
+TORCH_HOME = "$TORCH_HOME"  # stands for torch's cache folder in model.task_net.vgg16_weights
+
+
+class ConfigError(ValueError):
+  """A config that cannot run as written; the message says which field and how to fix it."""
+
+
+def _has_field(config, dotted: str) -> bool:
+  node = config
+  for key in dotted.split("."):
+    if not hasattr(node, "keys") or key not in node:
+      return False
+    node = node[key]
+  return True
+
+
+def check_removed_fields(config) -> None:
+  """Raise naming every removed field the config still sets, with its replacement."""
+  stale = [f"{field} was replaced by {new}" for field, new in REMOVED_FIELDS.items()
+           if _has_field(config, field)]
+  if stale:
+    raise ConfigError("the config sets fields this version no longer reads: "
+                      + "; ".join(stale) + ". Set the replacements instead.")
+
+
+def check_training_length(train_config) -> None:
+  """Exactly one of train.num_epochs and train.num_steps is positive, neither is negative."""
+  epochs, steps = train_config.num_epochs, train_config.num_steps
+  if epochs < 0 or steps < 0 or int(steps) != steps:
+    raise ConfigError(f"train.num_epochs={epochs} and train.num_steps={steps}: the training "
+                      "length must be a positive number of epochs or a positive whole number of "
+                      "steps (the other one 0).")
+  if (epochs > 0) == (steps > 0):
+    raise ConfigError(
+        f"train.num_epochs={epochs} and train.num_steps={steps}: give the training length "
+        "once, either in epochs of the prepared source split (train.num_steps=0) or in steps "
+        "(train.num_epochs=0), e.g. --config.train.num_epochs=0 --config.train.num_steps=1000.")
+
+
+def torch_cache_dir() -> str:
+  """Where torch caches downloads: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else
+  ~/.cache/torch (torch.hub.get_dir's rule)."""
+  if os.environ.get("TORCH_HOME"):
+    return os.path.expanduser(os.environ["TORCH_HOME"])
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+  return os.path.expanduser(os.path.join(cache, "torch"))
+
+
+def vgg16_weights_path(task_net_config) -> str | None:
+  """The ImageNet VGG16 file the encoder starts from; None for model.task_net.encoder_init
+  'random'. Raises ConfigError, with how to get the file or opt out, when it is missing."""
+  init = task_net_config.encoder_init
+  if init not in ENCODER_INITS:
+    raise ConfigError(f"model.task_net.encoder_init={init!r} is not known; choose 'imagenet' "
+                      "(the paper) or 'random'.")
+  if init == "random":
+    return None
+  configured = task_net_config.vgg16_weights
+  path = os.path.expanduser(configured.replace(TORCH_HOME, torch_cache_dir(), 1))
+  if not os.path.isfile(path):
+    raise ConfigError(
+        f"model.task_net.encoder_init='imagenet' (the paper initialises the task net with "
+        f"ImageNet weights) needs torchvision's VGG16 file, but {path} "
+        f"(model.task_net.vgg16_weights={configured!r}) does not exist. Get it with "
+        f"`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
+        f"(it lands in {torch_cache_dir()}/hub/checkpoints/) or download {VGG16_URL} and pass "
+        "--config.model.task_net.vgg16_weights=PATH. Nothing is downloaded at run time. To "
+        "train from random initialisation on purpose (not the paper's setting), pass "
+        "--config.model.task_net.encoder_init=random.")
+  return path
+
+
+def check_config(config) -> None:
+  """Every check a training run makes before it reads data or compiles."""
+  check_removed_fields(config)
+  check_training_length(config.train)
+  if config.data.global_batch <= 0 or int(config.data.global_batch) != config.data.global_batch:
+    raise ConfigError(f"data.global_batch={config.data.global_batch}: must be a positive whole "
+                      "number of images of each domain per step (the paper's is 1).")
+  vgg16_weights_path(config.model.task_net)

@@ -1,0 +1,169 @@
+"""The paper's settings a run must not change silently: ImageNet initialisation, the training
+length in epochs, the global mini-batch, and fields that no longer exist."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import synthia_to_cityscapes, vkitti_to_kitti
+from configs import test as test_config
+from gio_ada_jax import config_checks, trainer
+from gio_ada_jax.data import pipeline
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+  home = tmp_path / "torch_home"
+  home.mkdir()
+  monkeypatch.setenv("TORCH_HOME", str(home))
+  return home
+
+
+def test_paper_config_refuses_to_start_without_the_vgg16_weights(empty_torch_home, tmp_path):
+  """Before reading data or compiling: nothing is prepared here, and the error is the VGG's."""
+  config = vkitti_to_kitti.get_config()
+  config.data.data_dir = str(tmp_path / "no_data")
+  want = str(empty_torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth")
+  with pytest.raises(config_checks.ConfigError) as error:
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  message = str(error.value)
+  assert want in message
+  assert "torchvision.models.vgg16(weights='IMAGENET1K_V1')" in message
+  assert config_checks.VGG16_URL in message
+  assert "--config.model.task_net.encoder_init=random" in message
+  assert not (tmp_path / "run").exists()
+
+
+def test_train_py_says_so_and_exits_2(empty_torch_home, tmp_path):
+  env = {**os.environ, "TORCH_HOME": str(empty_torch_home), "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run(
+      [sys.executable, "train.py", "--config", "configs/synthia_to_cityscapes.py",
+       "--workdir", str(tmp_path / "run")],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "needs torchvision's VGG16 file" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_vgg16_path_resolution(empty_torch_home, monkeypatch, tmp_path):
+  task_net = vkitti_to_kitti.get_config().model.task_net
+  cached = empty_torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth"
+  cached.parent.mkdir(parents=True)
+  cached.write_bytes(b"weights")
+  assert config_checks.vgg16_weights_path(task_net) == str(cached)
+  monkeypatch.delenv("TORCH_HOME")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  with pytest.raises(config_checks.ConfigError, match=str(tmp_path / "xdg" / "torch" / "hub")):
+    config_checks.vgg16_weights_path(task_net)
+  task_net.vgg16_weights = str(cached)  # an explicit path
+  assert config_checks.vgg16_weights_path(task_net) == str(cached)
+  task_net.encoder_init = "random"  # the deliberate opt-out: no file needed
+  task_net.vgg16_weights = str(tmp_path / "missing.pth")
+  assert config_checks.vgg16_weights_path(task_net) is None
+  task_net.encoder_init = ""
+  with pytest.raises(config_checks.ConfigError, match="model.task_net.encoder_init=''"):
+    config_checks.vgg16_weights_path(task_net)
+
+
+def test_paper_configs_are_the_papers_settings():
+  for module in (vkitti_to_kitti, synthia_to_cityscapes):
+    config = module.get_config()
+    assert config.model.task_net.encoder_init == "imagenet"
+    assert (config.train.num_epochs, config.train.num_steps) == (10, 0)
+    assert config.data.global_batch == 1
+    assert config.data.sky_depth == "far"
+    assert (config.train.lambda_depth, config.train.lambda_input,
+            config.train.lambda_output) == (0.1, 0.1, 0.001)
+    assert config.train.learning_rate == 2e-4 and config.data.random_flip
+
+
+def test_vkitti_training_length_is_10_epochs_of_the_prepared_split(tmp_path, capsys):
+  pytest.importorskip("tensorflow_datasets")
+  from gio_ada_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from tests import fake_datasets  # pylint: disable=g-import-not-at-top
+  fake_datasets.write_vkitti_131(tmp_path / "raw", variations=("clone", "fog"), frames=3)
+  prepare.prepare("vkitti", str(tmp_path / "data"), vkitti_to_kitti.get_config(),
+                  str(tmp_path / "raw"))
+  config = vkitti_to_kitti.get_config()
+  config.data.data_dir = str(tmp_path / "data")
+  config.data.global_batch = 4  # the 4 simulated devices of `make test`
+  resolved = trainer.with_training_length(config)
+  assert resolved.train.num_steps == 15  # ceil(10 epochs * 6 images / 4 a step)
+  assert (config.train.num_epochs, config.train.num_steps) == (10, 0)  # the input is kept
+  printed = capsys.readouterr().out
+  assert "Training for 15 steps (10 epochs of the 6 images of vkitti's prepared train split)" \
+      in printed
+  assert "global batch 4 source + 4 target images (1 of each per device on 4 devices)" in printed
+  config.train.num_epochs, config.train.num_steps = 0, 7
+  assert trainer.with_training_length(config).train.num_steps == 7
+
+
+def test_training_steps_rounds_the_last_batch_up():
+  train = vkitti_to_kitti.get_config().train
+  assert trainer.training_steps(train, 21260, 1) == 212600  # Virtual KITTI, the paper
+  assert trainer.training_steps(train, 9400, 8) == 11750  # SYNTHIA at 8 images a step
+  assert trainer.training_steps(train, 5, 4) == 13  # 12.5 -> 13
+  train.num_epochs, train.num_steps = 0, 99
+  assert trainer.training_steps(train, 5, 4) == 99
+
+
+@pytest.mark.parametrize("epochs,steps,match", [
+    (10, 100, "give the training length once"),
+    (0, 0, "give the training length once"),
+    (-1, 0, "positive"),
+    (0, -5, "positive"),
+])
+def test_training_length_must_be_given_once(epochs, steps, match):
+  train = test_config.get_config().train
+  train.num_epochs, train.num_steps = epochs, steps
+  with pytest.raises(config_checks.ConfigError, match=match):
+    config_checks.check_training_length(train)
+
+
+def test_global_batch_splits_over_the_devices_or_says_why_not():
+  assert pipeline.per_device_batch(8, 4) == 2
+  assert pipeline.per_device_batch(1, 1) == 1
+  for bad in (3, 0, -4):
+    with pytest.raises(config_checks.ConfigError,
+                       match=rf"data.global_batch={bad} does not split evenly over 4 devices"):
+      pipeline.per_device_batch(bad, 4)
+
+
+def test_train_iterator_reads_the_global_batch(procedural_data_dir):
+  config = test_config.get_config()
+  config.data.data_dir = procedural_data_dir
+  config.data.global_batch = 8
+  batch = next(pipeline.train_iterator(config, local_devices=4))
+  assert batch["source"]["image"].shape[:2] == batch["target"]["image"].shape[:2] == (4, 2)
+  config.data.global_batch = 6
+  with pytest.raises(config_checks.ConfigError, match="global_batch=6"):
+    pipeline.train_iterator(config, local_devices=4)
+
+
+@pytest.mark.parametrize("field,replacement", [
+    ("data.per_device_batch", "data.global_batch"),
+    ("model.task_net.pretrained_vgg16", "model.task_net.encoder_init"),
+])
+def test_a_removed_field_names_its_replacement(field, replacement):
+  config = test_config.get_config()
+  parent, _, name = field.rpartition(".")
+  node = config
+  for key in parent.split("."):
+    node = node[key]
+  node[name] = 1
+  with pytest.raises(config_checks.ConfigError, match=rf"{field} was replaced by {replacement}"):
+    config_checks.check_config(config)
+  del node[name]
+  config_checks.check_config(config)
+
+
+def test_zero_global_batch_is_named():
+  config = test_config.get_config()
+  config.data.global_batch = 0
+  with pytest.raises(config_checks.ConfigError, match="data.global_batch=0"):
+    config_checks.check_config(config)
