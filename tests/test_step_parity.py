@@ -15,11 +15,19 @@ from gio_ada_jax import models, parity, state, variants  # noqa: E402
 HEIGHT, WIDTH = 32, 48
 
 
-@pytest.mark.parametrize("variant,gan_loss,d_out_kind", [
-    ("+sd,joint", "bce", "patch"),  # the paper's final model
-    ("+d,sep", "lsgan", "patch"),
-    ("na,ss", "bce", "fc"),  # AdaptSegNet-like: raw source images, FCDiscriminator
-], ids=["sd-joint", "d-sep-lsgan", "na-ss-fc"])
+# Every row of the paper's Table 2 (input levels; "cg" steps as "na" on pre-translated images)
+# with no output adaptation and with the joint one, and of Table 3 (output levels) with no
+# input adaptation ("na,joint" is among the first).
+TABLE_2 = [f"{level},{output}" for level in ("na", "gd", "+d", "+s", "+sd")
+           for output in ("na", "joint")]
+TABLE_3 = [f"na,{level}" for level in ("ss", "depth", "sep")]
+ROWS = ([(variant, "bce", "patch") for variant in TABLE_2 + TABLE_3]
+        + [("+d,sep", "lsgan", "patch"),  # the least-squares GAN
+           ("na,ss", "bce", "fc")])  # AdaptSegNet-like: raw source images, FCDiscriminator
+
+
+@pytest.mark.parametrize("variant,gan_loss,d_out_kind", ROWS,
+                         ids=[f"{v}-{g}-{k}" for v, g, k in ROWS])
 def test_step_matches_pytorch(variant, gan_loss, d_out_kind):
   config = test_config.get_config(variant)
   config.train.gan_loss = gan_loss
