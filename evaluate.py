@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, evaluator, models, reports
+from gio_ada_jax import distributed, evaluator, models, reports, variants
 from gio_ada_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
@@ -69,7 +69,7 @@ def _evaluate() -> int:
   if _IMAGES_DIR.value:
     if not distributed.is_main_process():
       return 0  # a folder of images is small work: process 0 alone predicts and writes it
-    built = models.build_models(config.model)
+    built = models.build_models(config.model, variants.from_config(config))
     weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
                                        _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
                else evaluator.latest_weights(built, config, workdir, step=_STEP.value))

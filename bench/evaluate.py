@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import evaluation, models
+from gio_ada_jax import evaluation, models, variants
 from gio_ada_jax.distributed import put_sharded, replicate
 
 # The paper's evaluation settings: (input size, label size, classes).
@@ -73,7 +73,7 @@ def main(argv):
   model_config = _CONFIG.value.model
   input_size, label_size, num_classes = BENCHMARKS[_BENCHMARK.value]
   model_config.num_classes, model_config.dtype = num_classes, _DTYPE.value
-  task_net = models.build_models(model_config).task_net
+  task_net = models.build_models(model_config, variants.from_config(_CONFIG.value)).task_net
   devices = jax.local_devices()  # one process
   params = jax.jit(task_net.init)(jax.random.key(0), jnp.zeros((1,) + input_size + (3,)))
   params = params["params"]

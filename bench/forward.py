@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import models
+from gio_ada_jax import models, variants
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Model config.")
 _HEIGHT = flags.DEFINE_integer("height", 512, "Input height.")
@@ -51,7 +51,7 @@ def main(argv):
   del argv
   model_config = _CONFIG.value.model
   model_config.dtype = _DTYPE.value
-  built = models.build_models(model_config)
+  built = models.build_models(model_config, variants.from_config(_CONFIG.value))
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"{_BATCH.value}x{_HEIGHT.value}x{_WIDTH.value}, {_DTYPE.value}, "

@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import models, parity, train_step
+from gio_ada_jax import models, parity, train_step, variants
 from gio_ada_jax import state as state_lib
 from gio_ada_jax.distributed import put_sharded, replicate
 
@@ -75,13 +75,14 @@ class JaxStep:
   """The trainer's pmapped step on the first local device, its state and one fixed batch."""
 
   def __init__(self, config, batch: dict[str, np.ndarray]):
-    built = models.build_models(config.model)
-    state = state_lib.create_state(built, config, jax.random.key(0), _HEIGHT.value,
+    variant = variants.from_config(config)
+    built = models.build_models(config.model, variant)
+    state = state_lib.create_state(built, variant, config, jax.random.key(0), _HEIGHT.value,
                                    _WIDTH.value)
     self.initial_params = jax.tree.map(np.asarray, state.params)
     devices = jax.local_devices()[:1]
     p_step = train_step.make_p_train_step(built, state_lib.make_optimizers(config.train),
-                                          config.train, devices)
+                                          config.train, variant, devices)
     self._state = replicate(state, devices)
     self._batch = put_sharded({k: v[None] for k, v in batch.items()}, devices)
     lowered = p_step.lower(self._state, self._batch)
@@ -173,14 +174,13 @@ def format_rows(rows: list[dict], flops: float) -> str:
 def main(argv):
   del argv
   config = step_config(_CONFIG.value, _DTYPE.value)
-  state_lib.check_variant(config)
+  variant = variants.from_config(config)
   batch = parity.step_batch(config.model.num_classes, _HEIGHT.value, _WIDTH.value,
                             batch_size=_BATCH.value)
   device = jax.local_devices()[0]
   print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"{_BATCH.value}+{_BATCH.value} images of {_HEIGHT.value}x{_WIDTH.value}, "
-        f"{_DTYPE.value}, width x{config.model.width}, variant "
-        f"{config.train.input_level},{config.train.output_level}, "
+        f"{_DTYPE.value}, width x{config.model.width}, variant {variant}, "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   steps, names = [], []
   jax_step = JaxStep(config, batch)

@@ -2,13 +2,23 @@
 
 import ml_collections
 
-from configs import procedural
+from configs import procedural, variants
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """The paper's settings (section 3.5) on Virtual KITTI -> KITTI."""
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The paper's settings (section 3.5) on Virtual KITTI -> KITTI; `variant` "INPUT,OUTPUT"
+  (`--config configs/default.py:gd,joint`) replaces config.variant."""
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameter initialisation, data order and augmentation.
+  # The ablation, "INPUT,OUTPUT" (gio_ada_jax/variants.py; `--config FILE.py:INPUT,OUTPUT`).
+  # INPUT, paper Table 2: "na" (no transform net: the task net trains on raw source images),
+  # "gd" (transform net on the image only, guided by the task loss), "+d" (image + depth),
+  # "+s" (image + one-hot labels), "+sd" (both), "cg" (a CycleGAN, config.cyclegan, is trained
+  # first and translates the source set; the task net then trains on the translations as in
+  # "na"). OUTPUT, paper Table 3: "na" (no output discriminator), "ss" (softmax of the
+  # segmentation), "depth" (predicted depth), "sep" (one discriminator each), "joint" (one
+  # discriminator on softmax ⊕ depth, C + 1 channels). "+sd,joint" is the paper's final model.
+  config.variant = "+sd,joint"
 
   data = config.data = ml_collections.ConfigDict()
   data.data_dir = "~/tensorflow_datasets"  # Where prepare writes and the pipeline reads.
@@ -43,16 +53,6 @@ def get_config() -> ml_collections.ConfigDict:
   data.procedural = procedural.procedural_config()
 
   train = config.train = ml_collections.ConfigDict()
-  # Input-level variant (paper Table 2): "na" (no transform net: the task net trains on raw
-  # source images), "gd" (transform net on the image, guided by the task loss), "+d" (+ depth),
-  # "+s" (+ one-hot labels), "+sd" (both; the paper's final model), "cg" (a CycleGAN,
-  # config.cyclegan, is trained first and translates the source set; the task net then trains
-  # on the translations as in "na"). Must agree with model.generator.use_labels / use_depth.
-  train.input_level = "+sd"
-  # Output-level variant (paper Table 3): "na" (no output discriminator), "ss" (softmax of the
-  # segmentation), "depth" (predicted depth), "sep" (one discriminator each), "joint" (one
-  # discriminator on softmax ⊕ depth, C + 1 channels; the paper's final model).
-  train.output_level = "joint"
   train.lambda_depth = 0.1  # Weight of the L1 depth loss (paper 3.5).
   train.lambda_input = 0.1  # Weight of the input-level adversarial loss (paper 3.5).
   train.lambda_output = 0.001  # Weight of the output-level adversarial loss (paper 3.5).
@@ -122,8 +122,6 @@ def get_config() -> ml_collections.ConfigDict:
   generator = model.generator = ml_collections.ConfigDict()
   generator.ngf = 64  # CycleGAN's generator width.
   generator.num_blocks = 9  # Residual blocks (CycleGAN resnet_9blocks; 6 also exists upstream).
-  generator.use_labels = True  # Feed one-hot source labels to G_img ('+s').
-  generator.use_depth = True  # Feed normalised source depth to G_img ('+d').
   # Not the paper's: True makes G_img output clip(x + tanh(head)) with the head zero-initialised
   # (identity at step 0), for short CPU runs (configs/demo.py). PyTorch checkpoints and
   # parity assume False.
@@ -157,4 +155,4 @@ def get_config() -> ml_collections.ConfigDict:
   d_out.kind = "patch"  # "patch" (paper: "also formulated as a PatchGAN") or "fc" (AdaptSegNet).
   d_out.ndf = 64  # Discriminator width.
   d_out.n_layers = 3  # PatchGAN depth (ignored by "fc").
-  return config
+  return variants.apply_variant(config, variant)

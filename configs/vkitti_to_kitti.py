@@ -1,7 +1,8 @@
 """Virtual KITTI -> KITTI (paper Tables 1-3): `--config configs/vkitti_to_kitti.py:+sd,joint`.
 
-The variant after the colon is "INPUT,OUTPUT" (configs/variants.py); the default is the
-paper's final model. Data: `prepare --dataset vkitti` and `--dataset kitti_semantics`.
+The variant after the colon is "INPUT,OUTPUT", which sets config.variant (see
+gio_ada_jax/variants.py); the default is the paper's final model. Data: `prepare --dataset
+vkitti` and `--dataset kitti_semantics`.
 """
 
 from configs import default, variants

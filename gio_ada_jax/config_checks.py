@@ -4,7 +4,8 @@ in range, and the files it names. Each error names the field, what is wrong and 
 import os
 
 # Fields that configs no longer have -> what replaced them. A config file written for an older
-# version may still set them (ConfigDict accepts new fields), and nothing would read them.
+# version may still set them (ConfigDict accepts new fields), and nothing would read them. The
+# variant's old fields are checked with the variant (variants.check_no_stale_fields).
 REMOVED_FIELDS = {
     "data.per_device_batch": "data.global_batch (images of each domain per step over all "
                              "devices, split evenly; the paper's is 1)",
@@ -23,7 +24,8 @@ class ConfigError(ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
 
-def _has_field(config, dotted: str) -> bool:
+def has_field(config, dotted: str) -> bool:
+  """Whether `config` holds the field `dotted` ("a.b.c")."""
   node = config
   for key in dotted.split("."):
     if not hasattr(node, "keys") or key not in node:
@@ -35,7 +37,7 @@ def _has_field(config, dotted: str) -> bool:
 def check_removed_fields(config) -> None:
   """Raise naming every removed field the config still sets, with its replacement."""
   stale = [f"{field} was replaced by {new}" for field, new in REMOVED_FIELDS.items()
-           if _has_field(config, field)]
+           if has_field(config, field)]
   if stale:
     raise ConfigError("the config sets fields this version no longer reads: "
                       + "; ".join(stale) + ". Set the replacements instead.")

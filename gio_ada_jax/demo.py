@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer,
+from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
                          workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
@@ -57,8 +57,7 @@ FIGURE_IMAGES = 4  # rows of each figure
 def run_config(base_config, row: Row, seed: int, data_dir: str):
   """The config of one run: the base config with the row's variant, seed and data."""
   config = base_config.copy_and_resolve_references()
-  from configs import variants  # pylint: disable=g-import-not-at-top
-  config = variants.apply_variant(config, row.variant)
+  config.variant = str(variants.parse(row.variant))
   config.seed = seed
   config.data.data_dir = data_dir
   if row.trains_on_target_labels:
@@ -89,7 +88,7 @@ def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
 
 
 def _task_net_predictions(config, workdir: str, images: np.ndarray) -> np.ndarray:
-  built = models.build_models(config.model)
+  built = models.build_models(config.model, variants.from_config(config))
   weights = evaluator.export_weights(built, config, workdir)
   logits, _ = jax.jit(built.task_net.apply)({"params": weights.params}, images)
   return np.asarray(np.argmax(logits, axis=-1))
@@ -127,13 +126,14 @@ def _gio_ada_translations(base_config, data_dir: str, workdir: str,
                           src: list[dict]) -> np.ndarray:
   """The GIO-Ada run's G_img applied to the source examples (with their labels and depth)."""
   config = run_config(base_config, ROWS[3], 0, data_dir)
-  built = models.build_models(config.model)
+  variant = variants.from_config(config)
+  built = models.build_models(config.model, variant)
   params = evaluator.checkpoint_params(built, config, workdir)
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
            "source_depth": np.stack([e["depth"] for e in src])}
   return np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
-      built, params, batch, config.train.input_level))
+      built, params, batch, variant))
 
 
 def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:

@@ -22,7 +22,7 @@ from flax import serialization
 from PIL import Image
 
 from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports,
-                         state as state_lib, workdir as workdir_lib)
+                         state as state_lib, variants, workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
@@ -44,12 +44,13 @@ class TaskNetWeights:
 
 def variant_name(config) -> str:
   """The config's variant, as in `--config file.py:INPUT,OUTPUT`."""
-  return f"{config.train.input_level},{config.train.output_level}"
+  return str(variants.from_config(config))
 
 
 def _abstract_state(built: models.GioAdaModels, config):
   return checkpoint.abstract_state(lambda: state_lib.create_state(
-      built, config, jax.random.key(config.seed), config.data.height, config.data.width))
+      built, variants.from_config(config), config, jax.random.key(config.seed),
+      config.data.height, config.data.width))
 
 
 def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
@@ -126,6 +127,22 @@ def _model_config_differences(stored: dict, current: dict, prefix: str = "model"
   return differences
 
 
+def _without_stale_variant_fields(stored: dict) -> dict:
+  """An exported model config without the fields that held the variant before config.variant
+  (variants.STALE_FIELDS; older exports have model.generator.use_labels / use_depth). G_task,
+  the only network exported, does not depend on them."""
+  for field in variants.STALE_FIELDS:
+    *parents, name = field.split(".")
+    if parents[0] != "model":
+      continue
+    node = stored
+    for parent in parents[1:]:
+      node = node.get(parent) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(name, None)
+  return stored
+
+
 def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetWeights:
   """G_task from the workdir's export (written when training completes); its stored model
   config must equal `config.model`."""
@@ -137,7 +154,7 @@ def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetW
   config_path = os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG)
   if os.path.exists(config_path):
     with open(config_path) as f:
-      stored = json.load(f)
+      stored = _without_stale_variant_fields(json.load(f))
     differences = _model_config_differences(stored, json.loads(config.model.to_json_best_effort()))
     if differences:
       raise ValueError(f"{path} was trained with another model config: "
@@ -198,7 +215,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
 
   Every process runs this (each evaluates its share of the split); process 0 writes.
   """
-  built = models.build_models(config.model)
+  built = models.build_models(config.model, variants.from_config(config))
   label_space = label_space_for(config.model.num_classes)
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
   resolution = "label" if split.label_size else "input"
@@ -291,7 +308,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
                  if p.suffix.lower() in IMAGE_SUFFIXES)
   if not paths:
     raise FileNotFoundError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
-  built = models.build_models(config.model)
+  built = models.build_models(config.model, variants.from_config(config))
   label_space = label_space_for(config.model.num_classes)
   height, width = config.data.height, config.data.width
   # The heads' stride-8 outputs, upsampled once to each image's own size (as in evaluation).

@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import convert, models
+from gio_ada_jax import convert, models, variants
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.models.task_net import input_normalisation_affine
 
@@ -46,11 +46,12 @@ def default_input_channels(network: str, model_config) -> int:
   return 3
 
 
-def flax_network(network: str, model_config):
-  """The Flax module that a `network` checkpoint converts into, in float32."""
+def flax_network(network: str, model_config, variant: variants.Variant = variants.FINAL):
+  """The Flax module that a `network` checkpoint converts into, in float32 (G_img with the
+  inputs of `variant`)."""
   model_config = model_config.copy_and_resolve_references()
   model_config.dtype = model_config.param_dtype = "float32"  # Parity is defined in float32.
-  built = models.build_models(model_config)
+  built = models.build_models(model_config, variant)
   if network == "generator":
     return built.generator
   if network in ("task_net", "deeplab_vgg"):
@@ -62,14 +63,16 @@ def flax_network(network: str, model_config):
   raise ValueError(f"unknown network {network!r}; choose one of {NETWORKS}")
 
 
-def torch_network(network: str, model_config, input_channels: int):
-  """The PyTorch reference module with the upstream state_dict layout of `network`."""
+def torch_network(network: str, model_config, input_channels: int,
+                  variant: variants.Variant = variants.FINAL):
+  """The PyTorch reference module with the upstream state_dict layout of `network` (G_img
+  with the inputs of `variant`)."""
   from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
   width, num_classes = model_config.width, model_config.num_classes
   if network == "generator":
     gen = model_config.generator
-    return torch_ref.GioAdaGenerator(num_classes, gen.use_labels, gen.use_depth, gen.ngf,
-                                     gen.num_blocks, width)
+    return torch_ref.GioAdaGenerator(num_classes, variant.uses_labels, variant.uses_depth,
+                                     gen.ngf, gen.num_blocks, width)
   if network == "task_net":
     task = model_config.task_net
     return torch_ref.GioAdaTaskNet(num_classes, width, task.input_norm,
@@ -97,18 +100,19 @@ def load_image(path: str, height: int, width: int) -> np.ndarray:
 
 
 def network_inputs(network: str, model_config, input_channels: int, height: int, width: int,
-                   seed: int = 0, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """NHWC inputs for `network`: an image in [-1, 1], plus labels and depth for G_img."""
+                   seed: int = 0, image: np.ndarray | None = None,
+                   variant: variants.Variant = variants.FINAL) -> dict[str, np.ndarray]:
+  """NHWC inputs for `network`: an image in [-1, 1], plus the labels and depth that G_img
+  takes in `variant`."""
   rng = np.random.default_rng(seed)
   if network == "generator":
-    gen = model_config.generator
     inputs = {"images": image if image is not None else
               rng.uniform(-1, 1, (1, height, width, 3)).astype(np.float32)}
-    if gen.use_labels:
+    if variant.uses_labels:
       labels = rng.integers(0, model_config.num_classes, (1, height, width))
       labels[rng.random((1, height, width)) < 0.1] = IGNORE_LABEL  # some ignore pixels
       inputs["labels"] = labels.astype(np.int32)
-    if gen.use_depth:
+    if variant.uses_depth:
       inputs["depth"] = rng.uniform(0, 1, (1, height, width, 1)).astype(np.float32)
     return inputs
   if network in ("task_net", "deeplab_vgg"):
@@ -200,10 +204,12 @@ def compare(network: str, flax_outputs, torch_outputs) -> list[OutputError]:
 def check_network(network: str, model_config, height: int, width: int,
                   checkpoint: str | None = None, checkpoint_key: str | None = None,
                   image: np.ndarray | None = None, seed: int = 0,
-                  input_channels: int | None = None) -> list[OutputError]:
+                  input_channels: int | None = None,
+                  variant: variants.Variant = variants.FINAL) -> list[OutputError]:
   """Run `network` in both frameworks from the same PyTorch weights and compare outputs.
 
-  The weights are the checkpoint's, or the reference module's own random initialisation.
+  The weights are the checkpoint's, or the reference module's own random initialisation; G_img
+  takes the inputs of `variant`.
   """
   import torch  # pylint: disable=g-import-not-at-top
   state_dict = None
@@ -214,11 +220,12 @@ def check_network(network: str, model_config, height: int, width: int,
   input_channels = input_channels or default_input_channels(network, model_config)
 
   torch.manual_seed(seed)
-  reference = torch_network(network, model_config, input_channels)
+  reference = torch_network(network, model_config, input_channels, variant)
   if state_dict is None:
     state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
-  module = flax_network(network, model_config)
-  inputs = network_inputs(network, model_config, input_channels, height, width, seed, image)
+  module = flax_network(network, model_config, variant)
+  inputs = network_inputs(network, model_config, input_channels, height, width, seed, image,
+                          variant)
   # Strict conversion against the Flax param shapes; the template's zeros stay only where the
   # format has nothing (DeeplabVGG has no depth head, which parity then does not compare).
   template = param_template(module, inputs)
@@ -274,10 +281,11 @@ def _d_out_network(model_config, channels: int):
 
 
 def torch_networks(config, params):
-  """PyTorch twins of every network in `params`, loaded with the same weights."""
+  """PyTorch twins of every network in `params` (config.variant's), loaded with the same
+  weights."""
   import torch  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   model_config = config.model
+  variant = variants.from_config(config)
 
   def load(module, layout, flax_params):
     module.load_state_dict({k: torch.from_numpy(v) for k, v in
@@ -288,17 +296,16 @@ def torch_networks(config, params):
   networks["task_net"] = load(torch_network("task_net", model_config, 3), "task_net",
                               params["task_net"])
   if params["generator"]:
-    networks["generator"] = load(torch_network("generator", model_config, 3), "generator",
-                                 params["generator"])
+    networks["generator"] = load(torch_network("generator", model_config, 3, variant),
+                                 "generator", params["generator"])
     networks["d_img"] = load(torch_network("patch_discriminator", model_config, 3),
                              "patch_discriminator", params["d_img"])
-  channels = state_lib.d_out_channels(config.train.output_level, model_config.num_classes)
   d_outs = {}
-  for name, c in channels.items():
+  for name, c in variant.d_out_channels(model_config.num_classes).items():
     layout, module = _d_out_network(model_config, c)
     d_outs[name] = load(module, layout, params["d_out"][name])
-  if d_outs:
-    networks["d_out"] = d_outs if config.train.output_level == "sep" else d_outs["main"]
+  if d_outs:  # the reference takes one module, or a dict of them for "sep"
+    networks["d_out"] = d_outs["main"] if list(d_outs) == ["main"] else d_outs
   return networks
 
 
@@ -326,19 +333,19 @@ def _numpy_state(module) -> dict[str, np.ndarray]:
 
 
 def torch_reference_step(config, networks):
-  """torch_ref.GioAdaTorchStep over `networks` (torch_networks' dict) with config.train's
-  variant, λs, learning rate and per-network Adam settings."""
-  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  """torch_ref.GioAdaTorchStep over `networks` (torch_networks' dict) with config.variant and
+  config.train's λs, learning rate and per-network Adam settings."""
   from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
   train = config.train
   optimisers = torch_ref.make_optimisers(
       networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
       lr=train.learning_rate, eps=train.adam_eps,
-      betas={name: tuple(getattr(train, f"{name}_betas")) for name in state_lib.NETWORKS})
+      betas={name: tuple(getattr(train, f"{name}_betas")) for name in variants.NETWORKS})
   return torch_ref.GioAdaTorchStep(
-      torch_ref.StepConfig(train.input_level, train.output_level, train.lambda_depth,
-                           train.lambda_input, train.lambda_output, train.gan_loss,
-                           config.model.num_classes),
+      torch_ref.StepConfig(variant=variants.from_config(config),
+                           lambda_depth=train.lambda_depth, lambda_input=train.lambda_input,
+                           lambda_output=train.lambda_output, gan_loss=train.gan_loss,
+                           num_classes=config.model.num_classes),
       networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
       optimisers)
 
@@ -373,14 +380,15 @@ def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
   from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.model.dtype = config.model.param_dtype = "float32"
-  built = models.build_models(config.model)
-  state = state_lib.create_state(built, config, jax.random.key(seed), height, width)
+  variant = variants.from_config(config)
+  built = models.build_models(config.model, variant)
+  state = state_lib.create_state(built, variant, config, jax.random.key(seed), height, width)
   params = jax.tree.map(np.asarray, state.params)
   batch = step_batch(config.model.num_classes, height, width, seed)
 
   step = functools.partial(train_step.train_step, models=built,
                            optimizers=state_lib.make_optimizers(config.train),
-                           train_config=config.train, axis_name=None)
+                           train_config=config.train, variant=variant, axis_name=None)
   with jax.default_matmul_precision("highest"):
     new_state, metrics = jax.jit(step)(state, batch)
 
@@ -507,7 +515,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Seed for random weights and inputs.")
   flags.DEFINE_bool("step", False, "Compare one whole training step (losses and the updated "
                     "parameters of all four networks) instead of forward passes; uses "
-                    "config.train's variant and --height/--width.")
+                    "config.variant and --height/--width.")
   flags.DEFINE_bool("cyclegan_step", False, "Compare one whole CycleGAN step ('cg': losses, "
                     "the four updated networks, the pools) with config.cyclegan's settings.")
   flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Precision of both frameworks "
@@ -535,8 +543,9 @@ def _main_step() -> int:
     print(f"one CycleGAN step, {FLAGS.height}x{FLAGS.width}, {FLAGS.dtype}")
   else:
     errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
-    print(f"one GIO-Ada step, input level {FLAGS.config.train.input_level!r}, output level "
-          f"{FLAGS.config.train.output_level!r}, {FLAGS.height}x{FLAGS.width}")
+    variant = variants.from_config(FLAGS.config)
+    print(f"one GIO-Ada step, input level {variant.input_level!r}, output level "
+          f"{variant.output_level!r}, {FLAGS.height}x{FLAGS.width}")
   print(format_step_errors(errors, FLAGS.tolerance, FLAGS.step_param_tolerance))
   ok = (max(errors.loss_relative.values()) <= FLAGS.tolerance
         and max(errors.param_max_abs.values()) <= FLAGS.step_param_tolerance)
@@ -550,6 +559,7 @@ def main(argv):
   if FLAGS.step or FLAGS.cyclegan_step:
     return _main_step()
   model_config = FLAGS.config.model
+  variant = variants.from_config(FLAGS.config)  # G_img's inputs
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)
   if FLAGS.checkpoint and len(networks) > 1:
     raise app.UsageError("--checkpoint needs one --network, not 'all'.")
@@ -558,7 +568,8 @@ def main(argv):
   for network in networks:
     try:
       errors += check_network(network, model_config, FLAGS.height, FLAGS.width,
-                              FLAGS.checkpoint, FLAGS.checkpoint_key, image, FLAGS.seed)
+                              FLAGS.checkpoint, FLAGS.checkpoint_key, image, FLAGS.seed,
+                              variant=variant)
     except (convert.ConversionError, FileNotFoundError) as e:
       print(f"parity: {e}", file=sys.stderr)
       return 2

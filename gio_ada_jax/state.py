@@ -8,11 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax.models import GioAdaModels
-
-NETWORKS = ("generator", "task_net", "d_img", "d_out")
-INPUT_LEVELS = ("na", "cg", "gd", "+d", "+s", "+sd")
-OUTPUT_LEVELS = ("na", "ss", "depth", "sep", "joint")
+from gio_ada_jax.models import GioAdaModels, check_generator_inputs
+from gio_ada_jax.variants import NETWORKS, Variant
 
 
 @flax.struct.dataclass
@@ -23,37 +20,6 @@ class GioAdaState:
   params: dict[str, Any]
   opt_states: dict[str, Any]
   rng: jax.Array
-
-
-def generator_conditioning(input_level: str) -> tuple[bool, bool] | None:
-  """(use_labels, use_depth) of G_img for an input-level variant; None: no G_img ("na", and
-  "cg", whose translation happens before training, see cyclegan.py)."""
-  if input_level not in INPUT_LEVELS:
-    raise ValueError(f"train.input_level={input_level!r} is not known; choose one of "
-                     f"{INPUT_LEVELS}.")
-  if input_level in ("na", "cg"):
-    return None
-  return "s" in input_level, "d" in input_level
-
-
-def check_variant(config) -> None:
-  """The variant fields agree with each other, or an error names them."""
-  conditioning = generator_conditioning(config.train.input_level)
-  if config.train.output_level not in OUTPUT_LEVELS:
-    raise ValueError(f"train.output_level={config.train.output_level!r} is not known; choose "
-                     f"one of {OUTPUT_LEVELS}.")
-  gen = config.model.generator
-  if conditioning is not None and conditioning != (gen.use_labels, gen.use_depth):
-    raise ValueError(
-        f"train.input_level={config.train.input_level!r} needs model.generator.use_labels="
-        f"{conditioning[0]} and use_depth={conditioning[1]}, but the config has "
-        f"{gen.use_labels} and {gen.use_depth}; set them together (configs/*.py variants do).")
-
-
-def d_out_channels(output_level: str, num_classes: int) -> dict[str, int]:
-  """Input channels of each output discriminator: 'sep' has two (segmentation and depth)."""
-  return {"ss": {"main": num_classes}, "depth": {"main": 1}, "joint": {"main": num_classes + 1},
-          "sep": {"seg": num_classes, "depth": 1}, "na": {}}[output_level]
 
 
 def _learning_rate(train_config):
@@ -83,20 +49,20 @@ def make_optimizers(train_config) -> dict[str, optax.GradientTransformation]:
           for name in NETWORKS}
 
 
-def init_params(models: GioAdaModels, config, rng: jax.Array, height: int,
-                width: int) -> dict[str, Any]:
-  """Fresh parameters of every network the variant uses (absent ones are {})."""
-  num_classes = config.model.num_classes
+def init_params(models: GioAdaModels, variant: Variant, num_classes: int, rng: jax.Array,
+                height: int, width: int) -> dict[str, Any]:
+  """Fresh parameters of every network `variant` uses (absent ones are {})."""
   keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
   image = jnp.zeros((1, height, width, 3), jnp.float32)
   params = {name: {} for name in NETWORKS}
-  if generator_conditioning(config.train.input_level) is not None:
+  if variant.has_generator:
+    check_generator_inputs(models.generator, variant)
     params["generator"] = models.generator.init(
         keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
         jnp.zeros((1, height, width, 1), jnp.float32))["params"]
     params["d_img"] = models.d_img.init(keys["d_img"], image)["params"]
   params["task_net"] = models.task_net.init(keys["task_net"], image)["params"]
-  channels = d_out_channels(config.train.output_level, num_classes)
+  channels = variant.d_out_channels(num_classes)
   d_out_keys = jax.random.split(keys["d_out"], max(len(channels), 1))
   params["d_out"] = {
       name: models.d_out.init(key, jnp.zeros((1, height, width, c)))["params"]
@@ -104,13 +70,13 @@ def init_params(models: GioAdaModels, config, rng: jax.Array, height: int,
   return params
 
 
-def create_state(models: GioAdaModels, config, rng: jax.Array, height: int,
+def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array, height: int,
                  width: int) -> GioAdaState:
-  """The initial state: parameters, optimiser states, step 0 and the RNG."""
-  check_variant(config)
+  """The initial state of `variant` (models built for it, config.model and config.train):
+  parameters, optimiser states, step 0 and the RNG."""
   init_rng, state_rng = jax.random.split(rng)
-  params = jax.jit(functools.partial(init_params, models, config, height=height,
-                                     width=width))(init_rng)
+  params = jax.jit(functools.partial(init_params, models, variant, config.model.num_classes,
+                                     height=height, width=width))(init_rng)
   return state_from_params(params, make_optimizers(config.train), state_rng)
 
 

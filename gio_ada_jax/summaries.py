@@ -16,6 +16,7 @@ from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.models import GioAdaModels
 from gio_ada_jax.pictures import colourise, depth_colours, display_scale, image_to_uint8
 from gio_ada_jax.train_step import translate
+from gio_ada_jax.variants import Variant
 
 
 def open_writer(logdir: str):
@@ -29,19 +30,19 @@ def open_writer(logdir: str):
   return tensorboard.SummaryWriter(logdir)
 
 
-@functools.partial(jax.jit, static_argnames=("models", "input_level"))
-def _predict(params, batch, models: GioAdaModels, input_level: str):
-  translated = translate(models, params, batch, input_level)
+@functools.partial(jax.jit, static_argnames=("models", "variant"))
+def _predict(params, batch, models: GioAdaModels, variant: Variant):
+  translated = translate(models, params, batch, variant)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   return {"translated": translated, "seg_s": jnp.argmax(seg_s, -1), "depth_s": depth_s,
           "seg_t": jnp.argmax(seg_t, -1), "depth_t": depth_t}
 
 
-def pictures(params, batch, models: GioAdaModels, input_level: str,
+def pictures(params, batch, models: GioAdaModels, variant: Variant,
              num_classes: int) -> dict[str, np.ndarray]:
   """uint8 [N, H, W, 3] pictures of one (single-device) batch."""
-  out = jax.device_get(_predict(params, batch, models, input_level))
+  out = jax.device_get(_predict(params, batch, models, variant))
   space = label_space_for(num_classes)
   return {"source": image_to_uint8(batch["source_image"]),
           "source_translated": image_to_uint8(out["translated"]),

@@ -16,53 +16,50 @@ import jax.numpy as jnp
 import optax
 
 from gio_ada_jax import losses
-from gio_ada_jax.models import GioAdaModels, instance_norm_bias_mask
-from gio_ada_jax.state import NETWORKS, GioAdaState, generator_conditioning
+from gio_ada_jax.models import GioAdaModels, check_generator_inputs, instance_norm_bias_mask
+from gio_ada_jax.state import GioAdaState
+from gio_ada_jax.variants import NETWORKS, Variant
 
 AXIS_NAME = "data"
 
 
-def output_features(output_level: str, seg_logits: jax.Array, depth: jax.Array
+def output_features(variant: Variant, seg_logits: jax.Array, depth: jax.Array
                     ) -> dict[str, jax.Array]:
-  """What each output discriminator sees: softmax, depth, or their concatenation (C + 1)."""
-  probabilities = jax.nn.softmax(seg_logits, axis=-1)
-  if output_level == "ss":
-    return {"main": probabilities}
-  if output_level == "depth":
-    return {"main": depth}
-  if output_level == "joint":
-    return {"main": jnp.concatenate([probabilities, depth], axis=-1)}
-  if output_level == "sep":
-    return {"seg": probabilities, "depth": depth}
-  return {}
+  """What each output discriminator sees (variants.OUTPUT_TABLE): the softmax, the depth, or
+  their concatenation (C + 1 channels)."""
+  parts = {"seg": jax.nn.softmax(seg_logits, axis=-1), "depth": depth}
+  return {name: parts[names[0]] if len(names) == 1
+          else jnp.concatenate([parts[n] for n in names], axis=-1)
+          for name, names in variant.d_out_inputs.items()}
 
 
-def translate(models, params, batch, input_level):
-  """x̂_s: the source images through G_img with the variant's inputs (raw images under "na")."""
-  conditioning = generator_conditioning(input_level)
-  if conditioning is None:
-    return batch["source_image"]  # "na": the task net trains on raw source images.
-  use_labels, use_depth = conditioning
+def translate(models, params, batch, variant: Variant):
+  """x̂_s: the source images through G_img with the variant's inputs (raw images when the
+  variant has no G_img: "na", and "cg" whose translation happened before training)."""
+  if not variant.has_generator:
+    return batch["source_image"]
+  check_generator_inputs(models.generator, variant)
   return models.generator.apply(
       {"params": params["generator"]}, batch["source_image"],
-      batch["source_label"] if use_labels else None,
-      batch["source_depth"] if use_depth else None)
+      batch["source_label"] if variant.uses_labels else None,
+      batch["source_depth"] if variant.uses_depth else None)
 
 
-def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_config):
+def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_config,
+                   variant: Variant):
   """L_G and what the discriminator phase needs (the forward pass's outputs)."""
   params = {**g_params, **d_params}
-  translated = translate(models, params, batch, train_config.input_level)
+  translated = translate(models, params, batch, variant)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"])
   loss_depth = losses.masked_l1(depth_s, batch["source_depth"], batch["source_depth_mask"])
   loss_input_adv = jnp.zeros((), jnp.float32)
-  if generator_conditioning(train_config.input_level) is not None:
+  if variant.has_generator:
     loss_input_adv = losses.gan_loss(
         models.d_img.apply({"params": params["d_img"]}, translated), True, train_config.gan_loss)
   loss_output_adv = jnp.zeros((), jnp.float32)
-  for name, features in output_features(train_config.output_level, seg_t, depth_t).items():
+  for name, features in output_features(variant, seg_t, depth_t).items():
     logits = models.d_out.apply({"params": params["d_out"][name]}, features)
     loss_output_adv += losses.gan_loss(logits, False, train_config.gan_loss)
   total = (loss_seg + train_config.lambda_depth * loss_depth
@@ -76,19 +73,19 @@ def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_con
   return total, (outputs, metrics)
 
 
-def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, train_config):
+def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, train_config,
+                       variant: Variant):
   """L_D_img + L_D_out on stopped-gradient outputs; each is 0.5 (real + fake)."""
   outputs = jax.lax.stop_gradient(outputs)
   gan = functools.partial(losses.gan_loss, kind=train_config.gan_loss)
   loss_d_img = jnp.zeros((), jnp.float32)
-  if generator_conditioning(train_config.input_level) is not None:
+  if variant.has_generator:
     d_img = functools.partial(models.d_img.apply, {"params": d_params["d_img"]})
     loss_d_img = 0.5 * (gan(d_img(batch["target_image"]), True)
                         + gan(d_img(outputs["translated"]), False))
   loss_d_out = jnp.zeros((), jnp.float32)
-  level = train_config.output_level
-  source = output_features(level, outputs["seg_s"], outputs["depth_s"])
-  target = output_features(level, outputs["seg_t"], outputs["depth_t"])
+  source = output_features(variant, outputs["seg_s"], outputs["depth_s"])
+  target = output_features(variant, outputs["seg_t"], outputs["depth_t"])
   for name in source:
     d_out = functools.partial(models.d_out.apply, {"params": d_params["d_out"][name]})
     loss_d_out += 0.5 * (gan(d_out(source[name]), False) + gan(d_out(target[name]), True))
@@ -103,8 +100,10 @@ def zero_instance_norm_biases(network: str, grads):
 
 def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAdaModels,
                optimizers: dict[str, optax.GradientTransformation], train_config,
-               axis_name: str | None = AXIS_NAME) -> tuple[GioAdaState, dict[str, jax.Array]]:
-  """One update of all four networks from one source + one target batch (per device).
+               variant: Variant, axis_name: str | None = AXIS_NAME
+               ) -> tuple[GioAdaState, dict[str, jax.Array]]:
+  """One update of all four networks from one source + one target batch (per device), as
+  `variant` (static: variants.Variant is hashable) trains them.
 
   Under pmap, gradients and metrics are averaged over `axis_name`; with axis_name=None the
   step runs on one device (parity checks).
@@ -112,9 +111,9 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
   g_params = {k: state.params[k] for k in ("generator", "task_net")}
   d_params = {k: state.params[k] for k in ("d_img", "d_out")}
   (_, (outputs, metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-      g_params, d_params, batch, models=models, train_config=train_config)
+      g_params, d_params, batch, models=models, train_config=train_config, variant=variant)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-      d_params, outputs, batch, models=models, train_config=train_config)
+      d_params, outputs, batch, models=models, train_config=train_config, variant=variant)
   grads = {name: zero_instance_norm_biases(name, g) for name, g in {**g_grads, **d_grads}.items()}
   metrics = {**metrics, **d_metrics}
   if axis_name is not None:
@@ -139,10 +138,11 @@ def pmap_step(step, devices=None):
                   devices=devices, donate_argnums=(0,))
 
 
-def make_p_train_step(models: GioAdaModels, optimizers, train_config, devices=None):
-  """The GIO-Ada train_step, pmapped (pmap_step)."""
+def make_p_train_step(models: GioAdaModels, optimizers, train_config, variant: Variant,
+                      devices=None):
+  """The GIO-Ada train_step of `variant`, pmapped (pmap_step)."""
   return pmap_step(functools.partial(train_step, models=models, optimizers=optimizers,
-                                     train_config=train_config), devices)
+                                     train_config=train_config, variant=variant), devices)
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from absl import logging
 from flax import serialization
 
 from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, models, pictures,
-                         state as state_lib, summaries, train_step)
+                         state as state_lib, summaries, train_step, variants)
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
@@ -205,29 +205,29 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
   """
   config_checks.check_config(config)  # before anything is read or compiled
   vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
-  state_lib.check_variant(config)
-  if config.train.input_level == "cg":
+  variant = variants.from_config(config)
+  if variant.trains_cyclegan:
     from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
     config = translate.with_cyclegan_source(config, workdir)
     if config is None:
       return None
   config = with_training_length(config)
-  built = models.build_models(config.model)
+  built = models.build_models(config.model, variant)
   train = config.train
   batches = pipeline.train_iterator(config)
-  state = state_lib.create_state(built, config, jax.random.key(config.seed), config.data.height,
-                                 config.data.width)
+  state = state_lib.create_state(built, variant, config, jax.random.key(config.seed),
+                                 config.data.height, config.data.width)
   optimizers = state_lib.make_optimizers(train)
   on_fresh_start = None
   if vgg16_path is not None:
     on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
         state, vgg16_path, optimizers)
   loop = Loop(
-      p_step=train_step.make_p_train_step(built, optimizers, train),
+      p_step=train_step.make_p_train_step(built, optimizers, train, variant),
       to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,
       learning_rate_at=lambda step: state_lib.learning_rate_at(train, step),
       pictures=lambda params, batch: summaries.pictures(
-          params, batch, built, train.input_level, config.model.num_classes),
+          params, batch, built, variant, config.model.num_classes),
       on_fresh_start=on_fresh_start)
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) == train.num_steps and jax.process_index() == 0:

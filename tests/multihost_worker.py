@@ -23,6 +23,7 @@ from gio_ada_jax import models as models_lib
 from gio_ada_jax import state as state_lib
 from gio_ada_jax import trainer
 from gio_ada_jax import train_step as step_lib
+from gio_ada_jax import variants
 from gio_ada_jax.data import pipeline
 
 GLOBAL_BATCH, HEIGHT, WIDTH, STEPS = 4, 32, 48, 3
@@ -114,11 +115,12 @@ def main():
   # ~lr * sign(g), so the summation order of the cross-process mean could flip it. A larger
   # eps keeps updates proportional to the gradients, which is what this test compares.
   config.train.adam_eps = 1e-3
-  models = models_lib.build_models(config.model)
-  state = state_lib.create_state(models, config, jax.random.key(0), HEIGHT, WIDTH)
+  variant = variants.from_config(config)
+  models = models_lib.build_models(config.model, variant)
+  state = state_lib.create_state(models, variant, config, jax.random.key(0), HEIGHT, WIDTH)
   initial = leaves(state.params)
   p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
-                                      config.train)
+                                      config.train, variant)
   replicated = trainer.replicate(state)
   for step in range(STEPS):
     batch = local_batch(global_batch(step), args.process_id, args.num_processes, args.devices)

@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import convert, evaluation, evaluator, models, reports  # noqa: E402
+from gio_ada_jax import convert, evaluation, evaluator, models, reports, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.data.labels import VKITTI_KITTI_10  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
@@ -118,8 +119,8 @@ def test_images_dir_predicts_unlabelled_images_at_their_own_size(trained_run,
     Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(folder / name)
   (folder / "notes.txt").write_text("not an image")
   config = tiny_training_config(procedural_data_dir, 6)
-  weights = next(evaluator.checkpoint_weights(models.build_models(config.model), config,
-                                              trained_run[1]))
+  built = models.build_models(config.model, variants.FINAL)
+  weights = next(evaluator.checkpoint_weights(built, config, trained_run[1]))
   assert weights.step == 6
   assert evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out")) == [
       "a", "b"]
@@ -133,7 +134,7 @@ def test_images_dir_predicts_unlabelled_images_at_their_own_size(trained_run,
 def test_missing_weights_and_unknown_steps_say_what_exists(trained_run, procedural_data_dir,
                                                           tmp_path):
   config = tiny_training_config(procedural_data_dir, 6)
-  built = models.build_models(config.model)
+  built = models.build_models(config.model, variants.FINAL)
   with pytest.raises(FileNotFoundError, match="train first"):
     next(evaluator.checkpoint_weights(built, config, str(tmp_path)))
   assert not (tmp_path / "checkpoints").exists()  # nothing created by looking
@@ -150,7 +151,26 @@ def test_an_export_from_another_model_config_is_refused_by_name(evaluated, proce
   config = tiny_training_config(procedural_data_dir, 6)
   config.model.width = 0.125
   with pytest.raises(ValueError, match=r"model\.width \(run: 0\.0625, config: 0\.125\)"):
-    evaluator.export_weights(models.build_models(config.model), config, str(tmp_path))
+    evaluator.export_weights(models.build_models(config.model, variants.FINAL), config,
+                             str(tmp_path))
+
+
+def test_an_export_from_before_config_variant_still_loads(evaluated, procedural_data_dir,
+                                                          tmp_path):
+  """Exports written before config.variant have model.generator.use_labels / use_depth in
+  their model_config.json; G_task does not depend on them."""
+  workdir, _ = evaluated
+  shutil.copytree(workdir / "export", tmp_path / "export")
+  path = tmp_path / "export" / "model_config.json"
+  stored = json.loads(path.read_text())
+  stored["generator"].update(use_labels=True, use_depth=True)
+  path.write_text(json.dumps(stored))
+  config = tiny_training_config(procedural_data_dir, 6)
+  built = models.build_models(config.model, variants.FINAL)
+  weights = evaluator.export_weights(built, config, str(tmp_path))
+  expected = evaluator.export_weights(built, config, str(workdir))
+  for a, b in zip(jax.tree.leaves(weights.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_reports_module_reads_what_evaluate_wrote(evaluated):

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gio_ada_jax import models
+from gio_ada_jax import models, variants
 from gio_ada_jax.models.task_net import ASPP
+
+FINAL = variants.FINAL  # G_img on image, labels and depth
 
 
 def _init_and_apply(module, *args):
@@ -22,24 +24,24 @@ def _param_count(variables):
 
 
 def test_build_models_from_config_gives_all_four_networks(tiny_model_config):
-  built = models.build_models(tiny_model_config)
+  built = models.build_models(tiny_model_config, FINAL)
   assert isinstance(built.generator, models.ImageTransformNet)
   assert isinstance(built.task_net, models.TaskNet)
   assert isinstance(built.d_img, models.PatchDiscriminator)
   assert isinstance(built.d_out, models.PatchDiscriminator)
   tiny_model_config.d_out.kind = "fc"
-  assert isinstance(models.build_models(tiny_model_config).d_out, models.FCDiscriminator)
+  assert isinstance(models.build_models(tiny_model_config, FINAL).d_out, models.FCDiscriminator)
 
 
 def test_unknown_d_out_kind_names_the_config_field(tiny_model_config):
   tiny_model_config.d_out.kind = "pixel"
   with pytest.raises(ValueError, match="model.d_out.kind"):
-    models.build_models(tiny_model_config)
+    models.build_models(tiny_model_config, FINAL)
 
 
 def test_gio_ada_forward_shapes_on_kitti_like_odd_size(tiny_model_config):
   """G_img keeps 93x311 (not a multiple of 4); G_task outputs at input size; D_out on C+1."""
-  built = models.build_models(tiny_model_config)
+  built = models.build_models(tiny_model_config, FINAL)
   num_classes, (h, w) = tiny_model_config.num_classes, (93, 311)
   images = jnp.zeros((2, h, w, 3))
   labels = jnp.full((2, h, w), 255, jnp.int32).at[:, 50:].set(3)
@@ -59,7 +61,7 @@ def test_gio_ada_forward_shapes_on_kitti_like_odd_size(tiny_model_config):
 def test_residual_generator_starts_as_the_identity_and_can_learn(tiny_model_config):
   """generator.residual_output: x̂ = x at initialisation; the head still gets gradients."""
   tiny_model_config.generator.residual_output = True
-  built = models.build_models(tiny_model_config)
+  built = models.build_models(tiny_model_config, FINAL)
   images = jax.random.uniform(jax.random.key(1), (2, 16, 24, 3), minval=-1.0, maxval=1.0)
   labels = jnp.zeros((2, 16, 24), jnp.int32)
   depth = jnp.full((2, 16, 24, 1), 0.5)
@@ -72,8 +74,8 @@ def test_residual_generator_starts_as_the_identity_and_can_learn(tiny_model_conf
   head_grads = jax.grad(darkness)(variables["params"])["head"]
   assert float(jnp.abs(head_grads["kernel"]).max()) > 0
   tiny_model_config.generator.residual_output = False
-  _, plain = _init_and_apply(models.build_models(tiny_model_config).generator, images, labels,
-                             depth)
+  _, plain = _init_and_apply(models.build_models(tiny_model_config, FINAL).generator, images,
+                             labels, depth)
   assert not np.allclose(np.asarray(plain), np.asarray(images), atol=0.1)
 
 
@@ -102,24 +104,20 @@ def test_generator_upsampling_setting_is_checked(tiny_model_config):
   assert models.subpixel_upsampling("subpixel") and not models.subpixel_upsampling("dilated")
   tiny_model_config.generator.upsampling = "bilinear"
   with pytest.raises(ValueError, match="model.generator.upsampling"):
-    models.build_models(tiny_model_config)
+    models.build_models(tiny_model_config, FINAL)
 
 
 def test_generator_requires_the_inputs_its_variant_uses(tiny_model_config):
-  built = models.build_models(tiny_model_config)
+  built = models.build_models(tiny_model_config, FINAL)
   with pytest.raises(ValueError, match="use_labels"):
     built.generator.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), None, jnp.zeros((1, 8, 8, 1)))
 
 
 def test_generator_conditioning_changes_the_input_channels(tiny_model_config):
-  tiny_model_config.generator.use_labels = False
-  tiny_model_config.generator.use_depth = False
-  plain = models.build_models(tiny_model_config).generator
+  plain = models.build_models(tiny_model_config, variants.parse("gd,joint")).generator
   variables = jax.eval_shape(plain.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   assert variables["params"]["stem"]["kernel"].shape[2] == 3
-  tiny_model_config.generator.use_labels = True
-  tiny_model_config.generator.use_depth = True
-  conditioned = models.build_models(tiny_model_config).generator
+  conditioned = models.build_models(tiny_model_config, FINAL).generator
   variables = jax.eval_shape(conditioned.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
                              jnp.zeros((1, 8, 8), jnp.int32), jnp.zeros((1, 8, 8, 1)))
   assert variables["params"]["stem"]["kernel"].shape[2] == 3 + tiny_model_config.num_classes + 1
@@ -129,7 +127,7 @@ def test_width_multiplier_shrinks_every_network(default_model_config, tiny_model
   for name in ("generator", "task_net", "d_img"):
     counts = []
     for config in (default_model_config, tiny_model_config):
-      module = getattr(models.build_models(config), name)
+      module = getattr(models.build_models(config, FINAL), name)
       args = [jnp.zeros((1, 32, 32, 3))]
       if name == "generator":
         args += [jnp.zeros((1, 32, 32), jnp.int32), jnp.zeros((1, 32, 32, 1))]
@@ -140,9 +138,7 @@ def test_width_multiplier_shrinks_every_network(default_model_config, tiny_model
 
 def test_full_size_parameter_counts_match_upstream(default_model_config):
   """CycleGAN resnet_9blocks: 11,378,179; NLayerDiscriminator: 2,764,737 (3-channel input)."""
-  default_model_config.generator.use_labels = False
-  default_model_config.generator.use_depth = False
-  built = models.build_models(default_model_config)
+  built = models.build_models(default_model_config, variants.parse("gd,joint"))  # image only
   image = jnp.zeros((1, 32, 32, 3))
   count = lambda m, *a: sum(  # noqa: E731
       np.prod(s.shape) for s in jax.tree.leaves(jax.eval_shape(m.init, jax.random.key(0), *a)))
@@ -156,9 +152,9 @@ def test_bf16_compute_stays_close_to_float32(tiny_model_config):
   images = jax.random.uniform(jax.random.key(1), (1, h, w, 3), minval=-1, maxval=1)
   labels = jax.random.randint(jax.random.key(2), (1, h, w), 0, tiny_model_config.num_classes)
   depth = jax.random.uniform(jax.random.key(3), (1, h, w, 1))
-  fp32 = models.build_models(tiny_model_config)
+  fp32 = models.build_models(tiny_model_config, FINAL)
   tiny_model_config.dtype = "bfloat16"
-  bf16 = models.build_models(tiny_model_config)
+  bf16 = models.build_models(tiny_model_config, FINAL)
   variables = jax.jit(fp32.generator.init)(jax.random.key(0), images, labels, depth)
   out32 = fp32.generator.apply(variables, images, labels, depth)
   out16 = bf16.generator.apply(variables, images, labels, depth)
@@ -175,7 +171,7 @@ def test_bf16_compute_stays_close_to_float32(tiny_model_config):
 
 def test_bf16_params(tiny_model_config):
   tiny_model_config.dtype = tiny_model_config.param_dtype = "bfloat16"
-  d_img = models.build_models(tiny_model_config).d_img
+  d_img = models.build_models(tiny_model_config, FINAL).d_img
   variables, logits = _init_and_apply(d_img, jnp.zeros((1, 32, 32, 3)))
   assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(variables))
   assert logits.dtype == jnp.float32

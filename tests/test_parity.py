@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gio_ada_jax import convert, parity  # noqa: E402  pylint: disable=g-import-not-at-top
+from gio_ada_jax import convert, parity, variants  # noqa: E402
 
 TOLERANCE = 1e-4
 ODD_SIZE = (97, 61)
@@ -24,13 +24,15 @@ def _assert_close(errors):
     assert e.max_abs <= TOLERANCE, f"{e.network}/{e.output}: max abs error {e.max_abs:.3e}"
 
 
-def _check_flax_weights_in_torch(network, model_config, height, width, seed=1):
+def _check_flax_weights_in_torch(network, model_config, height, width, seed=1,
+                                 variant=variants.FINAL):
   """Flax init -> PyTorch state_dict (strict load) -> both forward passes agree."""
   input_channels = parity.default_input_channels(network, model_config)
-  module = parity.flax_network(network, model_config)
-  inputs = parity.network_inputs(network, model_config, input_channels, height, width, seed)
+  module = parity.flax_network(network, model_config, variant)
+  inputs = parity.network_inputs(network, model_config, input_channels, height, width, seed,
+                                 variant=variant)
   params = parity.init_params(module, inputs, seed)
-  reference = parity.torch_network(network, model_config, input_channels)
+  reference = parity.torch_network(network, model_config, input_channels, variant)
   state_dict = convert.flax_to_torch(params, network)
   reference.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
   return parity.compare(network, parity.run_flax(network, module, params, inputs),
@@ -50,16 +52,15 @@ def test_flax_weights_match_in_reference(network, tiny_model_config):
   _assert_close(_check_flax_weights_in_torch(network, tiny_model_config, *ODD_SIZE))
 
 
-@pytest.mark.parametrize("use_labels,use_depth", [(False, False), (True, False), (False, True),
-                                                  (True, True)],
-                         ids=["none", "+s", "+d", "+sd"])
+@pytest.mark.parametrize("input_level", ["gd", "+s", "+d", "+sd"])  # gd: the image only
 @pytest.mark.parametrize("num_blocks", [6, 9])
-def test_generator_input_variants(use_labels, use_depth, num_blocks, tiny_model_config):
-  tiny_model_config.generator.use_labels = use_labels
-  tiny_model_config.generator.use_depth = use_depth
+def test_generator_input_variants(input_level, num_blocks, tiny_model_config):
+  variant = variants.Variant(input_level, "joint")
   tiny_model_config.generator.num_blocks = num_blocks
-  _assert_close(parity.check_network("generator", tiny_model_config, *KITTI_QUARTER))
-  _assert_close(_check_flax_weights_in_torch("generator", tiny_model_config, *ODD_SIZE))
+  _assert_close(parity.check_network("generator", tiny_model_config, *KITTI_QUARTER,
+                                     variant=variant))
+  _assert_close(_check_flax_weights_in_torch("generator", tiny_model_config, *ODD_SIZE,
+                                             variant=variant))
 
 
 @pytest.mark.parametrize("input_norm", ["torchvision", "caffe", "none"])

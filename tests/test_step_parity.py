@@ -10,24 +10,28 @@ import pytest
 pytest.importorskip("torch")
 
 from configs import test as test_config  # noqa: E402
-from gio_ada_jax import models, parity, state  # noqa: E402
+from gio_ada_jax import models, parity, state, variants  # noqa: E402
 
 HEIGHT, WIDTH = 32, 48
 
 
-@pytest.mark.parametrize("input_level,output_level,gan_loss,d_out_kind", [
-    ("+sd", "joint", "bce", "patch"),  # the paper's final model
-    ("+d", "sep", "lsgan", "patch"),
-    ("na", "ss", "bce", "fc"),  # AdaptSegNet-like: raw source images, FCDiscriminator
-], ids=["sd-joint", "d-sep-lsgan", "na-ss-fc"])
-def test_step_matches_pytorch(input_level, output_level, gan_loss, d_out_kind):
-  config = test_config.get_config()
-  config.train.input_level, config.train.output_level = input_level, output_level
+# Every row of the paper's Table 2 (input levels; "cg" steps as "na" on pre-translated images)
+# with no output adaptation and with the joint one, and of Table 3 (output levels) with no
+# input adaptation ("na,joint" is among the first).
+TABLE_2 = [f"{level},{output}" for level in ("na", "gd", "+d", "+s", "+sd")
+           for output in ("na", "joint")]
+TABLE_3 = [f"na,{level}" for level in ("ss", "depth", "sep")]
+ROWS = ([(variant, "bce", "patch") for variant in TABLE_2 + TABLE_3]
+        + [("+d,sep", "lsgan", "patch"),  # the least-squares GAN
+           ("na,ss", "bce", "fc")])  # AdaptSegNet-like: raw source images, FCDiscriminator
+
+
+@pytest.mark.parametrize("variant,gan_loss,d_out_kind", ROWS,
+                         ids=[f"{v}-{g}-{k}" for v, g, k in ROWS])
+def test_step_matches_pytorch(variant, gan_loss, d_out_kind):
+  config = test_config.get_config(variant)
   config.train.gan_loss = gan_loss
   config.model.d_out.kind = d_out_kind
-  conditioning = state.generator_conditioning(input_level)
-  if conditioning:
-    config.model.generator.use_labels, config.model.generator.use_depth = conditioning
   errors = parity.check_step(config, HEIGHT, WIDTH)
   for name, err in errors.loss_relative.items():
     assert err <= 1e-4, (name, err)
@@ -37,8 +41,9 @@ def test_step_matches_pytorch(input_level, output_level, gan_loss, d_out_kind):
 
 def test_instance_norm_bias_mask_marks_exactly_the_cancelled_biases():
   config = test_config.get_config()
-  built = models.build_models(config.model)
-  params = state.init_params(built, config, jax.random.key(0), HEIGHT, WIDTH)
+  built = models.build_models(config.model, variants.FINAL)
+  params = state.init_params(built, variants.FINAL, config.model.num_classes,
+                             jax.random.key(0), HEIGHT, WIDTH)
   generator = models.instance_norm_bias_mask("generator", params["generator"])
   assert generator["stem"]["bias"] and generator["up_1"]["bias"]
   assert not generator["head"]["bias"] and not generator["stem"]["kernel"]

@@ -24,6 +24,7 @@ from gio_ada_jax.torch_ref import (  # noqa: E402
     segmentation_loss,
 )
 from gio_ada_jax.torch_ref.step import frozen  # noqa: E402
+from gio_ada_jax.variants import Variant  # noqa: E402
 
 NUM_CLASSES = 10
 WIDTH = 1 / 16
@@ -64,10 +65,10 @@ def build(input_level: str = "+sd", output_level: str = "joint", seed: int = 0,
           **config_overrides) -> GioAdaTorchStep:
   """A seeded step with tiny networks for the given ablation."""
   torch.manual_seed(seed)
-  config = StepConfig(input_level=input_level, output_level=output_level,
-                      num_classes=NUM_CLASSES, **config_overrides)
+  config = StepConfig(variant=Variant(input_level, output_level), num_classes=NUM_CLASSES,
+                      **config_overrides)
   generator = d_img = d_out = None
-  if input_level != "na":
+  if config.has_generator:
     generator = GioAdaGenerator(NUM_CLASSES, use_labels=config.uses_labels,
                                 use_depth=config.uses_depth, n_blocks=2, width=WIDTH)
     d_img = discriminator(3)
@@ -299,15 +300,20 @@ def test_make_optimisers_betas_and_shared_sep_optimiser():
 
 
 def test_mismatched_networks_are_rejected():
-  with pytest.raises(ValueError, match="input_level"):
-    StepConfig(input_level="cyclegan")
+  with pytest.raises(ValueError, match="input level 'cyclegan'"):
+    StepConfig(variant=Variant("cyclegan", "joint"))
+  with pytest.raises(TypeError, match="Variant"):
+    StepConfig(variant="+sd,joint")
   step = build("+sd", "joint")
   with pytest.raises(ValueError, match="use_labels"):
-    GioAdaTorchStep(StepConfig(input_level="+d"), step.generator, step.task_net, step.d_img,
-                    step.d_out, step.optimisers)
-  with pytest.raises(ValueError, match="output_level"):
-    GioAdaTorchStep(StepConfig(output_level="na"), step.generator, step.task_net, step.d_img,
-                    step.d_out, step.optimisers)
+    GioAdaTorchStep(StepConfig(variant=Variant("+d", "joint")), step.generator, step.task_net,
+                    step.d_img, step.d_out, step.optimisers)
+  with pytest.raises(ValueError, match="use_labels"):  # gd: the image only
+    GioAdaTorchStep(StepConfig(variant=Variant("gd", "joint")), step.generator, step.task_net,
+                    step.d_img, step.d_out, step.optimisers)
+  with pytest.raises(ValueError, match="output level"):
+    GioAdaTorchStep(StepConfig(variant=Variant("+sd", "na")), step.generator, step.task_net,
+                    step.d_img, step.d_out, step.optimisers)
 
 
 def test_two_steps_are_deterministic():

@@ -11,17 +11,13 @@ from configs import test as test_config
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import state as state_lib
 from gio_ada_jax import train_step as step_lib
+from gio_ada_jax import variants
 
 HEIGHT, WIDTH = 32, 48  # the PatchGANs need >= 24 pixels per side
 
 
 def _config(input_level="+sd", output_level="joint"):
-  config = test_config.get_config()
-  config.train.input_level, config.train.output_level = input_level, output_level
-  conditioning = state_lib.generator_conditioning(input_level)
-  if conditioning is not None:
-    config.model.generator.use_labels, config.model.generator.use_depth = conditioning
-  return config
+  return test_config.get_config(f"{input_level},{output_level}")
 
 
 def _batch(seed=0, batch=1):
@@ -38,15 +34,17 @@ def _batch(seed=0, batch=1):
 
 
 def _setup(config):
-  models = models_lib.build_models(config.model)
-  state = state_lib.create_state(models, config, jax.random.key(0), HEIGHT, WIDTH)
+  variant = variants.from_config(config)
+  models = models_lib.build_models(config.model, variant)
+  state = state_lib.create_state(models, variant, config, jax.random.key(0), HEIGHT, WIDTH)
   return models, state
 
 
 def _step(config, models, optimizers=None):
   optimizers = optimizers or state_lib.make_optimizers(config.train)
   return jax.jit(functools.partial(step_lib.train_step, models=models, optimizers=optimizers,
-                                   train_config=config.train, axis_name=None))
+                                   train_config=config.train,
+                                   variant=variants.from_config(config), axis_name=None))
 
 
 def _changed(before, after) -> dict[str, bool]:
@@ -57,8 +55,8 @@ def _changed(before, after) -> dict[str, bool]:
 
 # "cg" steps exactly as "na" (its CycleGAN translation happens before training:
 # tests/test_cyclegan.py); the configs take it like every other level.
-VARIANTS = ([(level, "joint") for level in state_lib.INPUT_LEVELS if level != "cg"]
-            + [("+sd", level) for level in state_lib.OUTPUT_LEVELS if level != "joint"])
+VARIANTS = ([(level, "joint") for level in variants.INPUT_LEVELS if level != "cg"]
+            + [("+sd", level) for level in variants.OUTPUT_LEVELS if level != "joint"])
 
 
 @pytest.mark.parametrize("input_level,output_level", VARIANTS,
@@ -108,14 +106,22 @@ def test_generator_side_sees_discriminators_before_their_update():
   assert not _changed(state.params, after_frozen_d.params)["d_out"]
 
 
-def test_variant_fields_must_agree():
+def test_models_and_step_must_be_built_for_the_same_variant():
+  """G_img built for one variant and stepped or initialised as another is an error, not a
+  silent run with other inputs."""
   config = _config("+s")
-  config.model.generator.use_depth = True
-  with pytest.raises(ValueError, match="model.generator.use_labels"):
-    state_lib.check_variant(config)
-  config.train.input_level = "cyclegan"
-  with pytest.raises(ValueError, match="train.input_level"):
-    state_lib.check_variant(config)
+  models, state = _setup(config)
+  with pytest.raises(ValueError, match="use_labels, use_depth"):
+    jax.jit(functools.partial(step_lib.train_step, models=models,
+                              optimizers=state_lib.make_optimizers(config.train),
+                              train_config=config.train, variant=variants.parse("+sd,joint"),
+                              axis_name=None))(state, _batch())
+  with pytest.raises(ValueError, match="use_labels, use_depth"):
+    state_lib.init_params(models, variants.parse("gd,joint"), 10, jax.random.key(0), HEIGHT,
+                          WIDTH)
+  config.variant = "cyclegan,na"
+  with pytest.raises(ValueError, match="config.variant"):
+    variants.from_config(config)
 
 
 def test_pmap_over_devices_equals_one_device():
@@ -128,22 +134,23 @@ def test_pmap_over_devices_equals_one_device():
   replicated = jax.tree.map(lambda x: jnp.stack([x] * devices), state)
   stacked = {k: np.stack([v] * devices) for k, v in batch.items()}
   p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
-                                      config.train)
+                                      config.train, variants.from_config(config))
   multi, metrics = p_step(replicated, stacked)
   assert metrics["loss_g"].shape == (devices,)
   for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)):
     np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("config_file", ["vkitti_to_kitti", "synthia_to_cityscapes", "cpu",
-                                         "test"])
+@pytest.mark.parametrize("config_file", ["default", "vkitti_to_kitti", "synthia_to_cityscapes",
+                                         "cpu", "demo", "test"])
 def test_benchmark_configs_take_every_variant(config_file):
   import importlib  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f"configs.{config_file}")
+  assert module.get_config().variant == "+sd,joint"  # the paper's final model
   for input_level, output_level in VARIANTS + [("cg", "na")]:
     config = module.get_config(f"{input_level},{output_level}")
-    state_lib.check_variant(config)
-    assert (config.train.input_level, config.train.output_level) == (input_level, output_level)
+    assert config.variant == f"{input_level},{output_level}"
+    assert variants.from_config(config) == variants.Variant(input_level, output_level)
   with pytest.raises(ValueError, match="INPUT,OUTPUT"):
     module.get_config("+sd")
 
@@ -158,7 +165,8 @@ def test_mixed_precision_step_keeps_float32_params_and_losses():
   assert all(leaf.dtype in (jnp.float32, jnp.int32) for leaf in
              jax.tree.leaves(new_state.opt_states))
   assert all(v.dtype == jnp.float32 and np.isfinite(float(v)) for v in metrics.values())
-  _, fp32_metrics = _step(_config(), models_lib.build_models(_config().model))(state, _batch())
+  fp32_models = models_lib.build_models(_config().model, variants.FINAL)
+  _, fp32_metrics = _step(_config(), fp32_models)(state, _batch())
   assert abs(float(metrics["loss_seg"]) - float(fp32_metrics["loss_seg"])) < 0.05
 
 

@@ -5,7 +5,8 @@ grain reads the ArrayRecord shards with random access. Each process reads a disj
 example decides the horizontal flip of image, label and depth together. Images come out in
 [-1, 1], labels int32 (255 = ignore), depth in [0, 1] (divided by the dataset-wide maximum) with
 a validity mask; the far clip (the sky) is depth 1, the far end of the range, unless
-`data.sky_depth = "invalid"`. Batches are shaped [local_devices, per_device_batch, ...].
+`data.sky_depth = "invalid"`. Batches are shaped [local_devices, per_device_batch, ...], where
+per_device_batch is data.global_batch split over all processes' devices.
 
 Only numpy, PIL, grain and TFDS's reader are used here; TensorFlow is not imported.
 """
@@ -397,4 +398,4 @@ def target_eval_split(config, at_label_resolution: bool) -> EvalSplit:
 def target_eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
   """The target's evaluation split resized to the input size, padded and masked."""
   return target_eval_split(config, at_label_resolution=False).batches(
-      config.data.per_device_batch)
+      config.eval.per_device_batch)

@@ -1,4 +1,5 @@
-"""The four GIO-Ada networks as Flax modules, and their construction from the config."""
+"""The four GIO-Ada networks as Flax modules, and their construction from the config and the
+variant."""
 
 from typing import NamedTuple
 
@@ -9,9 +10,10 @@ import jax.numpy as jnp
 from gio_ada_jax.models.discriminators import FCDiscriminator, PatchDiscriminator
 from gio_ada_jax.models.generator import ImageTransformNet
 from gio_ada_jax.models.task_net import TaskNet
+from gio_ada_jax.variants import Variant
 
 __all__ = ["FCDiscriminator", "GioAdaModels", "ImageTransformNet", "PatchDiscriminator",
-           "TaskNet", "build_models", "instance_norm_bias_mask"]
+           "TaskNet", "build_models", "check_generator_inputs", "instance_norm_bias_mask"]
 
 D_OUT_KINDS = ("patch", "fc")
 
@@ -35,15 +37,16 @@ def subpixel_upsampling(upsampling: str) -> bool:
   return upsampling == "subpixel"
 
 
-def build_models(model_config) -> GioAdaModels:
-  """Build the four networks from `config.model` (see configs/default.py)."""
+def build_models(model_config, variant: Variant) -> GioAdaModels:
+  """Build the four networks from `config.model` (see configs/default.py), G_img with the
+  inputs of `variant` (variants.from_config(config))."""
   dtypes = dict(dtype=jnp.dtype(model_config.dtype),
                 param_dtype=jnp.dtype(model_config.param_dtype))
   width = model_config.width
   gen = model_config.generator
   generator = ImageTransformNet(
-      num_classes=model_config.num_classes, use_labels=gen.use_labels, use_depth=gen.use_depth,
-      ngf=gen.ngf, num_blocks=gen.num_blocks, width=width,
+      num_classes=model_config.num_classes, use_labels=variant.uses_labels,
+      use_depth=variant.uses_depth, ngf=gen.ngf, num_blocks=gen.num_blocks, width=width,
       residual_output=gen.residual_output,
       subpixel_upsampling=subpixel_upsampling(gen.upsampling), **dtypes)
   task = model_config.task_net
@@ -63,6 +66,15 @@ def build_models(model_config) -> GioAdaModels:
     raise ValueError(f"model.d_out.kind={d_out_config.kind!r} is not known; choose one of "
                      f"{D_OUT_KINDS}.")
   return GioAdaModels(generator, task_net, d_img, d_out)
+
+
+def check_generator_inputs(generator: ImageTransformNet, variant: Variant) -> None:
+  """G_img was built for `variant`'s inputs (build_models with the same variant), or an error."""
+  built = (generator.use_labels, generator.use_depth)
+  if variant.has_generator and built != (variant.uses_labels, variant.uses_depth):
+    raise ValueError(f"variant {variant} needs G_img with (use_labels, use_depth) = "
+                     f"{(variant.uses_labels, variant.uses_depth)}, but it was built with "
+                     f"{built}; build the models with the same variant.")
 
 
 def _feeds_instance_norm(network: str, module: str, siblings) -> bool:

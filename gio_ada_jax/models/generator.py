@@ -1,8 +1,9 @@
 """G_img: CycleGAN's ResnetGenerator, conditioned on the source labels and depth (paper 3.2).
 
-The input is the image plus, chosen by config, the one-hot label map (C channels) and the depth
-normalised to [0, 1] (1 channel): the paper's none / +s / +d / +sd variants. With neither, it is
-exactly CycleGAN's generator (also used by the CycleGAN baseline).
+The input is the image plus, chosen by the variant (variants.py), the one-hot label map (C
+channels) and the depth normalised to [0, 1] (1 channel): the paper's gd (neither) / +s / +d /
++sd input levels. With neither, it is exactly CycleGAN's generator (also used by the CycleGAN
+baseline).
 """
 
 import flax.linen as nn
@@ -17,11 +18,6 @@ CYCLEGAN_KERNEL_INIT = nn.initializers.normal(0.02)
 NUM_DOWNSAMPLINGS = 2
 
 
-def generator_input_channels(num_classes: int, use_labels: bool, use_depth: bool) -> int:
-  """Channels of the transform net's input: RGB, then one-hot labels, then depth."""
-  return 3 + (num_classes if use_labels else 0) + (1 if use_depth else 0)
-
-
 def conditioned_input(images: jax.Array, labels: jax.Array | None, depth: jax.Array | None,
                       num_classes: int, use_labels: bool, use_depth: bool) -> jax.Array:
   """Concatenate image ⊕ one-hot(labels) ⊕ depth along channels (NHWC).
@@ -31,11 +27,13 @@ def conditioned_input(images: jax.Array, labels: jax.Array | None, depth: jax.Ar
   parts = [images]
   if use_labels:
     if labels is None:
-      raise ValueError("model.generator.use_labels is True, so the transform net needs labels.")
+      raise ValueError("G_img was built with use_labels=True (input levels +s, +sd), so it "
+                       "needs the source labels.")
     parts.append(jax.nn.one_hot(labels, num_classes, dtype=images.dtype))
   if use_depth:
     if depth is None:
-      raise ValueError("model.generator.use_depth is True, so the transform net needs depth.")
+      raise ValueError("G_img was built with use_depth=True (input levels +d, +sd), so it "
+                       "needs the source depth.")
     parts.append(depth.astype(images.dtype))
   return jnp.concatenate(parts, axis=-1)
 

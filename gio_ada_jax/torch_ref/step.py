@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gio_ada_jax.data.labels import IGNORE_LABEL
-from gio_ada_jax.state import INPUT_LEVELS, NETWORKS, OUTPUT_LEVELS, generator_conditioning
+from gio_ada_jax.variants import FINAL, NETWORKS, Variant
 
 GAN_LOSSES = ("bce", "lsgan")
 
@@ -32,11 +32,11 @@ DEFAULT_BETAS = {
 
 @dataclasses.dataclass
 class StepConfig:
-  """The loss switches and weights of one step (the `train` fields of configs/default.py)."""
-  # "na" | "cg" | "gd" | "+d" | "+s" | "+sd" (paper Table 2; "cg" steps as "na", on images
-  # that a CycleGAN translated beforehand).
-  input_level: str = "+sd"
-  output_level: str = "joint"  # "na" | "ss" | "depth" | "sep" | "joint" (paper Table 3).
+  """The variant, loss switches and weights of one step (configs/default.py's `variant` and
+  `train` fields)."""
+  # Paper Tables 2 and 3 (gio_ada_jax.variants; "cg" steps as "na", on images that a CycleGAN
+  # translated beforehand).
+  variant: Variant = FINAL
   lambda_depth: float = 0.1
   lambda_input: float = 0.1
   lambda_output: float = 0.001
@@ -44,21 +44,26 @@ class StepConfig:
   num_classes: int = 10
 
   def __post_init__(self):
-    for name, value, allowed in (("input_level", self.input_level, INPUT_LEVELS),
-                                 ("output_level", self.output_level, OUTPUT_LEVELS),
-                                 ("gan_loss", self.gan_loss, GAN_LOSSES)):
-      if value not in allowed:
-        raise ValueError(f"{name}={value!r} must be one of {allowed}.")
+    if not isinstance(self.variant, Variant):
+      raise TypeError(f"variant={self.variant!r} must be a gio_ada_jax.variants.Variant "
+                      "(variants.parse('INPUT,OUTPUT')).")
+    if self.gan_loss not in GAN_LOSSES:
+      raise ValueError(f"gan_loss={self.gan_loss!r} must be one of {GAN_LOSSES}.")
+
+  @property
+  def has_generator(self) -> bool:
+    """Whether G_img and D_img train (input levels gd, +d, +s, +sd)."""
+    return self.variant.has_generator
 
   @property
   def uses_labels(self) -> bool:
     """Whether G_img takes the one-hot source labels."""
-    return self.input_level in ("+s", "+sd")
+    return self.variant.uses_labels
 
   @property
   def uses_depth(self) -> bool:
     """Whether G_img takes the source depth."""
-    return self.input_level in ("+d", "+sd")
+    return self.variant.uses_depth
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -157,11 +162,12 @@ def instance_norm_biases(modules) -> list[nn.Parameter]:
 class GioAdaTorchStep:
   """Holds the PyTorch networks and their Adam optimisers; `step(batch)` does one update.
 
-  `generator` is a GioAdaGenerator (None for input levels "na" and "cg"), `task_net` a
-  GioAdaTaskNet, `d_img` a 3-channel discriminator (None for "na" and "cg"), `d_out` None for
-  output level "na", one discriminator for "ss" (C channels), "depth" (1) or "joint" (C + 1),
-  and a dict {"seg": C channels, "depth": 1 channel} for "sep". `optimisers` maps the names in NETWORKS
-  of the present networks to their optimisers (see make_optimisers).
+  `generator` is a GioAdaGenerator (None for input levels "na" and "cg", where
+  StepConfig.has_generator is False), `task_net` a GioAdaTaskNet, `d_img` a 3-channel
+  discriminator (None for "na" and "cg"), `d_out` None for output level "na", one discriminator
+  for "ss" (C channels), "depth" (1) or "joint" (C + 1), and a dict {"seg": C channels,
+  "depth": 1 channel} for "sep". `optimisers` maps the names in NETWORKS of the present networks
+  to their optimisers (see make_optimisers).
   """
 
   def __init__(self, config: StepConfig, generator, task_net, d_img, d_out,
@@ -178,22 +184,23 @@ class GioAdaTorchStep:
 
   def _check_networks(self) -> None:
     config = self.config
-    has_input = generator_conditioning(config.input_level) is not None
+    level = config.variant.input_level
+    has_input = config.has_generator
     if (self.generator is not None) != has_input or (self.d_img is not None) != has_input:
-      raise ValueError(f"input_level={config.input_level!r} needs generator and d_img "
+      raise ValueError(f"input level {level!r} needs generator and d_img "
                        f"{'set' if has_input else 'None'}.")
     if has_input:
       built = (getattr(self.generator, "use_labels", None),
                getattr(self.generator, "use_depth", None))
       if built != (config.uses_labels, config.uses_depth):
         raise ValueError(
-            f"input_level={config.input_level!r} needs a generator with (use_labels, "
+            f"input level {level!r} needs a generator with (use_labels, "
             f"use_depth) = {(config.uses_labels, config.uses_depth)}, got {built}.")
-    if (self.d_out is None) != (config.output_level == "na"):
-      raise ValueError(f"output_level={config.output_level!r} and d_out disagree.")
-    if config.output_level == "sep" and not (
+    if (self.d_out is None) != (config.variant.output_level == "na"):
+      raise ValueError(f"output level {config.variant.output_level!r} and d_out disagree.")
+    if config.variant.output_level == "sep" and not (
         hasattr(self.d_out, "keys") and set(self.d_out.keys()) == {"seg", "depth"}):
-      raise ValueError('output_level="sep" needs d_out = {"seg": ..., "depth": ...}.')
+      raise ValueError('output level "sep" needs d_out = {"seg": ..., "depth": ...}.')
     networks = dict(zip(NETWORKS, (self.generator, self.task_net, self.d_img, self.d_out)))
     expected = {name for name, network in networks.items() if network is not None}
     if set(self.optimisers) != expected:
@@ -223,7 +230,7 @@ class GioAdaTorchStep:
   def output_pairs(self, seg: torch.Tensor,
                    depth: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor]]:
     """(D_out module, its input) for every output discriminator; [] for output level "na"."""
-    level = self.config.output_level
+    level = self.config.variant.output_level
     if level == "na":
       return []
     if level == "ss":
