@@ -1,4 +1,4 @@
-"""Evaluate GIO-Ada's task net the way the paper reports it.
+"""Evaluate GIO-Ada's task net: mIoU over the whole split, scored at label resolution.
 
   python evaluate.py --config configs/X.py --workdir DIR [--step N | --all_steps]
       [--save_predictions N] [--torch_checkpoint FILE.pth] [--name NAME]

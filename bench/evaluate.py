@@ -22,7 +22,7 @@ from ml_collections import config_flags
 from gio_ada_jax import evaluation, models, variants
 from gio_ada_jax.distributed import put_sharded, replicate
 
-# The paper's evaluation settings: (input size, label size, classes).
+# The evaluation settings of the benchmark configs: (input size, label size, classes).
 BENCHMARKS = {
     "cityscapes": ((512, 1024), (1024, 2048), 16),  # SYNTHIA -> Cityscapes, half-res input
     "kitti": ((375, 1242), (375, 1242), 10),  # Virtual KITTI -> KITTI

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One accelerator session's checks: versions, full-size parity on the GPU (JAX) against the
-# PyTorch reference (CPU), forward timings at the paper's sizes, then the test suite.
+# PyTorch reference (CPU), forward timings at the benchmark configs' sizes, then the test suite.
 # Usage (repo root, with ml-collections importable): bash bench/gpu_check.sh [OUT_DIR]
 set -u
 out=${1:-/tmp/gpu_check}

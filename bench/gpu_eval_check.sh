@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluation issue's accelerator checks: evaluation-step throughput at the paper's sizes
+# The evaluation issue's accelerator checks: evaluation-step throughput at the benchmark configs' sizes
 # (fp32 / bf16 at batch 1, bf16 at batch 4) with the device counts checked against numpy.
 # Usage (repo root; ml-collections and cityscapesscripts importable): bash bench/gpu_eval_check.sh
 set -u

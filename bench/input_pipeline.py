@@ -6,7 +6,7 @@
 Times `pipeline.train_iterator`'s work (read the prepared ArrayRecord examples, decode,
 resize, flip, normalise, batch; source with labels and depth, target with images) for each
 domain pair batch, as the trainer draws it. Without --data_dir it renders a small procedural
-benchmark at the paper's image size into a temporary folder (the prepared format and the
+benchmark at the datasets' stored image size into a temporary folder (the prepared format and the
 decoding are the same as for the real datasets; the procedural images are PNGs as in Virtual
 KITTI and KITTI). Prints images/s per thread count (each domain gets that many threads). The
 cores are those the process may use (printed first): per-core figures come from a run pinned
@@ -24,7 +24,7 @@ from absl import app, flags, logging
 from configs import cpu as cpu_config
 from gio_ada_jax.data import pipeline
 
-# Training input size (network input) and the stored image size of each paper setting.
+# Training input size (network input) and the stored image size of each benchmark config.
 BENCHMARKS = {
     "kitti": {"input": (375, 1242), "stored": (375, 1242)},  # Virtual KITTI -> KITTI
     "cityscapes": {"input": (512, 1024), "stored": (760, 1280)},  # SYNTHIA-RAND-CITYSCAPES

@@ -105,9 +105,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.per_device_batch = 1  # Target images per device per evaluation step.
-  # Score predictions upsampled to each ground truth's own resolution (the paper's protocol,
-  # as AdaptSegNet's and ADVENT's scripts); False scores at the network input size (faster,
-  # but not comparable with published numbers).
+  # Score predictions upsampled to each ground truth's own resolution (AdaptSegNet's and
+  # ADVENT's scripts; the paper reports mIoU and says no more); False scores at the network
+  # input size (faster, but not comparable with published numbers).
   evaluation.at_label_resolution = True
   evaluation.depth_min_m = 1e-3  # Depth metrics: true depths below are not scored, and
   evaluation.depth_max_m = 0.0  # above this cap (0 = no cap; 80 is KITTI depth's custom);
@@ -143,7 +143,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # else $XDG_CACHE_HOME/torch, else ~/.cache/torch), where torchvision downloads it to.
   task_net.vgg16_weights = "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth"
   task_net.aspp_dilations = (6, 12, 18, 24)  # DeepLab-v2 ASPP.
-  # ASPP branches whose outputs are summed: 4 is DeepLab-v2 (the paper); 2 reproduces
+  # ASPP branches whose outputs are summed: 4 is DeepLab-v2's ASPP, which the paper names; 2 reproduces
   # AdaptSegNet's early-return bug, for its released checkpoints.
   task_net.aspp_summed_branches = 4
 

@@ -15,7 +15,8 @@ What differs from the paper's settings (configs/default.py) and why, all for a l
 - training: 400 steps of 4 source + 4 target images instead of ~200k steps of 1 + 1 (`make
   demo` must finish in 20 minutes on 2 cores; it took 13.5 to 16.5 minutes on fresh clones
   there, set-up included; the two rows with G_img take longest).
-The losses, their weights (lambda), the optimisers and the variants are the paper's.
+The losses, their weights (lambda), Adam's learning rate and the variants are the paper's; the
+Adam betas are configs/default.py's.
 """
 
 from configs import cpu, variants

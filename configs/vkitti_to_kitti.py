@@ -9,6 +9,7 @@ from configs import default, variants
 
 
 def get_config(variant: str = "+sd,joint"):
-  """The paper's settings on Virtual KITTI -> KITTI, 10 classes, 375x1242."""
+  """Virtual KITTI -> KITTI with the paper's settings (docs/paper_to_code.md): 10 classes;
+  input 375x1242, KITTI's size (the project's choice)."""
   config = default.get_config()  # default.py already describes this benchmark
   return variants.apply_variant(config, variant)

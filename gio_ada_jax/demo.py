@@ -95,7 +95,8 @@ def _task_net_predictions(config, workdir: str, images: np.ndarray) -> np.ndarra
 
 
 def figure3(base_config, data_dir: str, runs: dict[str, str], path: str) -> None:
-  """Paper Figure 3: target image | baseline | GIO-Ada | ground truth, a row per image."""
+  """As the paper's Figure 3 (input | non-adapted | GIO-Ada) plus the ground truth, a row per
+  image."""
   config = run_config(base_config, ROWS[0], 0, data_dir)
   split = pipeline.target_eval_split(config, at_label_resolution=False)
   examples = [pipeline.preprocess(split.source[i], split.spec, None)
@@ -137,7 +138,8 @@ def _gio_ada_translations(base_config, data_dir: str, workdir: str,
 
 
 def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
-  """Paper Figure 4: source image -> translated by GIO-Ada's G_img -> a target image."""
+  """After the paper's Figure 4: source image | translated by GIO-Ada's G_img | a target
+  image."""
   config = run_config(base_config, ROWS[3], 0, data_dir)
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)

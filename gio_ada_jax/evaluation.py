@@ -1,6 +1,7 @@
 """Evaluation of G_task on a whole split: confusion matrix and depth errors on device, metrics.
 
-The protocol of the paper's tables (and of AdaptSegNet's / ADVENT's evaluation scripts): the
+The protocol of AdaptSegNet's and ADVENT's evaluation scripts (the paper reports mIoU and says
+no more about it): the
 segmentation logits are upsampled to the ground truth's own resolution with bilinear
 `align_corners=True`, argmax'ed, and counted into a confusion matrix (rows = ground truth,
 columns = prediction) over every pixel of the split; IoU = diag / (row + col - diag) per class,
@@ -134,7 +135,7 @@ def eval_step(accumulators: dict[str, jax.Array], params, batch: dict[str, jax.A
   resolution) for pictures.
   """
   at_label_resolution = "label_size" in batch
-  # The paper's protocol (AdaptSegNet's and ADVENT's scripts): the heads' stride-8 outputs are
+  # AdaptSegNet's and ADVENT's protocol (the paper does not say): the stride-8 outputs are
   # upsampled once, straight to each ground truth's own resolution.
   logits, predicted_depth = task_net.apply({"params": params}, batch["image"],
                                            upsample_to_input=not at_label_resolution)

@@ -14,8 +14,8 @@ Depth conventions (prepared data version 2): centimetres, 0 = invalid (no measur
 FAR_DEPTH_CM = 65535 (655.35 m, the uint16 maximum) = the far clip: the sky and everything
 beyond. Virtual KITTI stores its sky that way and is kept as stored. SYNTHIA's pixels labelled
 sky are set to FAR_DEPTH_CM (its README does not say how the sky is encoded); the rest is kept as
-stored. The pipeline then treats the far clip as the far end of the depth range (the paper: "the
-sky is always far away"), or as invalid with `data.sky_depth = "invalid"` (data version 1).
+stored. The pipeline then treats the far clip as the far end of the depth range (after the
+paper's "the sky is always far away"), or as invalid with `data.sky_depth = "invalid"` (data version 1).
 """
 
 import dataclasses
@@ -222,7 +222,8 @@ _VKITTI_131_ARCHIVES = {"rgb": "vkitti_1.3.1_rgb.tar", "scenegt": "vkitti_1.3.1_
 _VKITTI_203_ARCHIVES = {"rgb": "vkitti_2.0.3_rgb.tar", "depth": "vkitti_2.0.3_depth.tar",
                         "classsegmentation": "vkitti_2.0.3_classSegmentation.tar",
                         "textgt": "vkitti_2.0.3_textgt.tar.gz"}
-_VKITTI_CAMERA = "Camera_0"  # The left camera; the paper uses one view.
+# The left camera: its 21,260 frames are the paper's count (1.3.1 has only this view).
+_VKITTI_CAMERA = "Camera_0"
 _SCENE_PATTERN = re.compile(r"Scene\d+")
 
 

@@ -54,7 +54,7 @@ class Preprocessing:
 
 
 def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
-  """Folder of a prepared dataset: DATA_DIR/NAME/1.0.0 (NAME may be 'procedural/target')."""
+  """Folder of a prepared dataset: DATA_DIR/NAME/VERSION_DIR (NAME may be 'procedural/target')."""
   return pathlib.Path(data_dir).expanduser() / name / VERSION_DIR
 
 
@@ -85,8 +85,9 @@ def open_split(data_dir: str, name: str, split: str):
 def check_sky_depth(sky_depth: str) -> None:
   """data.sky_depth is one of SKY_DEPTH_MODES, or an error names it."""
   if sky_depth not in SKY_DEPTH_MODES:
-    raise ValueError(f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the paper: the "
-                     "sky is the far end of the depth range) or 'invalid' (no depth there).")
+    raise ValueError(f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the far clip is "
+                     "the far end of the [0, 1] range, after the paper's 'the sky is always far "
+                     "away') or 'invalid' (no depth there).")
 
 
 def depth_scale_cm(info, sky_depth: str) -> float:
@@ -187,7 +188,8 @@ def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
   """Evaluation inputs: the image resized for the network, label and depth left at their own
   resolution and padded (ignore, invalid) to `label_size`, with that resolution in `label_size`.
 
-  The paper's protocol scores predictions upsampled to the ground truth's own resolution; the
+  AdaptSegNet's and ADVENT's scripts score predictions upsampled to the ground truth's own
+  resolution (the paper does not say how it scores); the
   padding gives every example of a split the same array shape.
   """
   label, depth = example["label"][..., 0], example.get("depth")

@@ -1,7 +1,8 @@
 """G_task: a VGG16 encoder in AdaptSegNet's DeeplabVGG form shared by two ASPP decoders.
 
-Segmentation (C channels) and depth (1 channel) heads are DeepLab-v2 ASPP modules on the
-output-stride-8 encoder features (paper, section 3.5). Both outputs are upsampled to the input
+Segmentation (C channels) and depth (1 channel) heads are DeepLab-v2 ASPP modules (the paper,
+section 3.5: "the only difference is the number of output channel") on the output-stride-8
+encoder features (AdaptSegNet's DeeplabVGG). Both outputs are upsampled to the input
 size with bilinear align_corners=True, as the PyTorch segmentation-adaptation code does.
 """
 

@@ -1,10 +1,12 @@
 """One GIO-Ada training step in PyTorch: the reference the JAX train step must match.
 
-The paper's objective (sections 3.2-3.4) as one simultaneous update of the four networks:
-G_img and G_task minimise L_seg + λ_depth·L_depth + λ_input·L_input + λ_output·L_output
-while D_img and D_out are trained to tell target (label 1) from source (label 0), as in
-paper eq. 1 and 4 and AdaptSegNet. Every gradient comes from the parameters as they were
-before the step, and everything stays float32.
+The paper's objective (equation 5) as the project optimises it (the paper says only "the
+adversarial training strategy"): one simultaneous update of the four networks. G_img and G_task
+minimise L_seg + λ_depth·L_depth + λ_input·GAN(D_img(x̂_s) → real) + λ_output·GAN(D_out(target
+outputs) → source), the non-saturating generator terms, the output one on target outputs only
+(as AdaptSegNet); D_img and D_out are trained to tell target (label 1) from source (label 0), as
+in equations 1 and 4. Every gradient comes from the parameters as they were before the step,
+and everything stays float32.
 """
 
 import contextlib
