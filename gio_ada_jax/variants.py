@@ -78,7 +78,7 @@ class Variant:
                                         ("output", self.output_level, OUTPUT_LEVELS, 3)):
       if value not in allowed:
         raise ConfigError(f"config.variant: {kind} level {value!r} is not known; choose one of "
-                         f"{allowed} (paper Table {table}), e.g. {EXAMPLE}.")
+                          f"{allowed} (paper Table {table}), e.g. {EXAMPLE}.")
 
   def __str__(self) -> str:
     return f"{self.input_level},{self.output_level}"
@@ -131,8 +131,8 @@ def parse(text: str) -> Variant:
   parts = text.split(",") if isinstance(text, str) else []
   if len(parts) != 2:
     raise ConfigError(f"config.variant={text!r} must be 'INPUT,OUTPUT' with INPUT in "
-                     f"{INPUT_LEVELS} (paper Table 2) and OUTPUT in {OUTPUT_LEVELS} (Table 3), "
-                     f"e.g. {EXAMPLE}.")
+                      f"{INPUT_LEVELS} (paper Table 2) and OUTPUT in {OUTPUT_LEVELS} (Table 3), "
+                      f"e.g. {EXAMPLE}.")
   return Variant(*(part.strip() for part in parts))
 
 
