@@ -157,8 +157,9 @@ def test_config_driven_iterators_on_the_procedural_benchmark(tmp_path):
   config.data.data_dir = str(tmp_path)
   config.data.source, config.data.target = "procedural/source", "procedural/target"
   config.data.height, config.data.width = 16, 32
-  batch = next(pipeline.train_iterator(config))
   devices = jax.local_device_count()
+  config.data.global_batch = devices
+  batch = next(pipeline.train_iterator(config))
   assert batch["source"]["image"].shape == (devices, 1, 16, 32, 3)
   assert batch["target"]["depth_mask"].shape == (devices, 1, 16, 32, 1)
   evaluation = list(pipeline.target_eval_batches(config))
@@ -208,7 +209,8 @@ def test_vkitti_sky_is_the_far_end_of_the_depth_range(tmp_path):
   assert pipeline.depth_scale_cm(info, "far") == FAR_CM
   assert pipeline.depth_scale_cm(info, "invalid") == 200
 
-  far = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "far")))["source"]
+  far = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "far"),
+                                     local_devices=1))["source"]
   sky, measured = stored == FAR_CM, (stored > 0) & (stored != FAR_CM)
   assert np.all(far["depth"][..., sky, 0] == 1.0) and np.all(far["depth_mask"][..., sky, 0] == 1)
   np.testing.assert_allclose(far["depth"][..., measured, 0],
@@ -216,7 +218,8 @@ def test_vkitti_sky_is_the_far_end_of_the_depth_range(tmp_path):
                                              far["depth"][..., measured, 0].shape), rtol=1e-6)
   assert np.all(far["depth_mask"][..., 6, 7, 0] == 0)
 
-  old = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "invalid")))["source"]
+  old = next(pipeline.train_iterator(_vkitti_to_kitti_config(data_dir, "invalid"),
+                                     local_devices=1))["source"]
   assert np.all(old["depth"][..., sky, 0] == 0) and np.all(old["depth_mask"][..., sky, 0] == 0)
   np.testing.assert_allclose(old["depth"][..., measured, 0],
                              np.broadcast_to(stored[measured] / 200,
@@ -239,7 +242,7 @@ def test_procedural_sky_is_the_far_end_of_the_depth_range(tmp_path):
   config.data.source, config.data.target = "procedural/source", "procedural/target"
   config.data.height, config.data.width = 24, 64  # the rendered size: no resampling
   config.data.read_threads, config.data.read_buffer_batches = 1, 2
-  batch = next(pipeline.train_iterator(config))
+  batch = next(pipeline.train_iterator(config, local_devices=1))
   for domain in ("source", "target"):
     sky = batch[domain]["label"] == 7  # VKITTI_KITTI_10's sky
     assert sky.any()
@@ -247,13 +250,13 @@ def test_procedural_sky_is_the_far_end_of_the_depth_range(tmp_path):
     assert np.all(batch[domain]["depth_mask"][..., 0][sky] == 1.0)
     assert np.all(batch[domain]["depth"][..., 0][~sky] < 1.0)
   config.data.sky_depth = "invalid"
-  batch = next(pipeline.train_iterator(config))["source"]
+  batch = next(pipeline.train_iterator(config, local_devices=1))["source"]
   sky = batch["label"] == 7
   assert np.all(batch["depth_mask"][..., 0][sky] == 0) and np.all(batch["depth"][..., 0][sky] == 0)
   assert batch["depth"][..., 0][~sky].max() <= 1.0 and batch["depth_mask"][..., 0][~sky].all()
   config.data.sky_depth = "sky"
   with pytest.raises(ValueError, match="data.sky_depth"):
-    pipeline.train_iterator(config)
+    pipeline.train_iterator(config, local_devices=1)
 
 
 def test_data_prepared_by_an_older_version_is_refused(tmp_path):

@@ -210,9 +210,10 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
 
 def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
   from gio_ada_jax import trainer, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   info_file = os.path.join(translate.translated_data_dir(workdir), "procedural", "source",
-                           "1.0.0", "dataset_info.json")
+                           pipeline.VERSION_DIR, "dataset_info.json")
   before = os.stat(info_file).st_mtime_ns
   state = trainer.train_and_evaluate(config, workdir)
   assert int(state.step) == config.train.num_steps
