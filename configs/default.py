@@ -143,8 +143,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # else $XDG_CACHE_HOME/torch, else ~/.cache/torch), where torchvision downloads it to.
   task_net.vgg16_weights = "$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth"
   task_net.aspp_dilations = (6, 12, 18, 24)  # DeepLab-v2 ASPP.
-  # ASPP branches whose outputs are summed: 4 is DeepLab-v2's ASPP, which the paper names; 2 reproduces
-  # AdaptSegNet's early-return bug, for its released checkpoints.
+  # ASPP branches whose outputs are summed: 4 is DeepLab-v2's ASPP, which the paper names; 2
+  # reproduces AdaptSegNet's early-return bug, for its released checkpoints.
   task_net.aspp_summed_branches = 4
 
   d_img = model.d_img = ml_collections.ConfigDict()

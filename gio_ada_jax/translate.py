@@ -8,8 +8,8 @@
 Reads config.data.source under config.data.data_dir, translates every split with the source ->
 target generator (g_st) of a CycleGAN trained by this package (its latest checkpoint, or
 --step), or with upstream PyTorch CycleGAN's G_A state_dict (converted by convert.py), and
-writes OUT/<data.source>/<data version> with the same ids, labels and depth. Train the task net on it as
-in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant does all three
+writes OUT/<data.source>/<data version> with the same ids, labels and depth. Train the task
+net on it as in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant does all three
 stages itself (this module's `with_cyclegan_source`).
 """
 

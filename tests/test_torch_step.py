@@ -68,9 +68,9 @@ def build(input_level: str = "+sd", output_level: str = "joint", seed: int = 0,
   config = StepConfig(variant=Variant(input_level, output_level), num_classes=NUM_CLASSES,
                       **config_overrides)
   generator = d_img = d_out = None
-  if config.has_generator:
-    generator = GioAdaGenerator(NUM_CLASSES, use_labels=config.uses_labels,
-                                use_depth=config.uses_depth, n_blocks=2, width=WIDTH)
+  if config.variant.has_generator:
+    generator = GioAdaGenerator(NUM_CLASSES, use_labels=config.variant.uses_labels,
+                                use_depth=config.variant.uses_depth, n_blocks=2, width=WIDTH)
     d_img = discriminator(3)
   task_net = GioAdaTaskNet(NUM_CLASSES, width=WIDTH)
   if output_level == "sep":
@@ -192,8 +192,8 @@ def test_losses_gradients_and_updates_match_a_hand_computation(input_level, outp
     translated = batch["source_image"]
   else:
     translated = generator(batch["source_image"],
-                           labels=batch["source_label"] if config.uses_labels else None,
-                           depth=batch["source_depth"] if config.uses_depth else None)
+                           labels=batch["source_label"] if config.variant.uses_labels else None,
+                           depth=batch["source_depth"] if config.variant.uses_depth else None)
   seg_s, depth_s = task_net(translated)
   seg_t, depth_t = task_net(batch["target_image"])
 

@@ -5,8 +5,9 @@ Every example holds `id`, the uint8 `image`, the uint8 `label` already in the be
 space (255 = ignore) and, where the dataset has it, `depth` as uint16 centimetres (0 = invalid,
 formats.FAR_DEPTH_CM = the far clip, the sky). Statistics gathered while writing go into the
 dataset metadata: the dataset-wide depth maximum with and without the far clip (the paper
-normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per split. TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so
-an interrupted prepare never loads as a complete dataset.
+normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per split.
+TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so an
+interrupted prepare never loads as a complete dataset.
 
 Importing this module imports TensorFlow Datasets (and prepare imports TensorFlow); the
 training and evaluation pipeline only reads the prepared folders.

@@ -15,7 +15,8 @@ FAR_DEPTH_CM = 65535 (655.35 m, the uint16 maximum) = the far clip: the sky and 
 beyond. Virtual KITTI stores its sky that way and is kept as stored. SYNTHIA's pixels labelled
 sky are set to FAR_DEPTH_CM (its README does not say how the sky is encoded); the rest is kept as
 stored. The pipeline then treats the far clip as the far end of the depth range (after the
-paper's "the sky is always far away"), or as invalid with `data.sky_depth = "invalid"` (data version 1).
+paper's "the sky is always far away"), or as invalid with `data.sky_depth = "invalid"` (data
+version 1).
 """
 
 import dataclasses

@@ -52,21 +52,6 @@ class StepConfig:
     if self.gan_loss not in GAN_LOSSES:
       raise ValueError(f"gan_loss={self.gan_loss!r} must be one of {GAN_LOSSES}.")
 
-  @property
-  def has_generator(self) -> bool:
-    """Whether G_img and D_img train (input levels gd, +d, +s, +sd)."""
-    return self.variant.has_generator
-
-  @property
-  def uses_labels(self) -> bool:
-    """Whether G_img takes the one-hot source labels."""
-    return self.variant.uses_labels
-
-  @property
-  def uses_depth(self) -> bool:
-    """Whether G_img takes the source depth."""
-    return self.variant.uses_depth
-
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
   """Cross-entropy over the pixels not labelled 255; 0 when there are none."""
@@ -165,7 +150,7 @@ class GioAdaTorchStep:
   """Holds the PyTorch networks and their Adam optimisers; `step(batch)` does one update.
 
   `generator` is a GioAdaGenerator (None for input levels "na" and "cg", where
-  StepConfig.has_generator is False), `task_net` a GioAdaTaskNet, `d_img` a 3-channel
+  StepConfig.variant.has_generator is False), `task_net` a GioAdaTaskNet, `d_img` a 3-channel
   discriminator (None for "na" and "cg"), `d_out` None for output level "na", one discriminator
   for "ss" (C channels), "depth" (1) or "joint" (C + 1), and a dict {"seg": C channels,
   "depth": 1 channel} for "sep". `optimisers` maps the names in NETWORKS of the present networks
@@ -187,17 +172,18 @@ class GioAdaTorchStep:
   def _check_networks(self) -> None:
     config = self.config
     level = config.variant.input_level
-    has_input = config.has_generator
+    has_input = config.variant.has_generator
     if (self.generator is not None) != has_input or (self.d_img is not None) != has_input:
       raise ValueError(f"input level {level!r} needs generator and d_img "
                        f"{'set' if has_input else 'None'}.")
     if has_input:
       built = (getattr(self.generator, "use_labels", None),
                getattr(self.generator, "use_depth", None))
-      if built != (config.uses_labels, config.uses_depth):
+      if built != (config.variant.uses_labels, config.variant.uses_depth):
         raise ValueError(
             f"input level {level!r} needs a generator with (use_labels, "
-            f"use_depth) = {(config.uses_labels, config.uses_depth)}, got {built}.")
+            f"use_depth) = {(config.variant.uses_labels, config.variant.uses_depth)}, "
+            f"got {built}.")
     if (self.d_out is None) != (config.variant.output_level == "na"):
       raise ValueError(f"output level {config.variant.output_level!r} and d_out disagree.")
     if config.variant.output_level == "sep" and not (
@@ -216,10 +202,10 @@ class GioAdaTorchStep:
     """x̂_s: the source image through G_img, or unchanged for input level "na"."""
     if self.generator is None:
       return batch["source_image"]
-    config = self.config
+    variant = self.config.variant
     return self.generator(batch["source_image"],
-                          labels=batch["source_label"] if config.uses_labels else None,
-                          depth=batch["source_depth"] if config.uses_depth else None)
+                          labels=batch["source_label"] if variant.uses_labels else None,
+                          depth=batch["source_depth"] if variant.uses_depth else None)
 
   def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The generator side's forward pass: x̂_s and the task net's outputs on both domains."""
