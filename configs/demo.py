@@ -12,9 +12,10 @@ What differs from the paper's settings (configs/default.py) and why, all for a l
   appearance. With the paper's plain ResnetGenerator, 600 steps give blurry brown images (it must
   first learn to redraw the scene), the task net trains on nothing else, and input-level
   adaptation lost 4 mIoU against the baseline over 3 seeds (README, "What we tried");
-- training: 400 steps of 4 source + 4 target images instead of ~200k steps of 1 + 1 (`make
-  demo` must finish in 20 minutes on 2 cores; it took 13.5 to 16.5 minutes on fresh clones
-  there, set-up included; the two rows with G_img take longest).
+- training: 400 steps of 4 source + 4 target images instead of 10 epochs of 1 + 1 (212,600 steps
+  on Virtual KITTI) (`make demo` must finish in 20 minutes on 2 cores; on fresh clones there,
+  set-up included, it took 7.4 minutes on 2026-11-30 and 13.5 to 16.5 minutes on earlier days;
+  the two rows with G_img take longest).
 The losses, their weights (lambda), Adam's learning rate and the variants are the paper's; the
 Adam betas are configs/default.py's.
 """

@@ -83,7 +83,7 @@ def with_training_length(config):
   if jax.process_index() == 0:
     print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
           f"{data.global_batch} target images ({per_device} of each per device on "
-          f"{num_devices} devices). The paper: 10 epochs of 1 + 1 at Adam 2e-4; here the "
+          f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of 1 + 1 at Adam 2e-4; here the "
           f"learning rate is {train.learning_rate:g} and does not scale with the batch.",
           flush=True)
   config = config.copy_and_resolve_references()
