@@ -1,6 +1,8 @@
 """Train GIO-Ada: python train.py --config configs/X.py --workdir DIR [--config.field=value].
 
-Rerunning the same command with the same --workdir resumes from its latest checkpoint.
+Rerunning the same command with the same --workdir resumes from its latest checkpoint. Exit
+status: 0 finished (the task net is exported), 2 a config or start-up error, 3 a NaN/inf loss,
+75 stopped by SIGTERM after a checkpoint (not finished; rerun to resume).
 """
 
 import sys
@@ -36,13 +38,18 @@ def main(argv):
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except config_checks.ConfigError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3
+  if final is None:
+    print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
+          f"finished (exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the same command to "
+          "resume.", file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -72,9 +72,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   train.d_img_betas = (0.5, 0.999)
   train.d_out_betas = (0.9, 0.99)
   train.adam_eps = 1e-8  # Adam epsilon (PyTorch's and optax's default).
-  train.log_every = 50  # Steps between console lines (losses, steps/s, images/s, ETA).
-  train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
-  train.keep_checkpoints = 3  # How many recent checkpoints to keep.
+  train.log_every = 50  # Steps between console lines (losses, steps/s, images/s, ETA); >= 1.
+  train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end); >= 1.
+  train.keep_checkpoints = 3  # How many recent checkpoints to keep; >= 1.
   train.image_every = 500  # Steps between TensorBoard images (source, translated, target, ...).
 
   # The 'cg' baseline (paper Table 2): CycleGAN (Zhu et al. 2017) between the source and the

@@ -20,6 +20,19 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 TORCH_HOME = "$TORCH_HOME"  # stands for torch's cache folder in model.task_net.vgg16_weights
 
 
+# Whole-number fields and their smallest sensible value (what they count).
+MINIMUMS = {
+    "data.global_batch": (1, "images of each domain per step; the paper's is 1"),
+    "train.log_every": (1, "steps between console lines"),
+    "train.checkpoint_every": (1, "steps between checkpoints"),
+    "train.keep_checkpoints": (1, "checkpoints kept; fewer would delete the latest one"),
+    "train.image_every": (1, "steps between TensorBoard pictures"),
+    "eval.per_device_batch": (1, "target images per device per evaluation step"),
+    "cyclegan.num_steps": (1, "CycleGAN training steps of the 'cg' variant"),
+    "cyclegan.translate_batch": (1, "source images per translation batch"),
+}
+
+
 class ConfigError(ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
@@ -43,18 +56,41 @@ def check_removed_fields(config) -> None:
                       + "; ".join(stale) + ". Set the replacements instead.")
 
 
-def check_training_length(train_config) -> None:
-  """Exactly one of train.num_epochs and train.num_steps is positive, neither is negative."""
+def _field(config, dotted: str):
+  node = config
+  for key in dotted.split("."):
+    node = node[key]
+  return node
+
+
+def training_length_problem(train_config) -> str | None:
+  """What is wrong with train.num_epochs / train.num_steps (exactly one positive), or None."""
   epochs, steps = train_config.num_epochs, train_config.num_steps
   if epochs < 0 or steps < 0 or int(steps) != steps:
-    raise ConfigError(f"train.num_epochs={epochs} and train.num_steps={steps}: the training "
-                      "length must be a positive number of epochs or a positive whole number of "
-                      "steps (the other one 0).")
+    return (f"train.num_epochs={epochs} and train.num_steps={steps}: the training length must "
+            "be a positive number of epochs or a positive whole number of steps (the other "
+            "one 0)")
   if (epochs > 0) == (steps > 0):
-    raise ConfigError(
-        f"train.num_epochs={epochs} and train.num_steps={steps}: give the training length "
-        "once, either in epochs of the prepared source split (train.num_steps=0) or in steps "
-        "(train.num_epochs=0), e.g. --config.train.num_epochs=0 --config.train.num_steps=1000.")
+    return (f"train.num_epochs={epochs} and train.num_steps={steps}: give the training length "
+            "once, either in epochs of the prepared source split (train.num_steps=0) or in "
+            "steps (train.num_epochs=0), e.g. --config.train.num_epochs=0 "
+            "--config.train.num_steps=1000")
+  return None
+
+
+def range_problems(config) -> list[str]:
+  """Every MINIMUMS field below its minimum, and negative weights or learning rates."""
+  problems = [f"{field}={_field(config, field)}: must be at least {minimum} ({meaning})"
+              for field, (minimum, meaning) in MINIMUMS.items()
+              if _field(config, field) < minimum]
+  for field in ("train.learning_rate", "cyclegan.learning_rate"):
+    if _field(config, field) <= 0:
+      problems.append(f"{field}={_field(config, field)}: must be positive")
+  for field in ("train.lambda_depth", "train.lambda_input", "train.lambda_output"):
+    if _field(config, field) < 0:
+      problems.append(f"{field}={_field(config, field)}: a loss weight cannot be negative "
+                      "(0 turns the term off)")
+  return problems
 
 
 def torch_cache_dir() -> str:
@@ -91,10 +127,11 @@ def vgg16_weights_path(task_net_config) -> str | None:
 
 
 def check_config(config) -> None:
-  """Every check a training run makes before it reads data or compiles."""
+  """Every check a training run makes before it reads data or compiles; one error names every
+  bad field."""
   check_removed_fields(config)
-  check_training_length(config.train)
-  if config.data.global_batch <= 0 or int(config.data.global_batch) != config.data.global_batch:
-    raise ConfigError(f"data.global_batch={config.data.global_batch}: must be a positive whole "
-                      "number of images of each domain per step (the paper's is 1).")
+  problems = [training_length_problem(config.train)] + range_problems(config)
+  problems = [p for p in problems if p]
+  if problems:
+    raise ConfigError("the config cannot run: " + "; ".join(problems) + ".")
   vgg16_weights_path(config.model.task_net)

@@ -82,7 +82,10 @@ def ensure_data(config, data_dir: str) -> None:
 def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
   """Train one run (reusing a finished one) and evaluate it on the target; its report."""
   if not os.path.exists(os.path.join(workdir_lib.export(workdir), workdir_lib.EXPORTED_PARAMS)):
-    trainer.train_and_evaluate(config, workdir)
+    if trainer.train_and_evaluate(config, workdir) is None:
+      print(f"SIGTERM: {name} is checkpointed in {workdir}, not finished; rerun the same "
+            "command to resume.", flush=True)
+      sys.exit(trainer.PREEMPTED_EXIT_CODE)
   [report] = evaluator.evaluate(config, workdir, name=name)
   return report
 

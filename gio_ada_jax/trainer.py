@@ -28,6 +28,12 @@ from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
 
 
+# train.py's exit status when SIGTERM (preemption) stopped a run after its checkpoint: not 0, so
+# that `train.py ... && evaluate.py ...` never evaluates a half-trained run. 75 is EX_TEMPFAIL
+# ("try again"): rerunning the same command resumes.
+PREEMPTED_EXIT_CODE = 75
+
+
 class NonFiniteError(FloatingPointError):
   """A loss or gradient norm became NaN or inf."""
 
@@ -198,11 +204,11 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
 
 
 def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
-  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state.
+  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state, or None
+  when SIGTERM stopped the run before its last step (its checkpoint is saved; rerun to resume).
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
-  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy. None when
-  SIGTERM stopped that CycleGAN stage (its checkpoint is saved; rerun to resume).
+  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
   """
   config_checks.check_config(config)  # before anything is read or compiled
   vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
@@ -231,7 +237,9 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
           params, batch, built, variant, config.model.num_classes),
       on_fresh_start=on_fresh_start)
   final = run_loop(loop, state, batches, workdir, config)
-  if int(final.step) == train.num_steps and jax.process_index() == 0:
+  if int(final.step) < train.num_steps:
+    return None  # SIGTERM: checkpointed, not finished
+  if jax.process_index() == 0:
     export_task_net(final.params["task_net"], config.model, workdir_lib.export(workdir))
   return final
 

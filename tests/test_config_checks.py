@@ -119,10 +119,36 @@ def test_training_steps_rounds_the_last_batch_up():
     (0, -5, "positive"),
 ])
 def test_training_length_must_be_given_once(epochs, steps, match):
-  train = test_config.get_config().train
-  train.num_epochs, train.num_steps = epochs, steps
+  config = test_config.get_config()
+  config.train.num_epochs, config.train.num_steps = epochs, steps
   with pytest.raises(config_checks.ConfigError, match=match):
-    config_checks.check_training_length(train)
+    config_checks.check_config(config)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("train.log_every", 0), ("train.checkpoint_every", 0), ("train.keep_checkpoints", 0),
+    ("train.image_every", 0), ("eval.per_device_batch", 0), ("cyclegan.num_steps", -1),
+    ("cyclegan.translate_batch", 0), ("data.global_batch", -2), ("train.learning_rate", 0.0),
+    ("cyclegan.learning_rate", -1e-4), ("train.lambda_output", -0.001),
+])
+def test_each_bad_setting_is_named_before_anything_runs(field, value):
+  config = test_config.get_config()
+  parent, _, name = field.rpartition(".")
+  config[parent][name] = value
+  with pytest.raises(config_checks.ConfigError, match=rf"{field}={value}: "):
+    config_checks.check_config(config)
+  config[parent][name] = test_config.get_config()[parent][name]
+  config_checks.check_config(config)
+
+
+def test_several_bad_settings_are_named_together():
+  config = test_config.get_config()
+  config.train.log_every, config.train.keep_checkpoints = 0, 0
+  config.train.num_steps = -3
+  with pytest.raises(config_checks.ConfigError) as error:
+    config_checks.check_config(config)
+  for field in ("train.log_every=0", "train.keep_checkpoints=0", "train.num_steps=-3"):
+    assert field in str(error.value)
 
 
 def test_global_batch_splits_over_the_devices_or_says_why_not():

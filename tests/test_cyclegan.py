@@ -342,8 +342,8 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
 
 def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_data_dir,
                                                                      tmp_path):
-  """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 0
-  before anything is translated or the task net starts (resuming from such a checkpoint:
+  """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 75
+  (trainer.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
   test_cyclegan_training_resumes_exactly)."""
   pytest.importorskip("tensorflow_datasets")
   from tests.test_trainer import SUBPROCESS_ENV, _stop_after  # pylint: disable=g-import-not-at-top
@@ -354,7 +354,7 @@ def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_d
        "--config.cyclegan.num_steps=50"],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
   _stop_after(process, "step 2/50", signal.SIGTERM)
-  assert process.returncode == 0
+  assert process.returncode == 75
   saved = [int(p.name) for p in (workdir / "cyclegan" / "checkpoints").iterdir()
            if p.name.isdigit()]
   assert len(saved) == 1 and 2 <= saved[0] < 50

@@ -104,9 +104,11 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, strai
   assert killed.returncode == -signal.SIGKILL
   terminated = _train_py(workdir, data_dir, "--config.train.checkpoint_every=1000")
   _stop_after(terminated, "step ", signal.SIGTERM)
-  assert terminated.returncode == 0
+  # Not 0: `train.py ... && evaluate.py ...` must not evaluate an unfinished run.
+  assert terminated.returncode == trainer.PREEMPTED_EXIT_CODE == 75
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < 6
+  assert not (workdir / "export").exists()
   final = _train_py(workdir, data_dir)
   out, err = final.communicate(timeout=600)
   assert final.returncode == 0, err[-3000:]
