@@ -38,14 +38,18 @@ class NonFiniteError(FloatingPointError):
   """A loss or gradient norm became NaN or inf."""
 
 
-def check_finite(metrics: dict[str, float], step: int) -> None:
-  """Raise naming every non-finite metric of `step`."""
+def check_finite(metrics: dict[str, float], step: int, last_checkpoint: int | None) -> None:
+  """Raise naming every non-finite metric of `step` and what a rerun starts from."""
   bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
   if bad:
+    if last_checkpoint is None:
+      kept = ("No checkpoint was written yet, so a rerun starts from step 0; lower the "
+              "learning rate or the adversarial weights first.")
+    else:
+      kept = (f"The last good checkpoint, step {last_checkpoint}, is kept in the workdir; lower "
+              "the learning rate or the adversarial weights and rerun to resume from it.")
     raise NonFiniteError(f"step {step}: non-finite {', '.join(bad)} "
-                         f"({', '.join(f'{n}={metrics[n]}' for n in bad)}); stopping. The "
-                         "last good checkpoint is kept in the workdir; lower the learning "
-                         "rate or the adversarial weights and resume.")
+                         f"({', '.join(f'{n}={metrics[n]}' for n in bad)}); stopping. {kept}")
 
 
 def format_progress(step: int, num_steps: int, metrics: dict[str, float], steps_per_s: float,
@@ -177,7 +181,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
     # state that came out of a NaN/inf step.
     if step % train.log_every == 0 or save_now:
       metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
-      check_finite(metrics, step)
+      check_finite(metrics, step, checkpointer.latest_step())
     if step % train.log_every == 0 or step == loop.num_steps:
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)

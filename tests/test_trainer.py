@@ -35,7 +35,16 @@ def test_non_finite_metrics_stop_with_their_names():
   with pytest.raises(trainer.NonFiniteError, match="loss_d_img.*grad_norm_task_net|"
                                                    "grad_norm_task_net.*loss_d_img"):
     trainer.check_finite({"loss_d_img": float("nan"), "grad_norm_task_net": float("inf"),
-                          "loss_seg": 1.0}, step=7)
+                          "loss_seg": 1.0}, step=7, last_checkpoint=5)
+
+
+def test_a_nan_message_says_what_a_rerun_starts_from():
+  with pytest.raises(trainer.NonFiniteError, match="checkpoint, step 5, is kept"):
+    trainer.check_finite({"loss_seg": float("nan")}, step=7, last_checkpoint=5)
+  with pytest.raises(trainer.NonFiniteError, match="No checkpoint was written yet") as error:
+    trainer.check_finite({"loss_seg": float("nan")}, step=2, last_checkpoint=None)
+  assert "is kept" not in str(error.value)
+  trainer.check_finite({"loss_seg": 1.0}, step=2, last_checkpoint=None)
 
 
 def test_the_step_is_traced_once_and_runs_without_host_transfers(trained_run):
