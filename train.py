@@ -32,6 +32,10 @@ def main(argv):
     # orbax logs every save and restore at INFO; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
   del argv
+  if not _WORKDIR.value.strip():  # "" would write checkpoints into the current directory
+    print("train.py: --workdir is empty; give the run's own folder (checkpoints, logs and the "
+          "export go there).", file=sys.stderr)
+    return 2
   try:  # before anything touches a device
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:

@@ -50,6 +50,16 @@ def test_train_py_says_so_and_exits_2(empty_torch_home, tmp_path):
   assert "Traceback" not in result.stderr
 
 
+def test_train_py_refuses_an_empty_workdir(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run(
+      [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/test.py"),
+       "--workdir="], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "--workdir is empty" in result.stderr
+  assert not list(tmp_path.iterdir())  # nothing written where it was started
+
+
 def test_vgg16_path_resolution(empty_torch_home, monkeypatch, tmp_path):
   task_net = vkitti_to_kitti.get_config().model.task_net
   cached = empty_torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth"
