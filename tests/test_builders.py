@@ -267,3 +267,20 @@ def test_data_prepared_by_an_older_version_is_refused(tmp_path):
                      match=r"data version 1\.0\.0.*Re-run `python -m gio_ada_jax\.data\.prepare "
                            r"--dataset vkitti"):
     pipeline.open_split(str(tmp_path), "vkitti", "train")
+
+
+def test_prepare_refuses_a_procedural_copy_of_another_config(tmp_path):
+  """A folder that holds another rendering is not passed off as this config's: an error naming
+  the differing fields, and --overwrite re-renders it."""
+  config = _tiny_procedural_config()
+  prepare.prepare("procedural", str(tmp_path), config, num_workers=1)
+  changed = _tiny_procedural_config()
+  changed.data.procedural.target.noise_std = 0.5
+  # Each domain records the whole procedural config: the first domain's folder is refused.
+  with pytest.raises(formats.DataError,
+                     match=r"procedural/source/.*fields differing: \['target'\].*--overwrite"):
+    prepare.prepare("procedural", str(tmp_path), changed, num_workers=1)
+  prepare.prepare("procedural", str(tmp_path), config, num_workers=1)  # the same: a no-op
+  prepare.prepare("procedural", str(tmp_path), changed, overwrite=True, num_workers=1)
+  _, info = pipeline.open_split(str(tmp_path), "procedural/target", "train")
+  pipeline.check_procedural_config(info, changed.data.procedural)
