@@ -137,8 +137,7 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
 
 def _stored_provenance(path) -> dict | None:
   """The generator a complete translated copy at `path` was made by (None: not recorded)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return (tfds.builder_from_directory(str(path)).info.metadata or {}).get(
+  return (pipeline.prepared_builder(path).info.metadata or {}).get(
       pipeline.METADATA_TRANSLATED_BY)
 
 

@@ -284,3 +284,34 @@ def test_prepare_refuses_a_procedural_copy_of_another_config(tmp_path):
   prepare.prepare("procedural", str(tmp_path), changed, overwrite=True, num_workers=1)
   _, info = pipeline.open_split(str(tmp_path), "procedural/target", "train")
   pipeline.check_procedural_config(info, changed.data.procedural)
+
+
+@pytest.mark.parametrize("edit", ["foreign_class", "not_json"])
+def test_a_prepared_dataset_naming_foreign_feature_classes_is_refused(tmp_path, edit):
+  """TFDS imports the modules a features.json names: an edited file must not make any entry
+  point import them."""
+  fake_datasets.write_kitti_semantics(tmp_path / "raw")
+  _prepare("kitti_semantics", tmp_path / "raw", tmp_path / "data")
+  path = pipeline.dataset_dir(str(tmp_path / "data"), "kitti_semantics")
+  features = path / "features.json"
+  marker = tmp_path / "imported"
+  module = tmp_path / "hostile_features.py"
+  module.write_text(f"open({str(marker)!r}, 'w').close()\n")
+  if edit == "foreign_class":
+    features.write_text(features.read_text().replace(
+        "tensorflow_datasets.core.features.text_feature.Text", "hostile_features.Text"))
+  else:
+    features.write_text("{not json")
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(tmp_path))
+  try:
+    with pytest.raises(ValueError, match=r"features\.json.*(hostile_features\.Text|cannot be "
+                                         r"read).*--overwrite"):
+      pipeline.open_split(str(tmp_path / "data"), "kitti_semantics", "train")
+  finally:
+    sys.path.remove(str(tmp_path))
+  assert not marker.exists()
+  prepare.prepare("kitti_semantics", str(tmp_path / "data"), default_config.get_config(),
+                  str(tmp_path / "raw"), overwrite=True)
+  source, _ = pipeline.open_split(str(tmp_path / "data"), "kitti_semantics", "train")
+  assert len(source) == 2

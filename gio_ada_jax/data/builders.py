@@ -26,7 +26,8 @@ from gio_ada_jax.data import formats, procedural
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_DEPTH_MAX_BELOW_FAR,
                                        METADATA_PROCEDURAL_CONFIG, METADATA_SPLIT_STATS,
-                                       METADATA_TRANSLATED_BY, VERSION_DIR, dataset_dir)
+                                       METADATA_TRANSLATED_BY, VERSION_DIR, dataset_dir,
+                                       prepared_builder)
 
 VERSION = tfds.core.Version(VERSION_DIR)
 
@@ -186,7 +187,7 @@ class _Translated(_StatsBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    source = tfds.builder_from_directory(str(self._source_dir))
+    source = prepared_builder(self._source_dir)
     metadata = dict(source.info.metadata or {})
     metadata.pop(METADATA_SPLIT_STATS, None)  # recomputed while writing
     self.info.metadata.update(metadata)

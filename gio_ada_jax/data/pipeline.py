@@ -34,6 +34,12 @@ METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which 
 # dataset with depth; 1.0.0 stored it as 0 (invalid) and is refused with a message to re-prepare.
 VERSION_DIR = "2.0.0"
 SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
+# The TFDS feature classes builders.py writes into a prepared dataset's features.json. TFDS
+# imports whatever module that file names, so nothing else is accepted.
+FEATURE_CLASSES = frozenset(
+    f"tensorflow_datasets.core.features.{name}" for name in (
+        "features_dict.FeaturesDict", "tensor_feature.Tensor", "text_feature.Text",
+        "image_feature.Image"))
 
 
 class DatasetNotPrepared(FileNotFoundError):
@@ -58,6 +64,33 @@ def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
   return pathlib.Path(data_dir).expanduser() / name / VERSION_DIR
 
 
+def _feature_classes(node) -> set[str]:
+  """Every "pythonClassName" in a features.json tree."""
+  if isinstance(node, dict):
+    found = {node["pythonClassName"]} if isinstance(node.get("pythonClassName"), str) else set()
+    return found.union(*(_feature_classes(v) for v in node.values()))
+  if isinstance(node, list):
+    return set().union(*(_feature_classes(v) for v in node))
+  return set()
+
+
+def prepared_builder(path):
+  """The TFDS builder of the prepared dataset folder `path`, after checking that its
+  features.json names only the feature classes this package writes (FEATURE_CLASSES)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features_file = pathlib.Path(path) / "features.json"
+  try:
+    foreign = _feature_classes(json.loads(features_file.read_text())) - FEATURE_CLASSES
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{features_file}: cannot be read as this package's features ({e}); "
+                     "re-run prepare with --overwrite.") from None
+  if foreign:
+    raise ValueError(f"{features_file} names feature classes this package does not write "
+                     f"({', '.join(sorted(foreign))}); TFDS would import them, so the dataset "
+                     "is refused. Re-run prepare with --overwrite into a folder you trust.")
+  return tfds.builder_from_directory(str(path))
+
+
 def open_split(data_dir: str, name: str, split: str):
   """(random-access source of `split`, DatasetInfo) of a prepared dataset."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -75,7 +108,7 @@ def open_split(data_dir: str, name: str, split: str):
         f"{path}: dataset {name!r} is not prepared (no dataset_info.json). Run "
         f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
         f"{data_dir}` (with --manual_dir for the official datasets).")
-  builder = tfds.builder_from_directory(str(path))
+  builder = prepared_builder(path)
   if split not in builder.info.splits:
     raise ValueError(f"{path}: dataset {name!r} has no split {split!r}; it has "
                      f"{sorted(builder.info.splits)}.")

@@ -56,8 +56,8 @@ def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
       shutil.rmtree(builder.data_path)
     elif dataset == "procedural" and (builder.data_path / "dataset_info.json").exists():
       try:  # a complete copy is kept only if it is this config's rendering
-        pipeline.check_procedural_config(
-            tfds.builder_from_directory(str(builder.data_path)).info, config.data.procedural)
+        pipeline.check_procedural_config(pipeline.prepared_builder(builder.data_path).info,
+                                         config.data.procedural)
       except ValueError as e:
         raise formats.DataError(f"{builder.data_path}: {e}") from None
     builder.download_and_prepare(
