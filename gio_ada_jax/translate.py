@@ -14,6 +14,7 @@ stages itself (this module's `with_cyclegan_source`).
 """
 
 import os
+import pathlib
 import shutil
 import sys
 from typing import Any, Callable
@@ -99,13 +100,38 @@ def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
   return translate_images
 
 
+def check_output_root(output_data_dir: str, source_dir: str, name: str) -> None:
+  """The translated copy of dataset `name` gets a data root of its own: not the source's root
+  (the copy would take the source's place) and not a folder that holds other data."""
+  root = pathlib.Path(output_data_dir).expanduser().resolve()
+  if root == pathlib.Path(source_dir).expanduser().resolve():
+    raise TranslationError(
+        f"--output_dir {output_data_dir} is the data root of the source itself: the translated "
+        f"copy of {name} would take the place of the prepared one. Choose a folder of its own, "
+        f"e.g. {root / 'translated'}.")
+  if not root.is_dir():
+    return
+  top, _, config_name = name.partition("/")
+  other = sorted(p.name for p in root.iterdir() if p.name not in (top, "downloads"))
+  if config_name and (root / top).is_dir():
+    other += sorted(f"{top}/{p.name}" for p in (root / top).iterdir()
+                    if p.name not in (config_name, ".config"))
+  if other:
+    raise TranslationError(
+        f"--output_dir {root} holds other data ({', '.join(other[:5])}"
+        f"{', ...' if len(other) > 5 else ''}); translated copies go into a folder of their "
+        "own. Choose a new or empty folder.")
+
+
 def translate_source(config, params, output_data_dir: str, provenance: dict,
                      overwrite: bool = False) -> str:
   """Write the translated copy of config.data.source into `output_data_dir`; its folder.
 
   A complete copy made by the same generator is kept as it is; one made by another raises
-  (or, with `overwrite`, is replaced). TFDS writes into a temporary folder and renames it when
-  every split is done, so an interrupted translation never reads as complete.
+  (or, with `overwrite`, is replaced). Nothing that translate did not write is ever deleted:
+  the source's own root, a folder holding other data and a prepared dataset without a
+  recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
+  renames it when every split is done, so an interrupted translation never reads as complete.
   """
   from gio_ada_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
   prepare.hide_gpus_from_tensorflow()
@@ -116,9 +142,14 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   num_classes = len(next(iter(split_stats.values()))["class_pixels"]) - 1
   builder_class = builders.translated_builder(data.source, "depth" in info.features,
                                               num_classes)
+  check_output_root(output_data_dir, source_dir, data.source)
   output = pipeline.dataset_dir(output_data_dir, data.source)
   if output.exists():
     stored = _stored_provenance(output)
+    if stored is None:
+      raise TranslationError(
+          f"{output}: holds a prepared dataset that translate did not write (no generator "
+          "recorded); it is never replaced. Choose another --output_dir.")
     if stored != provenance and not overwrite:
       raise TranslationError(
           f"{output}: holds a translation by {stored}, not by {provenance}; pass --overwrite "

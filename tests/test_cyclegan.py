@@ -292,6 +292,36 @@ def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_p
     translate.translate_source(config, params, translate.translated_data_dir(workdir), other)
 
 
+def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):
+  """Even with --overwrite: not the source's own root, not a folder holding other data, not a
+  prepared dataset without a recorded generator."""
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = cg_run
+  params, provenance = translate.generator_from_checkpoint(
+      config, translate.cyclegan_workdir(workdir))
+  config = config.copy_and_resolve_references()
+  config.data.data_dir = str(tmp_path / "data")  # a copy: the session's data stays untouched
+  shutil.copytree(cg_run[0].data.data_dir, config.data.data_dir)
+  source = pipeline.dataset_dir(config.data.data_dir, config.data.source)
+  with pytest.raises(translate.TranslationError, match="data root of the source itself"):
+    translate.translate_source(config, params, config.data.data_dir, provenance, overwrite=True)
+  assert (source / "dataset_info.json").exists()
+
+  shared = tmp_path / "shared"
+  (shared / "kitti_semantics").mkdir(parents=True)
+  with pytest.raises(translate.TranslationError, match=r"holds other data \(kitti_semantics\)"):
+    translate.translate_source(config, params, str(shared), provenance, overwrite=True)
+  assert (shared / "kitti_semantics").is_dir()
+
+  copy_root = tmp_path / "copy"
+  copy = pipeline.dataset_dir(str(copy_root), config.data.source)
+  shutil.copytree(source, copy)
+  with pytest.raises(translate.TranslationError, match="translate did not write"):
+    translate.translate_source(config, params, str(copy_root), provenance, overwrite=True)
+  assert (copy / "dataset_info.json").exists()
+
+
 def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
   from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
