@@ -37,13 +37,19 @@ class ConfigError(ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
 
-def has_field(config, dotted: str) -> bool:
-  """Whether `config` holds the field `dotted` ("a.b.c")."""
+def _field(config, dotted: str):
   node = config
   for key in dotted.split("."):
-    if not hasattr(node, "keys") or key not in node:
-      return False
     node = node[key]
+  return node
+
+
+def has_field(config, dotted: str) -> bool:
+  """Whether `config` holds the field `dotted` ("a.b.c")."""
+  try:
+    _field(config, dotted)
+  except (KeyError, AttributeError, TypeError):
+    return False
   return True
 
 
@@ -54,13 +60,6 @@ def check_removed_fields(config) -> None:
   if stale:
     raise ConfigError("the config sets fields this version no longer reads: "
                       + "; ".join(stale) + ". Set the replacements instead.")
-
-
-def _field(config, dotted: str):
-  node = config
-  for key in dotted.split("."):
-    node = node[key]
-  return node
 
 
 def training_length_problem(train_config) -> str | None:
@@ -127,11 +126,10 @@ def vgg16_weights_path(task_net_config) -> str | None:
 
 
 def check_config(config) -> None:
-  """Every check a training run makes before it reads data or compiles; one error names every
-  bad field."""
+  """The settings a training run checks before it reads data or compiles (the VGG16 file:
+  vgg16_weights_path); one error names every bad field."""
   check_removed_fields(config)
   problems = [training_length_problem(config.train)] + range_problems(config)
   problems = [p for p in problems if p]
   if problems:
     raise ConfigError("the config cannot run: " + "; ".join(problems) + ".")
-  vgg16_weights_path(config.model.task_net)

@@ -81,8 +81,9 @@ def summary(builder, class_names) -> str:
   depth_max = metadata.get(pipeline.METADATA_DEPTH_MAX, 0)
   if depth_max:
     below_far = metadata.get(pipeline.METADATA_DEPTH_MAX_BELOW_FAR, 0)
-    lines.append(f"  depth maximum: {depth_max / 100:.2f} m (far clip {FAR_DEPTH_CM / 100:.2f} m "
-                 f"= the sky); below the far clip: {below_far / 100:.2f} m")
+    far = " (the far clip: the sky)" if depth_max == FAR_DEPTH_CM else ""
+    lines.append(f"  depth maximum: {depth_max / 100:.2f} m{far}; below the far clip: "
+                 f"{below_far / 100:.2f} m")
   return "\n".join(lines)
 
 
