@@ -14,6 +14,7 @@ REMOVED_FIELDS = {
 }
 
 ENCODER_INITS = ("imagenet", "random")
+SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
 # torchvision's file name for the ImageNet VGG16 weights (torchvision.models.VGG16_Weights).
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -77,6 +78,15 @@ def training_length_problem(train_config) -> str | None:
   return None
 
 
+def sky_depth_problem(sky_depth: str) -> str | None:
+  """What is wrong with data.sky_depth, or None."""
+  if sky_depth in SKY_DEPTH_MODES:
+    return None
+  return (f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the far clip is the far "
+          "end of the [0, 1] range, after the paper's 'the sky is always far away') or "
+          "'invalid' (no depth there)")
+
+
 def range_problems(config) -> list[str]:
   """Every MINIMUMS field below its minimum, and negative weights or learning rates."""
   problems = [f"{field}={_field(config, field)}: must be at least {minimum} ({meaning})"
@@ -129,7 +139,8 @@ def check_config(config) -> None:
   """The settings a training run checks before it reads data or compiles (the VGG16 file:
   vgg16_weights_path); one error names every bad field."""
   check_removed_fields(config)
-  problems = [training_length_problem(config.train)] + range_problems(config)
+  problems = ([training_length_problem(config.train), sky_depth_problem(config.data.sky_depth)]
+              + range_problems(config))
   problems = [p for p in problems if p]
   if problems:
     raise ConfigError("the config cannot run: " + "; ".join(problems) + ".")

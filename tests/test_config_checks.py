@@ -203,3 +203,10 @@ def test_zero_global_batch_is_named():
   config.data.global_batch = 0
   with pytest.raises(config_checks.ConfigError, match="data.global_batch=0"):
     config_checks.check_config(config)
+
+
+def test_an_unknown_sky_depth_is_named_before_anything_runs():
+  config = test_config.get_config()
+  config.data.sky_depth = "sky"
+  with pytest.raises(config_checks.ConfigError, match="data.sky_depth='sky' is not known"):
+    config_checks.check_config(config)

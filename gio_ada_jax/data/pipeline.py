@@ -21,7 +21,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.config_checks import SKY_DEPTH_MODES, ConfigError, sky_depth_problem
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
 
@@ -33,7 +33,6 @@ METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which 
 # The prepared data's version. 2.0.0: the far clip (the sky) is stored as FAR_DEPTH_CM in every
 # dataset with depth; 1.0.0 stored it as 0 (invalid) and is refused with a message to re-prepare.
 VERSION_DIR = "2.0.0"
-SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
 # The TFDS feature classes builders.py writes into a prepared dataset's features.json. TFDS
 # imports whatever module that file names, so nothing else is accepted.
 FEATURE_CLASSES = frozenset(
@@ -117,10 +116,9 @@ def open_split(data_dir: str, name: str, split: str):
 
 def check_sky_depth(sky_depth: str) -> None:
   """data.sky_depth is one of SKY_DEPTH_MODES, or an error names it."""
-  if sky_depth not in SKY_DEPTH_MODES:
-    raise ValueError(f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the far clip is "
-                     "the far end of the [0, 1] range, after the paper's 'the sky is always far "
-                     "away') or 'invalid' (no depth there).")
+  problem = sky_depth_problem(sky_depth)
+  if problem:
+    raise ConfigError(problem + ".")
 
 
 def depth_scale_cm(info, sky_depth: str) -> float:
