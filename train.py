@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import config_checks, distributed, trainer
+from gio_ada_jax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -43,7 +44,7 @@ def main(argv):
     return 2
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except config_checks.ConfigError as e:
+  except (config_checks.ConfigError, pipeline.DatasetNotPrepared) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:

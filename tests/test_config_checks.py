@@ -210,3 +210,17 @@ def test_an_unknown_sky_depth_is_named_before_anything_runs():
   config.data.sky_depth = "sky"
   with pytest.raises(config_checks.ConfigError, match="data.sky_depth='sky' is not known"):
     config_checks.check_config(config)
+
+
+def test_train_py_refuses_data_of_an_older_version_in_one_line(tmp_path):
+  old = tmp_path / "data" / "procedural" / "source" / "1.0.0"
+  old.mkdir(parents=True)
+  (old / "dataset_info.json").write_text("{}")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run(
+      [sys.executable, "train.py", "--config", "configs/test.py", "--workdir",
+       str(tmp_path / "run"), f"--config.data.data_dir={tmp_path / 'data'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "data version 1.0.0" in result.stderr and "Re-run" in result.stderr
+  assert "Traceback" not in result.stderr
