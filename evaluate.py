@@ -5,7 +5,9 @@
   python evaluate.py --config configs/X.py --workdir DIR --images_dir FOLDER [--output_dir OUT]
   python evaluate.py compare DIR_OR_REPORT... [--step N] [--output_dir OUT]
 
-Reports (Markdown + JSON), the curve and pictures go into DIR/eval. `compare` groups the runs'
+The config must compute as the run's (recorded in DIR/config.json: model, variant, input
+size and data; --allow_config_change=FIELD,... on purpose). Reports (Markdown + JSON), the
+curve and pictures go into DIR/eval. `compare` groups the runs'
 reports by name (default: the variant) and prints mean ± std per class and mIoU.
 """
 
@@ -16,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, evaluator, models, reports, variants
+from gio_ada_jax import distributed, evaluator, models, reports, run_config, variants
 from gio_ada_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
@@ -40,6 +42,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where --images_dir pictures
                                   "WORKDIR/eval/images) or compare's tables go.")
 _NAME = flags.DEFINE_string("name", "", "Row name in reports and comparisons (default: the "
                             "variant, e.g. '+sd,joint').")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: as in "
                                    "train.py.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs.")
@@ -72,7 +75,8 @@ def _evaluate() -> int:
     built = models.build_models(config.model, variants.from_config(config))
     weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
                                        _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
-               else evaluator.latest_weights(built, config, workdir, step=_STEP.value))
+               else evaluator.latest_weights(built, config, workdir, step=_STEP.value,
+                                             allow_config_change=_ALLOW_CONFIG_CHANGE.value))
     output_dir = _OUTPUT_DIR.value or os.path.join(workdir_lib.evaluation(workdir), "images")
     names = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
     print(f"Predicted {len(names)} images with {weights.checkpoint} -> {output_dir}")
@@ -80,7 +84,8 @@ def _evaluate() -> int:
   written = evaluator.evaluate(
       config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,
       torch_checkpoint=_TORCH_CHECKPOINT.value, torch_layout=_TORCH_LAYOUT.value,
-      save_predictions=_SAVE_PREDICTIONS.value, name=_NAME.value)
+      save_predictions=_SAVE_PREDICTIONS.value, name=_NAME.value,
+      allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   if distributed.is_main_process():
     print()
     print(evaluator.tables(written))

@@ -1,6 +1,8 @@
 """Train GIO-Ada: python train.py --config configs/X.py --workdir DIR [--config.field=value].
 
-Rerunning the same command with the same --workdir resumes from its latest checkpoint. Exit
+Rerunning the same command with the same --workdir resumes from its latest checkpoint; a
+config that computes differently from the one recorded in WORKDIR/config.json is refused
+(--allow_config_change=FIELD,... changes fields on purpose). Exit
 status: 0 finished (the task net is exported), 2 a config or start-up error, 3 a NaN/inf loss,
 75 stopped by SIGTERM after a checkpoint (not finished; rerun to resume).
 """
@@ -10,13 +12,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, distributed, trainer
+from gio_ada_jax import config_checks, distributed, run_config, trainer
 from gio_ada_jax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
 flags.mark_flags_as_required(["config", "workdir"])
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
     "Multi-process runs: host:port where process 0 serves the coordinator. Give it with "
@@ -43,7 +46,8 @@ def main(argv):
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   try:
-    final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                       _ALLOW_CONFIG_CHANGE.value)
   except (config_checks.ConfigError, pipeline.DatasetNotPrepared) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2

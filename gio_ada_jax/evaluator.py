@@ -12,7 +12,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from absl import logging
 from flax import serialization
 from PIL import Image
 
-from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports,
+from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports, run_config,
                          state as state_lib, variants, workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
@@ -54,15 +54,17 @@ def _abstract_state(built: models.GioAdaModels, config):
 
 
 def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
-                       step: int | None = None, all_steps: bool = False
-                       ) -> Iterator[TaskNetWeights]:
+                       step: int | None = None, all_steps: bool = False,
+                       allow_config_change: Sequence[str] = ()) -> Iterator[TaskNetWeights]:
   """G_task of the workdir's checkpoint `step` (default: the latest), or of every kept one;
-  without checkpoints, the export of a finished run."""
+  without checkpoints, the export of a finished run. `config` must compute as the run's
+  recorded config (run_config.check_matches), except the fields `allow_config_change` names."""
+  run_config.check_matches(config, workdir, "evaluate", allow_config_change)
   directory = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(directory):  # do not let the CheckpointManager create it
     if step is not None or all_steps:
       raise FileNotFoundError(f"{workdir}: no checkpoints folder ({directory}).")
-    yield export_weights(built, config, workdir)
+    yield export_weights(built, config, workdir, allow_config_change)
     return
   checkpointer = checkpoint.Checkpointer(directory, keep=None)
   try:
@@ -94,6 +96,7 @@ def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
 def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
                       step: int | None = None) -> dict[str, Any]:
   """Every network's parameters of checkpoint `step` (default: the latest), e.g. G_img's."""
+  run_config.check_matches(config, workdir, "evaluate")
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), keep=None)
   try:
     kept = checkpointer.all_steps()
@@ -107,9 +110,11 @@ def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
 
 
 def latest_weights(built: models.GioAdaModels, config, workdir: str,
-                   step: int | None = None) -> TaskNetWeights:
+                   step: int | None = None, allow_config_change: Sequence[str] = ()
+                   ) -> TaskNetWeights:
   """The one TaskNetWeights of `checkpoint_weights` for `step` (default: the latest)."""
-  weights = checkpoint_weights(built, config, workdir, step=step)
+  weights = checkpoint_weights(built, config, workdir, step=step,
+                               allow_config_change=allow_config_change)
   try:
     return next(weights)
   finally:
@@ -143,9 +148,12 @@ def _without_stale_variant_fields(stored: dict) -> dict:
   return stored
 
 
-def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetWeights:
-  """G_task from the workdir's export (written when training completes); its stored model
-  config must equal `config.model`."""
+def export_weights(built: models.GioAdaModels, config, workdir: str,
+                   allow_config_change: Sequence[str] = ()) -> TaskNetWeights:
+  """G_task from the workdir's export (written when training completes); `config` must compute
+  as the run's recorded config, and its model config equal the export's (except the fields
+  `allow_config_change` names)."""
+  run_config.check_matches(config, workdir, "evaluate", allow_config_change)
   directory = workdir_lib.export(workdir)
   path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
   if not os.path.exists(path):
@@ -155,7 +163,9 @@ def export_weights(built: models.GioAdaModels, config, workdir: str) -> TaskNetW
   if os.path.exists(config_path):
     with open(config_path) as f:
       stored = _without_stale_variant_fields(json.load(f))
-    differences = _model_config_differences(stored, json.loads(config.model.to_json_best_effort()))
+    differences = [d for d in _model_config_differences(
+        stored, json.loads(config.model.to_json_best_effort()))
+                   if d.split(" ")[0] not in allow_config_change]
     if differences:
       raise ValueError(f"{path} was trained with another model config: "
                        f"{'; '.join(differences)}. Evaluate with the run's config.")
@@ -209,12 +219,16 @@ def _example_name(split: pipeline.EvalSplit, index: int) -> str:
 
 def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool = False,
              torch_checkpoint: str = "", torch_layout: str = TORCH_LAYOUTS[0],
-             save_predictions: int = 0, name: str = "", progress: bool = True
-             ) -> list[dict[str, Any]]:
+             save_predictions: int = 0, name: str = "", progress: bool = True,
+             allow_config_change: Sequence[str] = ()) -> list[dict[str, Any]]:
   """Evaluate G_task as `evaluate.py` does; the reports (also written into workdir/eval).
 
-  Every process runs this (each evaluates its share of the split); process 0 writes.
+  Every process runs this (each evaluates its share of the split); process 0 writes. The
+  workdir's recorded config must compute as `config` (run_config.check_matches), except the
+  fields `allow_config_change` names.
   """
+  if not torch_checkpoint:  # before anything is read or compiled
+    run_config.check_matches(config, workdir, "evaluate", allow_config_change)
   built = models.build_models(config.model, variants.from_config(config))
   label_space = label_space_for(config.model.num_classes)
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
@@ -228,7 +242,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
   if torch_checkpoint:
     weights = iter([torch_weights(built, config, torch_checkpoint, torch_layout)])
   else:
-    weights = checkpoint_weights(built, config, workdir, step=step, all_steps=all_steps)
+    weights = checkpoint_weights(built, config, workdir, step=step, all_steps=all_steps,
+                                 allow_config_change=allow_config_change)
   eval_dir = workdir_lib.evaluation(workdir)
   written = []
   for w in weights:

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -22,7 +22,7 @@ from absl import logging
 from flax import serialization
 
 from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, models, pictures,
-                         state as state_lib, summaries, train_step, variants)
+                         run_config, state as state_lib, summaries, train_step, variants)
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
@@ -207,9 +207,14 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   return unreplicate(replicated)
 
 
-def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
+def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] = ()
+                       ) -> state_lib.GioAdaState | None:
   """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state, or None
   when SIGTERM stopped the run before its last step (its checkpoint is saved; rerun to resume).
+
+  The config is recorded in WORKDIR/config.json; resuming with one that computes differently
+  raises a ConfigError naming the fields, unless `allow_config_change` names them
+  (run_config.check_and_record).
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
@@ -217,9 +222,11 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
   config_checks.check_config(config)  # before anything is read or compiled
   vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
   variant = variants.from_config(config)
+  run_config.check_and_record(config, workdir, allow_config_change,
+                              is_writer=jax.process_index() == 0)
   if variant.trains_cyclegan:
     from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
-    config = translate.with_cyclegan_source(config, workdir)
+    config = translate.with_cyclegan_source(config, workdir, allow_config_change)
     if config is None:
       return None
   config = with_training_length(config)
@@ -248,9 +255,13 @@ def train_and_evaluate(config, workdir: str) -> state_lib.GioAdaState | None:
   return final
 
 
-def train_cyclegan(config, workdir: str) -> cyclegan.CycleGanState:
+def train_cyclegan(config, workdir: str, allow_config_change: Sequence[str] = ()
+                   ) -> cyclegan.CycleGanState:
   """Train the 'cg' CycleGAN (config.cyclegan) on the source and target training images,
-  writing checkpoints to `workdir` (resumed like GIO-Ada's); the final state."""
+  writing checkpoints to `workdir` (resumed like GIO-Ada's, its config recorded and compared
+  as train_and_evaluate's); the final state."""
+  run_config.check_and_record(config, workdir, allow_config_change,
+                              is_writer=jax.process_index() == 0)
   built = cyclegan.build_models(config)
   batches = pipeline.train_iterator(config)
   state = cyclegan.create_state(built, config, jax.random.key(config.seed), config.data.height,

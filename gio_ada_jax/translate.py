@@ -17,14 +17,15 @@ import os
 import pathlib
 import shutil
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import checkpoint, convert, cyclegan, pictures, workdir as workdir_lib
+from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, pictures, run_config,
+                         workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
@@ -45,9 +46,12 @@ def translated_data_dir(workdir: str) -> str:
   return os.path.join(cyclegan_workdir(workdir), TRANSLATED_SUBDIR)
 
 
-def generator_from_checkpoint(config, workdir: str, step: int | None = None
-                              ) -> tuple[Any, dict]:
-  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default latest)."""
+def generator_from_checkpoint(config, workdir: str, step: int | None = None,
+                              allow_config_change: Sequence[str] = ()) -> tuple[Any, dict]:
+  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default latest);
+  `config` must build the same networks and name the same source as the workdir's recorded
+  config (run_config.check_matches, except the fields `allow_config_change` names)."""
+  run_config.check_matches(config, workdir, "translate", allow_config_change)
   built = cyclegan.build_models(config)
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), None)
   try:
@@ -172,7 +176,7 @@ def _stored_provenance(path) -> dict | None:
       pipeline.METADATA_TRANSLATED_BY)
 
 
-def with_cyclegan_source(config, workdir: str):
+def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str] = ()):
   """The 'cg' variant's first two stages; `config` reading the translated source, or None
   when the CycleGAN stage was preempted (rerun to resume).
 
@@ -190,7 +194,7 @@ def with_cyclegan_source(config, workdir: str):
   if not finished:
     if jax.process_index() == 0:
       print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}.", flush=True)
-    final = trainer.train_cyclegan(config, cyclegan_dir)
+    final = trainer.train_cyclegan(config, cyclegan_dir, allow_config_change)
     if int(final.step) != num_steps:
       return None
   output_dir = translated_data_dir(workdir)
@@ -223,6 +227,7 @@ def _define_flags() -> None:
                       "state_dict (latest_net_G_A.pth, A = the source domain).")
   flags.DEFINE_string("output_dir", None, "Data root of the translated copy.")
   flags.DEFINE_bool("overwrite", False, "Replace a translated copy made by another generator.")
+  flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
   flags.mark_flags_as_required(["config", "output_dir"])
 
 
@@ -238,10 +243,11 @@ def main(argv):
     if fl.torch_generator:
       params, provenance = generator_from_torch(config, fl.torch_generator)
     else:
-      params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step)
+      params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step,
+                                                     fl.allow_config_change)
     path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
   except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError) as e:
+          FileNotFoundError, config_checks.ConfigError) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
   print(f"Translated {config.data.source} into {path}. Train on it with "

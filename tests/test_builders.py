@@ -77,7 +77,7 @@ def test_pipeline_reads_prepared_source_and_target(tmp_path):
       pipeline.train_dataset(src, src_spec, seed=0, per_device_batch=1, local_devices=2,
                              threads=2, buffer_batches=4),
       pipeline.train_dataset(tgt, tgt_spec, seed=1, per_device_batch=1, local_devices=2,
-                             threads=2, buffer_batches=4))
+                             threads=2, buffer_batches=4), global_batch=2, process_count=1)
   batch = next(batches)
   assert batch["source"]["image"].shape == batch["target"]["image"].shape == (2, 1, 8, 16, 3)
   assert batch["source"]["depth"].max() <= 1.0 and batch["source"]["depth_mask"].max() == 1.0

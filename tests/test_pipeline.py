@@ -70,10 +70,20 @@ def test_random_crop_keeps_the_window_aligned():
     pipeline.preprocess(SOURCE[0], pipeline.Preprocessing(20, 20, mode="random_crop"), None)
 
 
-def _train(seed=0, process_index=0, process_count=1, local_devices=2):
-  return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=1,
+def _train(seed=0, process_index=0, process_count=1, local_devices=2, per_device_batch=1):
+  return pipeline.train_dataset(SOURCE, SPEC, seed=seed, per_device_batch=per_device_batch,
                                 local_devices=local_devices, threads=2, buffer_batches=4,
                                 process_index=process_index, process_count=process_count)
+
+
+LAYOUT = dict(global_batch=2, process_count=1)  # _train's default: 1 image on each of 2 devices
+
+
+def _unpaired(global_batch):
+  return pipeline.UnpairedIterator(
+      _train(seed=0, local_devices=1, per_device_batch=global_batch),
+      _train(seed=9, local_devices=1, per_device_batch=global_batch),
+      global_batch=global_batch, process_count=1)
 
 
 def test_train_batches_are_device_shaped_and_seeded():
@@ -118,11 +128,11 @@ def test_iterator_state_resumes_exactly():
 
 
 def test_unpaired_iterator_state_round_trips():
-  unpaired = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9))
+  unpaired = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9), **LAYOUT)
   next(unpaired)
   state = unpaired.get_state()
   want = next(unpaired)
-  again = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9))
+  again = pipeline.UnpairedIterator(_train(seed=0), _train(seed=9), **LAYOUT)
   again.set_state(state)
   got = next(again)
   assert _indices(got["source"]) == _indices(want["source"])
@@ -130,6 +140,30 @@ def test_unpaired_iterator_state_round_trips():
   sources, targets = zip(*((_indices(b["source"]), _indices(b["target"]))
                            for b, _ in zip(again, range(5))))
   assert sources != targets  # independent (unpaired) orders
+
+
+def test_a_resume_with_another_global_batch_continues_at_the_same_image():
+  """The iterator state counts batches; resuming at another data.global_batch recounts them,
+  so each domain continues with the image that comes next (issue: it used to skip or repeat)."""
+  order = _unpaired(1)
+  sequence = [{d: _indices(b[d])[0] for d in b} for b, _ in zip(order, range(12))]
+  run = _unpaired(2)
+  for _ in range(3):  # 6 images of each domain
+    next(run)
+  resumed = _unpaired(3)
+  resumed.set_state(run.get_state())
+  for start in (6, 9):
+    batch = next(resumed)
+    for domain in ("source", "target"):
+      assert _indices(batch[domain]) == [s[domain] for s in sequence[start:start + 3]]
+
+
+def test_a_resume_whose_position_does_not_fit_the_new_batch_names_the_field():
+  run = _unpaired(2)
+  for _ in range(3):
+    next(run)
+  with pytest.raises(pipeline.ConfigError, match=r"6 images.*data.global_batch=4"):
+    _unpaired(4).set_state(run.get_state())
 
 
 @pytest.mark.parametrize("process_count", [1, 2])
@@ -155,7 +189,7 @@ def test_device_prefetch_yields_device_batches_with_the_state_after_each():
   from gio_ada_jax.distributed import prefetch_to_devices  # pylint: disable=g-import-not-at-top
   devices = jax.local_devices()
   unpaired = pipeline.UnpairedIterator(_train(seed=0, local_devices=len(devices)),
-                                       _train(seed=9, local_devices=len(devices)))
+                                       _train(seed=9, local_devices=len(devices)), **LAYOUT)
   prefetched = prefetch_to_devices(unpaired, 3, lambda b: b["source"])
   batches = [next(prefetched) for _ in range(4)]
   for batch, _ in batches:
@@ -163,7 +197,7 @@ def test_device_prefetch_yields_device_batches_with_the_state_after_each():
     assert [s.device for s in batch["image"].addressable_shards] == devices
   state_after_second = batches[1][1]
   resumed = pipeline.UnpairedIterator(_train(seed=0, local_devices=len(devices)),
-                                      _train(seed=9, local_devices=len(devices)))
+                                      _train(seed=9, local_devices=len(devices)), **LAYOUT)
   resumed.set_state(state_after_second)
   third = next(resumed)["source"]
   np.testing.assert_array_equal(np.asarray(batches[2][0]["image"]), third["image"])

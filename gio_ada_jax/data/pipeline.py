@@ -18,6 +18,7 @@ import pathlib
 from typing import Any, Iterator
 
 import grain
+from absl import logging
 import numpy as np
 from PIL import Image
 
@@ -287,10 +288,17 @@ def train_dataset(source, spec: Preprocessing, *, seed: int, per_device_batch: i
 
 
 class UnpairedIterator:
-  """Source and target batches drawn independently (unpaired), with one saveable state."""
+  """Source and target batches drawn independently (unpaired), with one saveable state.
 
-  def __init__(self, source: grain.IterDataset, target: grain.IterDataset):
+  The state records the layout it was taken under (global batch, process count) beside each
+  domain's position, so a run resumed with another global batch continues at the same image
+  of each domain (the position is counted in images, not batches).
+  """
+
+  def __init__(self, source: grain.IterDataset, target: grain.IterDataset, *,
+               global_batch: int, process_count: int):
     self._iterators = {"source": iter(source), "target": iter(target)}
+    self._layout = {"global_batch": global_batch, "process_count": process_count}
 
   def __iter__(self):
     return self
@@ -299,11 +307,35 @@ class UnpairedIterator:
     return {name: next(it) for name, it in self._iterators.items()}
 
   def get_state(self) -> dict[str, Any]:
-    return {name: it.get_state() for name, it in self._iterators.items()}
+    return {**{name: it.get_state() for name, it in self._iterators.items()}, **self._layout}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    """Continue from `state` (get_state's), also when it was taken at another global batch."""
     for name, it in self._iterators.items():
-      it.set_state(state[name])
+      it.set_state(_rebatched_position(state[name], state.get("global_batch"),
+                                       self._layout["global_batch"], name))
+    old_processes = state.get("process_count", self._layout["process_count"])
+    if old_processes != self._layout["process_count"]:
+      logging.warning(
+          "Resumed on %d processes, saved on %d: each process now reads another shard of the "
+          "data, so the remaining images come in another order than in an uninterrupted run "
+          "(the position in the epoch is kept).", self._layout["process_count"], old_processes)
+
+
+def _rebatched_position(domain_state: dict[str, Any], old_global_batch: int | None,
+                        global_batch: int, domain: str) -> dict[str, Any]:
+  """A grain iterator state counting batches of `old_global_batch` images, recounted in
+  batches of `global_batch` (the same images read so far)."""
+  if old_global_batch is None or old_global_batch == global_batch:
+    return domain_state  # saved before the layout was recorded, or unchanged
+  images = domain_state["next_index"] * old_global_batch
+  if images % global_batch:
+    raise ConfigError(
+        f"the checkpoint's {domain} position is {images} images ({domain_state['next_index']} "
+        f"batches of data.global_batch={old_global_batch}), not a whole number of batches of "
+        f"data.global_batch={global_batch}; resume with a global batch that divides {images} "
+        f"(e.g. {old_global_batch}), or start a new workdir.")
+  return {**domain_state, "next_index": images // global_batch}
 
 
 def eval_batches(source, spec: Preprocessing, *, per_device_batch: int,
@@ -395,7 +427,8 @@ def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator
                                   per_device_batch=per_device,
                                   local_devices=local_devices, threads=data.read_threads,
                                   buffer_batches=data.read_buffer_batches))
-  return UnpairedIterator(*datasets)
+  return UnpairedIterator(*datasets, global_batch=data.global_batch,
+                          process_count=process_count)
 
 
 @dataclasses.dataclass(frozen=True)
