@@ -27,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
-                         workdir as workdir_lib)
+                         workdir as workdir_lib, workdir_lock)
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 
@@ -238,7 +238,11 @@ def main(argv):
     print(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds 0,1,2",
           file=sys.stderr)
     return 2
-  run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
+  try:
+    run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
+  except workdir_lock.WorkdirLockError as e:  # another demo is training in the same run folder
+    print(f"demo: {e}", file=sys.stderr)
+    return 2
   return 0
 
 

@@ -24,6 +24,7 @@ from flax import serialization
 from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, models, pictures,
                          run_config, state as state_lib, summaries, train_step, variants)
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax import workdir_lock
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
 
@@ -218,9 +219,17 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
+  The run holds WORKDIR/train.lock throughout (workdir_lock.WorkdirLockError if another run
+  does).
   """
   config_checks.check_config(config)  # before anything is read or compiled
   vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
+  with workdir_lock.hold(workdir):  # before anything is written: one run per workdir
+    return _train_and_evaluate(config, workdir, vgg16_path, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
+                        allow_config_change: Sequence[str]) -> state_lib.GioAdaState | None:
   variant = variants.from_config(config)
   run_config.check_and_record(config, workdir, allow_config_change,
                               is_writer=jax.process_index() == 0)

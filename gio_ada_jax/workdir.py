@@ -5,6 +5,7 @@
     WORKDIR/export/model_config.json the config.model they belong to
     WORKDIR/tensorboard/             training summaries; tensorboard/eval: evaluation curve
     WORKDIR/eval/                    evaluation reports, curve.json, pictures
+    WORKDIR/train.lock               who is training in it, while they are (workdir_lock.py)
 """
 
 import os
@@ -29,3 +30,8 @@ def tensorboard(workdir: str, run: str = "") -> str:
 
 def evaluation(workdir: str) -> str:
   return os.path.join(workdir, "eval")
+
+
+def lock(workdir: str) -> str:
+  """The training run's lock file (gio_ada_jax/workdir_lock.py)."""
+  return os.path.join(workdir, "train.lock")

@@ -70,6 +70,7 @@ def test_train_py_runs_end_to_end_and_writes_checkpoints(data_dir, tmp_path):
   assert "step 2/2" in result.stdout
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
   assert (workdir / "export" / "task_net.msgpack").exists()
+  assert not (workdir / "train.lock").exists()  # released (tests/test_adversarial_lock.py)
   events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert events
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
@@ -95,13 +96,15 @@ def _train_py(workdir, data_dir, *extra):
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
 
 
-def _stop_after(process, line_start: str, sig) -> None:
-  """Send `sig` once the run prints a line starting with `line_start`."""
+def _stop_after(process, line_start: str, sig) -> str:
+  """Send `sig` once the run prints a line starting with `line_start`; its whole stdout."""
+  lines = []
   for line in process.stdout:
+    lines.append(line)
     if line.startswith(line_start):
       process.send_signal(sig)
       break
-  process.communicate(timeout=600)
+  return "".join(lines) + process.communicate(timeout=600)[0]
 
 
 def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, straight, tmp_path):
@@ -111,16 +114,20 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, strai
   killed = _train_py(workdir, data_dir)
   _stop_after(killed, "step 4/6", signal.SIGKILL)
   assert killed.returncode == -signal.SIGKILL
+  assert f'"pid": {killed.pid},' in (workdir / "train.lock").read_text()  # left behind
   terminated = _train_py(workdir, data_dir, "--config.train.checkpoint_every=1000")
-  _stop_after(terminated, "step ", signal.SIGTERM)
+  out = _stop_after(terminated, "step ", signal.SIGTERM)
+  assert f"train.lock: replaced the stale lock of pid {killed.pid} from " in out
   # Not 0: `train.py ... && evaluate.py ...` must not evaluate an unfinished run.
   assert terminated.returncode == trainer.PREEMPTED_EXIT_CODE == 75
+  assert not (workdir / "train.lock").exists()
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < 6
   assert not (workdir / "export").exists()
   final = _train_py(workdir, data_dir)
   out, err = final.communicate(timeout=600)
   assert final.returncode == 0, err[-3000:]
+  assert not (workdir / "train.lock").exists()
   assert f"Resumed from step {saved[-1]}" in out and f"step {saved[-1] + 1}/6" in out
   assert "steps/s" in out and "ETA" in out
   exported = (workdir / "export" / "task_net.msgpack").read_bytes()
