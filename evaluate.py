@@ -43,10 +43,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where --images_dir pictures
 _NAME = flags.DEFINE_string("name", "", "Row name in reports and comparisons (default: the "
                             "variant, e.g. '+sd,joint').")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: as in "
-                                   "train.py.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs.")
+_PROCESSES = distributed.define_flags()
+flags.adopt_module_key_flags(distributed)  # list them in --help too
 
 
 def _compare(paths: list[str]) -> int:
@@ -102,7 +100,7 @@ def main(argv):
       return _compare(argv[2:])
     if len(argv) > 1:
       raise ValueError(f"unknown arguments {argv[1:]}; the only command is `compare`.")
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _PROCESSES.initialize()
     return _evaluate()
   except (ValueError, FileNotFoundError) as e:
     print(f"evaluate.py: {e}", file=sys.stderr)

@@ -21,15 +21,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
 flags.mark_flags_as_required(["config", "workdir"])
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None,
-    "Multi-process runs: host:port where process 0 serves the coordinator. Give it with "
-    "--num_processes and --process_id, or none of the three on one host or in a cluster "
-    "JAX configures itself (Cloud TPU pod slices, srun, mpirun).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Multi-process runs: how many processes in all.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "Multi-process runs: this process's index, 0 to N-1.")
+_PROCESSES = distributed.define_flags()
+flags.adopt_module_key_flags(distributed)  # list them in --help too
 
 
 def main(argv):
@@ -42,7 +35,7 @@ def main(argv):
           "export go there).", file=sys.stderr)
     return 2
   try:  # before anything touches a device
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _PROCESSES.initialize()
   except ValueError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
