@@ -9,6 +9,16 @@ The config must compute as the run's (recorded in DIR/config.json: model, varian
 size and data; --allow_config_change=FIELD,... on purpose). Reports (Markdown + JSON), the
 curve and pictures go into DIR/eval. `compare` groups the runs'
 reports by name (default: the variant) and prints mean ± std per class and mIoU.
+
+--images_dir predicts every image of FOLDER (.png .jpg .jpeg .bmp .ppm .pgm .pbm .pnm .tif .tiff
+.webp; not recursive: other files and subfolders are listed as skipped) and writes
+NAME_segmentation.png, NAME_depth.png and NAME_panel.png for each file NAME (the whole name:
+a.png and a.jpg both keep theirs) into OUT (default DIR/eval/images). Any PIL mode is read as
+8-bit RGB (16-bit scaled, alpha dropped; gio_ada_jax/pictures.py read_rgb); a file that cannot
+be read correctly stops the run before anything is written. OUT must not be, be inside or
+contain FOLDER, and may hold only pictures an earlier --images_dir run wrote there (listed in
+OUT/.predict_images.json).
+Errors are printed in one paragraph and the exit status is 2.
 """
 
 import json
@@ -37,9 +47,11 @@ _TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", evaluator.TORCH_LAYOUTS[0],
 _SAVE_PREDICTIONS = flags.DEFINE_integer("save_predictions", 0, "Write pictures of this many "
                                          "evaluated images (segmentation, depth, panels).")
 _IMAGES_DIR = flags.DEFINE_string("images_dir", "", "Instead of evaluating, predict every image "
-                                  "of this folder (no labels needed) and write pictures.")
+                                  "of this folder (no labels needed, not recursive) and write "
+                                  "NAME_segmentation/_depth/_panel.png per file NAME.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where --images_dir pictures (default "
-                                  "WORKDIR/eval/images) or compare's tables go.")
+                                  "WORKDIR/eval/images; a folder apart from --images_dir, "
+                                  "holding nothing else) or compare's tables go.")
 _NAME = flags.DEFINE_string("name", "", "Row name in reports and comparisons (default: the "
                             "variant, e.g. '+sd,joint').")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
@@ -70,14 +82,18 @@ def _evaluate() -> int:
   if _IMAGES_DIR.value:
     if not distributed.is_main_process():
       return 0  # a folder of images is small work: process 0 alone predicts and writes it
+    output_dir = _OUTPUT_DIR.value or os.path.join(workdir_lib.evaluation(workdir), "images")
+    evaluator.check_image_folders(_IMAGES_DIR.value, output_dir)  # before loading weights
     built = models.build_models(config.model, variants.from_config(config))
     weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
                                        _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
                else evaluator.latest_weights(built, config, workdir, step=_STEP.value,
                                              allow_config_change=_ALLOW_CONFIG_CHANGE.value))
-    output_dir = _OUTPUT_DIR.value or os.path.join(workdir_lib.evaluation(workdir), "images")
-    names = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
-    print(f"Predicted {len(names)} images with {weights.checkpoint} -> {output_dir}")
+    folder = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
+    print(f"Predicted {len(folder.images)} images with {weights.checkpoint} -> {output_dir}")
+    if folder.skipped:
+      print(f"Skipped in {_IMAGES_DIR.value} (not images by their suffix): "
+            f"{', '.join(folder.skipped)}")
     return 0
   written = evaluator.evaluate(
       config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,

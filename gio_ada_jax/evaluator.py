@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import serialization
-from PIL import Image
 
 from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports, run_config,
                          state as state_lib, variants, workdir as workdir_lib)
@@ -28,7 +27,8 @@ from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.models.layers import align_corners_matrix
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff",
+                  ".webp")
 TORCH_LAYOUTS = ("task_net", "deeplab_vgg")  # GIO-Ada's torch_ref net, AdaptSegNet's DeeplabVGG
 
 
@@ -294,13 +294,84 @@ def tables(reports_list: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------- unlabelled images
 
+PICTURE_KINDS = ("segmentation", "depth", "panel")  # NAME_<kind>.png for each image NAME
+# Lists what predict_images wrote into an output folder: only those files may be overwritten.
+IMAGES_MANIFEST = ".predict_images.json"
 
-def _read_rgb(path: pathlib.Path) -> np.ndarray:
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder:
+  """The images of a folder (by suffix, not recursive) and what else it holds."""
+
+  images: list[pathlib.Path]
+  skipped: list[str]  # names of files with other suffixes and of subfolders
+
+
+def list_images(images_dir: str) -> ImageFolder:
+  """The images of `images_dir`; FileNotFoundError when it is no folder or has none."""
+  if not os.path.isdir(images_dir):
+    raise FileNotFoundError(f"--images_dir={images_dir}: not a folder.")
+  entries = sorted(pathlib.Path(images_dir).iterdir())
+  images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+  skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
+  if not images:
+    raise FileNotFoundError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
+  return ImageFolder(images, skipped)
+
+
+def picture_names(image: pathlib.Path) -> list[str]:
+  """The files predict_images writes for `image`: named after its whole file name, so that
+  a.png and a.jpg never share pictures (a.png_segmentation.png, a.jpg_segmentation.png)."""
+  return [f"{image.name}_{kind}.png" for kind in PICTURE_KINDS]
+
+
+def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
+  """The images to predict, after refusing (ValueError) an output folder that is, is inside or
+  holds the images folder, pictures whose names differ only in case, and an output folder
+  holding files that predict_images did not write there (IMAGES_MANIFEST)."""
+  folder = list_images(images_dir)
+  images = pathlib.Path(images_dir).resolve()
+  output = pathlib.Path(output_dir).expanduser().resolve()
+  relation = ("is the same folder as" if output == images else "is inside" if images in output.parents
+              else "contains" if output in images.parents else None)
+  if relation:
+    raise ValueError(
+        f"--output_dir {output} {relation} --images_dir {images}: pictures and images are kept "
+        "apart, so that no picture is ever read back as an image and no image is overwritten. "
+        f"Choose an output folder outside it, e.g. {images}_predictions.")
+  by_case = {}
+  for image in folder.images:
+    by_case.setdefault(image.name.casefold(), []).append(image.name)
+  same = [names for names in by_case.values() if len(names) > 1]
+  if same:
+    raise ValueError(
+        f"{images}: {' and '.join(same[0])} differ only in case, so their pictures would "
+        "overwrite each other on a case-insensitive file system; rename one.")
+  if output.is_dir():
+    ours = _manifest_files(output) | {IMAGES_MANIFEST}
+    ours |= {name + ".tmp" for name in ours}  # left by an interrupted atomic write
+    foreign = sorted(p.name for p in output.iterdir() if p.name not in ours)
+    if foreign:
+      raise ValueError(
+          f"--output_dir {output} holds files that `evaluate.py --images_dir` did not write "
+          f"there ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); it never "
+          "overwrites or mixes with them. Choose a new or empty folder.")
+  return folder
+
+
+def _manifest_files(output: pathlib.Path) -> set[str]:
+  """The files an earlier predict_images wrote into `output` (none without a manifest)."""
+  path = output / IMAGES_MANIFEST
+  if not path.exists():
+    return set()
   try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except OSError as e:
-    raise ValueError(f"{path}: not a readable image ({e}).") from None
+    files = json.loads(path.read_text())["files"]
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+      raise TypeError("'files' is not a list of file names")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: cannot be read as the list of pictures predict_images wrote "
+                     f"({type(e).__name__}: {e}); choose a new or empty --output_dir.") from None
+  return set(files)
 
 
 def upsample_host(x: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -311,35 +382,38 @@ def upsample_host(x: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir: str
-                   ) -> list[str]:
-  """Segmentation and depth pictures of every image in `images_dir` (no labels); the names.
+                   ) -> ImageFolder:
+  """Segmentation, depth and panel pictures of every image in `images_dir` (no labels, not
+  recursive) into `output_dir` as picture_names; the images predicted and the names skipped.
 
-  Each image is resized to the configured input size for the network and its predictions are
-  upsampled back to the image's own size.
+  Every image is read (pictures.read_rgb, any PIL mode) before anything is written: one that
+  cannot be read correctly raises UnreadableImage naming it. Each is resized to the configured
+  input size for the network and its predictions are upsampled back to its own size. The
+  folders are checked first (check_image_folders), and the pictures listed in IMAGES_MANIFEST
+  before they are written.
   """
-  if not os.path.isdir(images_dir):
-    raise FileNotFoundError(f"--images_dir={images_dir}: not a folder.")
-  paths = sorted(p for p in pathlib.Path(images_dir).iterdir()
-                 if p.suffix.lower() in IMAGE_SUFFIXES)
-  if not paths:
-    raise FileNotFoundError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
+  folder = check_image_folders(images_dir, output_dir)
+  for path in folder.images:  # decoded twice, so that a bad file stops the run before any write
+    pictures.read_rgb(path)
+  manifest = pathlib.Path(output_dir).expanduser() / IMAGES_MANIFEST
+  ours = _manifest_files(manifest.parent) if manifest.parent.is_dir() else set()
+  ours |= {name for path in folder.images for name in picture_names(path)}
+  reports.write_text_atomically(str(manifest), json.dumps({"files": sorted(ours)}, indent=1))
   built = models.build_models(config.model, variants.from_config(config))
   label_space = label_space_for(config.model.num_classes)
   height, width = config.data.height, config.data.width
   # The heads' stride-8 outputs, upsampled once to each image's own size (as in evaluation).
   apply = jax.jit(lambda params, image: built.task_net.apply(
       {"params": params}, image, upsample_to_input=False))
-  written = []
-  for path in paths:
-    rgb = _read_rgb(path)
+  for path in folder.images:
+    rgb = pictures.read_rgb(path)
     image = pipeline.normalise_image(pipeline.resize_image(rgb, height, width))
     logits, depth = jax.device_get(apply(weights.params, image[None]))
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
     segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
     depth_rgb = pictures.depth_colours(depth, scale=pictures.display_scale(depth))
-    pictures.write_prediction_pictures(output_dir, path.stem, {
+    pictures.write_prediction_pictures(str(manifest.parent), path.name, {
         "segmentation": segmentation, "depth": depth_rgb,
         "panel": pictures.panel([[rgb, segmentation, depth_rgb]])})
-    written.append(path.stem)
-  return written
+  return folder

@@ -1,6 +1,7 @@
 """Pictures of predictions: colourised segmentation (Cityscapes palette), depth maps and panels.
 
-Everything here is numpy on uint8 [H, W, 3] arrays, written as PNG with PIL.
+Everything here is numpy on uint8 [H, W, 3] arrays, written as PNG with PIL; `read_rgb` turns
+any image file PIL opens into one.
 """
 
 import os
@@ -15,6 +16,70 @@ from gio_ada_jax.data.labels import LabelSpace
 _DEPTH_RAMP = np.asarray([(0, 0, 4), (59, 15, 112), (140, 41, 129), (222, 73, 104),
                           (254, 159, 109), (252, 253, 191)], np.float32)
 PANEL_GAP = 4  # pixels of white between panel tiles
+# 8-bit modes that PIL's convert("RGB") maps correctly: alpha is dropped (the colours as
+# stored), palettes are looked up, CMYK / YCbCr / LAB / HSV are converted without ICC profiles.
+_CONVERTIBLE_MODES = frozenset(("1", "L", "P", "RGB", "RGBX", "RGBA", "LA", "PA", "CMYK",
+                                "YCbCr", "LAB", "HSV"))
+_16_BIT_MODES = frozenset(("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I"))
+
+
+class UnreadableImage(ValueError):
+  """An image file that is not read, or not read correctly, as 8-bit RGB."""
+
+
+def read_rgb(path) -> np.ndarray:
+  """An image file -> uint8 RGB [H, W, 3] (the first frame), or UnreadableImage naming it.
+
+  8-bit modes go through PIL's convert (alpha dropped, see _CONVERTIBLE_MODES). 16-bit gray
+  (I;16*, and I, which PIL uses for 16-bit PNM) is scaled by 255 / 65535 and rounded; PIL
+  itself reads 16-bit RGB PNGs as RGB keeping the high byte (within 1 of that). Float (F) is
+  read on PIL's 0..255 scale. Values outside a mode's range raise instead of being clipped.
+  """
+  try:
+    with Image.open(path) as image:
+      image.load()
+      if image.mode in _16_BIT_MODES:
+        return _gray_to_rgb(_sixteen_to_eight_bits(np.asarray(image), path))
+      if image.mode == "F":
+        return _gray_to_rgb(_float_to_eight_bits(np.asarray(image), path))
+      if image.mode not in _CONVERTIBLE_MODES:
+        raise UnreadableImage(
+            f"{path}: image mode {image.mode} is not converted to RGB here; save it as an 8-bit "
+            "RGB PNG or JPEG.")
+      return np.asarray(image.convert("RGB"))
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    if isinstance(e, UnreadableImage):
+      raise
+    raise UnreadableImage(f"{path}: not a readable image ({type(e).__name__}: {e}).") from None
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+  return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _sixteen_to_eight_bits(values: np.ndarray, path) -> np.ndarray:
+  values = values.astype(np.int64)
+  if values.size and (values.min() < 0 or values.max() > 65535):
+    raise UnreadableImage(
+        f"{path}: integer values from {values.min()} to {values.max()}, outside the 16-bit "
+        "range 0..65535 that is scaled to 8 bits; save it as an 8- or 16-bit PNG.")
+  return ((values * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535)
+
+
+def _float_to_eight_bits(values: np.ndarray, path) -> np.ndarray:
+  values = values.astype(np.float64)
+  low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+  if not np.isfinite(values).all() or low < 0 or high > 255:
+    raise UnreadableImage(
+        f"{path}: float values from {low} to {high} (NaN or infinite: "
+        f"{not np.isfinite(values).all()}); float images are read on the 0..255 scale of "
+        "8-bit ones. Save it as an 8-bit PNG.")
+  if 0 < high <= 1:
+    raise UnreadableImage(
+        f"{path}: float values within [0, 1]: float images are read on the 0..255 scale of "
+        "8-bit ones (as PIL converts them), so this one would be black. Multiply it by 255 or "
+        "save it as an 8-bit PNG.")
+  return np.round(values).astype(np.uint8)
 
 
 def image_to_uint8(image: np.ndarray) -> np.ndarray:

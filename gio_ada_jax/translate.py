@@ -11,8 +11,15 @@ target generator (g_st) of a CycleGAN trained by this package (its latest checkp
 writes OUT/<data.source>/<data version> with the same ids, labels and depth. Train the task
 net on it as in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant does all three
 stages itself (this module's `with_cyclegan_source`).
+
+A translated copy records its generator by content: the sha256 of the .pth file, or of g_st's
+parameters in the checkpoint (the path and step are kept for people to read). A copy is reused
+only when that digest matches, so a changed file at the same path or a CycleGAN retrained to
+the same step translates again; a copy recorded without a digest (older versions) is never
+reused silently.
 """
 
+import hashlib
 import os
 import pathlib
 import shutil
@@ -30,6 +37,10 @@ from gio_ada_jax.data import pipeline
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
 TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
+DIGEST = "generator_sha256"  # the recorded generator's content (file_sha256 or params_sha256)
+# What makes two generators the same: their content, and whether the output adds the input
+# (a config setting, not a parameter). Paths and steps are recorded for people only.
+IDENTITY_FIELDS = (DIGEST, "residual_output")
 
 
 class TranslationError(ValueError):
@@ -66,12 +77,33 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None,
     params = checkpointer.restore_params(abstract, step)["g_st"]
   finally:
     checkpointer.close()
-  return params, checkpoint_provenance(workdir, step)
+  return params, checkpoint_provenance(workdir, step, params, config.cyclegan.residual_output)
 
 
-def checkpoint_provenance(workdir: str, step: int) -> dict:
-  """What a translated copy records of a generator from this package's CycleGAN workdir."""
-  return {"cyclegan_checkpoint": os.path.abspath(workdir), "step": int(step)}
+def checkpoint_provenance(workdir: str, step: int, params, residual_output: bool) -> dict:
+  """What a translated copy records of g_st from this package's CycleGAN workdir."""
+  return {"cyclegan_checkpoint": os.path.abspath(workdir), "step": int(step),
+          DIGEST: params_sha256(params), "residual_output": bool(residual_output)}
+
+
+def params_sha256(params) -> str:
+  """sha256 of a parameter tree: every leaf's path, dtype, shape and bytes, in JAX's (sorted)
+  key order, so the same values always give the same digest."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    array = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype.str}:{array.shape};".encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+  """sha256 of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def generator_from_torch(config, path: str) -> tuple[Any, dict]:
@@ -89,7 +121,29 @@ def generator_from_torch(config, path: str) -> tuple[Any, dict]:
                           jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   params = convert.torch_to_flax(convert.load_torch_checkpoint(path), "generator", template)
-  return params, {"torch_generator": os.path.abspath(path)}
+  return params, {"torch_generator": os.path.abspath(path), DIGEST: file_sha256(path),
+                  "residual_output": False}
+
+
+def same_generator(stored: dict | None, provenance: dict) -> bool:
+  """Whether a copy recorded as made by `stored` was made by the generator `provenance`
+  describes: the same content (a record without a digest is by an unknown generator)."""
+  return (stored is not None and stored.get(DIGEST) is not None
+          and all(stored.get(k) == provenance.get(k) for k in IDENTITY_FIELDS))
+
+
+def describe(provenance: dict) -> str:
+  """A generator record as a phrase for messages."""
+  digest = provenance.get(DIGEST)
+  content = f"sha256 {digest[:12]}" if digest else "no digest recorded"
+  if provenance.get("residual_output"):
+    content += ", residual_output"
+  if "torch_generator" in provenance:
+    return f"the PyTorch generator {provenance['torch_generator']} ({content})"
+  if "cyclegan_checkpoint" in provenance:
+    return (f"the CycleGAN {provenance['cyclegan_checkpoint']} at step "
+            f"{provenance.get('step')} (g_st {content})")
+  return f"{provenance} ({content})"
 
 
 def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
@@ -131,8 +185,9 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
                      overwrite: bool = False) -> str:
   """Write the translated copy of config.data.source into `output_data_dir`; its folder.
 
-  A complete copy made by the same generator is kept as it is; one made by another raises
-  (or, with `overwrite`, is replaced). Nothing that translate did not write is ever deleted:
+  A complete copy made by the same generator (same_generator: by content) is kept as it is;
+  one made by another, or recorded without a digest, raises (or, with `overwrite`, is
+  replaced). Nothing that translate did not write is ever deleted:
   the source's own root, a folder holding other data and a prepared dataset without a
   recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
   renames it when every split is done, so an interrupted translation never reads as complete.
@@ -149,16 +204,19 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   check_output_root(output_data_dir, source_dir, data.source)
   output = pipeline.dataset_dir(output_data_dir, data.source)
   if output.exists():
-    stored = _stored_provenance(output)
+    stored = stored_provenance(output)
     if stored is None:
       raise TranslationError(
           f"{output}: holds a prepared dataset that translate did not write (no generator "
           "recorded); it is never replaced. Choose another --output_dir.")
-    if stored != provenance and not overwrite:
-      raise TranslationError(
-          f"{output}: holds a translation by {stored}, not by {provenance}; pass --overwrite "
-          "to replace it or choose another --output_dir.")
-    if stored != provenance:
+    if not same_generator(stored, provenance) and not overwrite:
+      made_by = (f"a translation by {describe(stored)}, not by {describe(provenance)}"
+                 if stored.get(DIGEST) else
+                 f"a translation by {describe(stored)}, recorded by an older translate without "
+                 "the content of its generator, so it may be stale")
+      raise TranslationError(f"{output}: holds {made_by}; pass --overwrite to replace it or "
+                             "choose another --output_dir.")
+    if not same_generator(stored, provenance):
       shutil.rmtree(output)
   builder = builder_class(source_data_dir=source_dir,
                           translate_images=image_translator(config, params),
@@ -170,7 +228,7 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   return str(builder.data_path)
 
 
-def _stored_provenance(path) -> dict | None:
+def stored_provenance(path) -> dict | None:
   """The generator a complete translated copy at `path` was made by (None: not recorded)."""
   return (pipeline.prepared_builder(path).info.metadata or {}).get(
       pipeline.METADATA_TRANSLATED_BY)
@@ -181,8 +239,9 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   when the CycleGAN stage was preempted (rerun to resume).
 
   Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained) and
-  translates data.source with its final g_st into WORKDIR/cyclegan/translated (once; process
-  0 writes, the others wait). The task net then trains on that copy as in 'na'.
+  translates data.source with its final g_st into WORKDIR/cyclegan/translated (once per g_st
+  content: a copy by other parameters or without a recorded digest is replaced; process 0
+  writes, the others wait). The task net then trains on that copy as in 'na'.
   """
   from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -199,13 +258,14 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
       return None
   output_dir = translated_data_dir(workdir)
   output = pipeline.dataset_dir(output_dir, config.data.source)
+  # Every process restores (orbax's manager synchronises the processes): the digest of g_st
+  # tells whether the copy is this generator's. One process writes.
+  params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
+                                                 allow_config_change)
   # Every process decides on the same folder state: none has started writing yet.
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source checked")
-  done = (output.exists()
-          and _stored_provenance(output) == checkpoint_provenance(cyclegan_dir, num_steps))
-  if not done:  # a finished run's rerun skips the restore of the whole CycleGAN state
-    # Every process restores (orbax's manager synchronises the processes); one writes.
-    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
+  done = output.exists() and same_generator(stored_provenance(output), provenance)
+  if not done:
     if jax.process_index() == 0:
       path = translate_source(config, params, output_dir, provenance, overwrite=True)
       print(f"'cg': translated {config.data.source} into {path}.", flush=True)
@@ -226,7 +286,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("torch_generator", None, "Upstream PyTorch CycleGAN generator "
                       "state_dict (latest_net_G_A.pth, A = the source domain).")
   flags.DEFINE_string("output_dir", None, "Data root of the translated copy.")
-  flags.DEFINE_bool("overwrite", False, "Replace a translated copy made by another generator.")
+  flags.DEFINE_bool("overwrite", False, "Replace a translated copy made by another generator "
+                    "(or recorded without its generator's digest).")
   flags.DEFINE_list("allow_config_change", [], run_config.ALLOW_FLAG_HELP)
   flags.mark_flags_as_required(["config", "output_dir"])
 

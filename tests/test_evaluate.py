@@ -122,10 +122,11 @@ def test_images_dir_predicts_unlabelled_images_at_their_own_size(trained_run,
   built = models.build_models(config.model, variants.FINAL)
   weights = next(evaluator.checkpoint_weights(built, config, trained_run[1]))
   assert weights.step == 6
-  assert evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out")) == [
-      "a", "b"]
-  assert np.asarray(Image.open(tmp_path / "out" / "b_segmentation.png")).shape == (25, 41, 3)
-  assert np.asarray(Image.open(tmp_path / "out" / "a_panel.png")).shape == (20, 3 * 30 + 8, 3)
+  found = evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out"))
+  assert [p.name for p in found.images] == ["a.png", "b.jpg"] and found.skipped == ["notes.txt"]
+  assert np.asarray(Image.open(tmp_path / "out" / "b.jpg_segmentation.png")).shape == (25, 41, 3)
+  assert np.asarray(Image.open(tmp_path / "out" / "a.png_panel.png")).shape == (20, 3 * 30 + 8,
+                                                                                 3)
   (folder / "c.png").write_bytes(b"\x89PNG broken")
   with pytest.raises(ValueError, match="c.png"):
     evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out"))
