@@ -1,8 +1,10 @@
 """Train GIO-Ada: python train.py --config configs/X.py --workdir DIR [--config.field=value].
 
-Rerunning the same command with the same --workdir resumes from its latest checkpoint. Exit
-status: 0 finished (the task net is exported), 2 a config or start-up error, 3 a NaN/inf loss,
-75 stopped by SIGTERM after a checkpoint (not finished; rerun to resume).
+Rerunning the same command with the same --workdir resumes from its newest checkpoint that
+restores (a damaged newer one is named and moved to WORKDIR/checkpoints_unrestorable). Exit
+status: 0 finished (the task net is exported), 2 a config or start-up error or checkpoints none
+of which restores, 3 a NaN/inf loss, 75 stopped by SIGTERM after a checkpoint (not finished;
+rerun to resume).
 """
 
 import sys
@@ -10,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, distributed, trainer
+from gio_ada_jax import checkpoint, config_checks, distributed, trainer
 from gio_ada_jax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -44,7 +46,8 @@ def main(argv):
     return 2
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, pipeline.DatasetNotPrepared) as e:
+  except (config_checks.ConfigError, pipeline.DatasetNotPrepared,
+          checkpoint.UnrestorableCheckpoint) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:

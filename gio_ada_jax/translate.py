@@ -47,19 +47,31 @@ def translated_data_dir(workdir: str) -> str:
 
 def generator_from_checkpoint(config, workdir: str, step: int | None = None
                               ) -> tuple[Any, dict]:
-  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default latest)."""
+  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default: the newest
+  that restores, naming the newer ones skipped). checkpoint.UnrestorableCheckpoint if `step`,
+  or every checkpoint, does not restore."""
   built = cyclegan.build_models(config)
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), None)
   try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None or step not in checkpointer.all_steps():
+    latest = checkpointer.latest_step() if step is None else step
+    if latest is None or latest not in checkpointer.all_steps():
       raise TranslationError(
           f"{workdir_lib.checkpoints(workdir)}: no CycleGAN checkpoint"
           f"{'' if step is None else f' of step {step}'} (kept: {checkpointer.all_steps()}); "
           "train one first (train.py with the 'cg' variant) or pass --torch_generator.")
     abstract = checkpoint.abstract_state(lambda: cyclegan.create_state(
         built, config, jax.random.key(0), config.data.height, config.data.width))
-    params = checkpointer.restore_params(abstract, step)["g_st"]
+    if step is not None:
+      params = checkpointer.restore_params(abstract, step)["g_st"]
+    else:
+      restored, skipped = checkpointer.newest_params(abstract)
+      if jax.process_index() == 0:
+        for s in skipped:
+          print(checkpoint.skipped_message(s, "left in place"), flush=True)
+      if restored is None:
+        raise checkpoint.UnrestorableCheckpoint(
+            checkpoint.none_restores(checkpointer.directory, skipped))
+      step, params = restored.step, restored.state.params["g_st"]
   finally:
     checkpointer.close()
   return params, checkpoint_provenance(workdir, step)
@@ -176,9 +188,10 @@ def with_cyclegan_source(config, workdir: str):
   """The 'cg' variant's first two stages; `config` reading the translated source, or None
   when the CycleGAN stage was preempted (rerun to resume).
 
-  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained) and
-  translates data.source with its final g_st into WORKDIR/cyclegan/translated (once; process
-  0 writes, the others wait). The task net then trains on that copy as in 'na'.
+  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained unless
+  its final checkpoint is damaged) and translates data.source with its final g_st into
+  WORKDIR/cyclegan/translated (once; process 0 writes, the others wait). The task net then
+  trains on that copy as in 'na'.
   """
   from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -201,7 +214,15 @@ def with_cyclegan_source(config, workdir: str):
           and _stored_provenance(output) == checkpoint_provenance(cyclegan_dir, num_steps))
   if not done:  # a finished run's rerun skips the restore of the whole CycleGAN state
     # Every process restores (orbax's manager synchronises the processes); one writes.
-    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
+    try:
+      params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
+    except checkpoint.UnrestorableCheckpoint as e:
+      # The final checkpoint is damaged: resuming sets it aside and trains its steps again.
+      if jax.process_index() == 0:
+        print(f"'cg': {e}; training the CycleGAN's last steps again.", flush=True)
+      if int(trainer.train_cyclegan(config, cyclegan_dir).step) != num_steps:
+        return None
+      params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
     if jax.process_index() == 0:
       path = translate_source(config, params, output_dir, provenance, overwrite=True)
       print(f"'cg': translated {config.data.source} into {path}.", flush=True)
@@ -241,7 +262,7 @@ def main(argv):
       params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step)
     path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
   except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError) as e:
+          checkpoint.UnrestorableCheckpoint, FileNotFoundError) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
   print(f"Translated {config.data.source} into {path}. Train on it with "
