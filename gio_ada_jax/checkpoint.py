@@ -27,6 +27,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.experimental import multihost_utils
 
 from gio_ada_jax.state import GioAdaState
@@ -136,7 +137,8 @@ def skipped_message(skipped: Skipped, fate: str) -> str:
 
 
 class Checkpointer:
-  """The workdir's checkpoints: save every N steps, keep the last K, restore the latest."""
+  """The workdir's checkpoints: save every N steps, keep the last K, restore the newest one
+  that restores."""
 
   def __init__(self, directory: str, keep: int | None):
     self.directory = os.path.abspath(directory)
@@ -210,7 +212,10 @@ class Checkpointer:
         restored, reason = None, str(e).removeprefix(f"{self.folder(step)}: ")
       if _all_processes(restored is not None):
         return restored, skipped
-      skipped.append(Skipped(step, self.folder(step), reason or "failed in another process"))
+      if reason and jax.process_index() != 0:  # process 0 says the rest
+        logging.warning("Process %d: %s: %s", jax.process_index(), self.folder(step), reason)
+      skipped.append(Skipped(step, self.folder(step), reason or
+                             "restores here, but not in every process: see their logs"))
     return None, skipped
 
   def restore(self, template: GioAdaState, step: int | None = None

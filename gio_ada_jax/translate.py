@@ -216,10 +216,11 @@ def with_cyclegan_source(config, workdir: str):
     # Every process restores (orbax's manager synchronises the processes); one writes.
     try:
       params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
-    except checkpoint.UnrestorableCheckpoint as e:
+    except checkpoint.UnrestorableCheckpoint:
       # The final checkpoint is damaged: resuming sets it aside and trains its steps again.
       if jax.process_index() == 0:
-        print(f"'cg': {e}; training the CycleGAN's last steps again.", flush=True)
+        print(f"'cg': the CycleGAN's final checkpoint (step {num_steps}) does not restore; "
+              "training its last steps again.", flush=True)
       if int(trainer.train_cyclegan(config, cyclegan_dir).step) != num_steps:
         return None
       params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
