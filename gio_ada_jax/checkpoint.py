@@ -106,6 +106,17 @@ def checksum_mismatches(stored: dict, state, data: dict | None) -> list[str]:
   return bad
 
 
+def shape_mismatches(state, abstract) -> list[str]:
+  """The arrays of `state` whose shapes differ from `abstract`'s (orbax restores an array with
+  its stored shape whatever the shape asked for)."""
+  wanted = {jax.tree_util.keystr(path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(abstract)}
+  return [f"{path} {np.shape(x)} (config: {wanted[path]})"
+          for path, x in ((jax.tree_util.keystr(p), x)
+                          for p, x in jax.tree_util.tree_leaves_with_path(state))
+          if path in wanted and tuple(np.shape(x)) != wanted[path]]
+
+
 def _short(error: BaseException) -> str:
   # A KeyError's str() is the repr of its message.
   text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
@@ -122,9 +133,14 @@ def _all_processes(ok: bool) -> bool:
 
 
 def none_restores(directory: str, skipped: list[Skipped]) -> str:
-  """The error when every checkpoint of `directory` failed to restore."""
+  """The error when every checkpoint of `directory` failed to restore (steps that failed alike
+  are named together)."""
+  steps_by_reason = {}
+  for s in skipped:
+    steps_by_reason.setdefault(s.reason, []).append(str(s.step))
   return (f"{directory}: no checkpoint can be restored: "
-          + "; ".join(f"step {s.step} ({s.reason})" for s in skipped)
+          + "; ".join(f"step{'s' if len(steps) > 1 else ''} {', '.join(steps)} ({reason})"
+                      for reason, steps in steps_by_reason.items())
           + ". Nothing was moved or deleted. When every step fails alike, the config may not be "
           "the one the run was trained with (use that one); otherwise their files are "
           "damaged.")
@@ -187,6 +203,11 @@ class Checkpointer:
     except Exception as e:  # orbax raises many types for damaged files and misfitting trees
       raise UnrestorableCheckpoint(f"{self.folder(step)}: {_short(e)}") from e
     state, data = restored["state"], restored["data"] if with_data else None
+    misfits = shape_mismatches(state, abstract)
+    if misfits:
+      raise UnrestorableCheckpoint(
+          f"{self.folder(step)}: its arrays have other shapes than this config's: "
+          f"{', '.join(misfits[:2])}{f' and {len(misfits) - 2} more' if len(misfits) > 2 else ''}")
     if verified:
       stored = restored[CHECKSUMS_ITEM]
       if not (isinstance(stored, dict) and isinstance(stored.get("state"), dict)):

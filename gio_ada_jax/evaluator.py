@@ -75,13 +75,13 @@ def _newest_restorable(checkpointer: checkpoint.Checkpointer, abstract, export: 
   """The newest checkpoint that restores, saying which newer ones were skipped; an error
   naming every failure (and the `export`, if it exists) when none does."""
   restored, skipped = checkpointer.newest_params(abstract)
-  _say_skipped(skipped)
   if restored is None:
     raise checkpoint.UnrestorableCheckpoint(
         checkpoint.none_restores(checkpointer.directory, skipped)
         + (f" The export {export} is not used instead, as it may be older than these "
            f"checkpoints; to evaluate it, move {checkpointer.directory} aside."
            if export and os.path.exists(export) else ""))
+  _say_skipped(skipped)
   return restored
 
 
