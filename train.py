@@ -1,11 +1,13 @@
 """Train GIO-Ada: python train.py --config configs/X.py --workdir DIR [--config.field=value].
 
-Rerunning the same command with the same --workdir resumes from its latest checkpoint; a
+Rerunning the same command with the same --workdir resumes from its newest checkpoint that
+restores (a damaged newer one is named and moved to WORKDIR/checkpoints_unrestorable); a
 config that computes differently from the one recorded in WORKDIR/config.json is refused
 (--allow_config_change=FIELD,... changes fields on purpose). One run trains in a workdir at a
 time (WORKDIR/train.lock; a second one is refused). Exit status: 0 finished (the task net is
-exported), 2 a config or start-up error (also: the workdir is in use), 3 a NaN/inf loss, 75
-stopped by SIGTERM after a checkpoint (not finished; rerun to resume).
+exported), 2 a config or start-up error (also: the workdir is in use, or checkpoints none of
+which restores), 3 a NaN/inf loss, 75 stopped by SIGTERM after a checkpoint (not finished;
+rerun to resume).
 """
 
 import sys
@@ -13,7 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, distributed, run_config, trainer, workdir_lock
+from gio_ada_jax import (checkpoint, config_checks, distributed, run_config, trainer,
+                         workdir_lock)
 from gio_ada_jax.data import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -43,7 +46,7 @@ def main(argv):
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                        _ALLOW_CONFIG_CHANGE.value)
   except (config_checks.ConfigError, pipeline.DatasetNotPrepared,
-          workdir_lock.WorkdirLockError) as e:
+          workdir_lock.WorkdirLockError, checkpoint.UnrestorableCheckpoint) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:

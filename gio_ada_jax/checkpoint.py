@@ -3,15 +3,61 @@ and the data iterator's state, so a resumed run continues exactly where it stopp
 
 Orbax writes each step into a temporary folder and commits it only when complete, so a save
 interrupted by a kill never loads as a checkpoint. Every process calls save and restore.
+
+A committed checkpoint can still go bad later (a truncated or overwritten file, a lost item
+folder). Orbax notices some of that, but flipped bytes in an array's data file restore without
+complaint as wrong values, so each checkpoint also holds a `checksums` item: a SHA-256 of every
+array and of the data iterator's state, written in the same commit. A restore compares the
+values it read with them. A checkpoint without that item was written before checksums existed
+(its `_CHECKPOINT_METADATA` names no such item) and restores unverified; one whose metadata
+names it but whose folder lacks it is damaged.
+
+`restore_newest` walks from the latest checkpoint to older ones until one restores, and
+`set_aside` moves the ones that did not into CHECKPOINTS_unrestorable/ (never deleted: orbax
+would otherwise collide with them when the resumed run saves that step again, and its
+garbage collection could delete them).
 """
 
+import dataclasses
+import hashlib
+import json
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from gio_ada_jax.state import GioAdaState
+
+CHECKSUMS_ITEM = "checksums"
+UNRESTORABLE_SUFFIX = "_unrestorable"  # CHECKPOINTS + this: where bad steps are set aside
+
+
+class UnrestorableCheckpoint(ValueError):
+  """A checkpoint (or every checkpoint of a folder) cannot be restored."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """A checkpoint that did not restore: its step, its folder and why."""
+
+  step: int
+  folder: str
+  reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """What a restore read: the step, the state, the data iterator state (None when not read)
+  and whether checksums verified the values (False: an older checkpoint without them)."""
+
+  step: int
+  state: Any
+  data: dict | None
+  verified: bool
 
 
 def _with_raw_key(state: GioAdaState) -> GioAdaState:
@@ -31,13 +77,89 @@ def abstract_state(make_state: Callable[[], GioAdaState]) -> GioAdaState:
   return jax.eval_shape(lambda: _with_raw_key(make_state()))
 
 
+def _array_digest(x) -> str:
+  x = np.ascontiguousarray(np.asarray(x))  # at least 1-d
+  digest = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+  digest.update(x.reshape(-1).view(np.uint8))
+  return digest.hexdigest()
+
+
+def _data_digest(data: dict) -> str:
+  return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def checksums(state, data: dict) -> dict:
+  """SHA-256 of every array of a (raw-key) state tree by its path, and of the data state."""
+  arrays = {jax.tree_util.keystr(path): _array_digest(x)
+            for path, x in jax.tree_util.tree_leaves_with_path(state)}
+  return {"state": arrays, "data": _data_digest(data)}
+
+
+def checksum_mismatches(stored: dict, state, data: dict | None) -> list[str]:
+  """What of `state` (and `data`, unless None) differs from the `stored` checksums."""
+  computed = checksums(state, {} if data is None else data)
+  expected = stored["state"]
+  bad = sorted(path for path in set(expected) | set(computed["state"])
+               if expected.get(path) != computed["state"].get(path))
+  if data is not None and stored.get("data") != computed["data"]:
+    bad.append("the data iterator state")
+  return bad
+
+
+def shape_mismatches(state, abstract) -> list[str]:
+  """The arrays of `state` whose shapes differ from `abstract`'s (orbax restores an array with
+  its stored shape whatever the shape asked for)."""
+  wanted = {jax.tree_util.keystr(path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(abstract)}
+  return [f"{path} {np.shape(x)} (config: {wanted[path]})"
+          for path, x in ((jax.tree_util.keystr(p), x)
+                          for p, x in jax.tree_util.tree_leaves_with_path(state))
+          if path in wanted and tuple(np.shape(x)) != wanted[path]]
+
+
+def _short(error: BaseException) -> str:
+  # A KeyError's str() is the repr of its message.
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  lines = text.strip().splitlines()
+  text = lines[0] if lines else ""
+  return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def _all_processes(ok: bool) -> bool:
+  """Whether `ok` holds in every process (each process restores; they must agree)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+def none_restores(directory: str, skipped: list[Skipped]) -> str:
+  """The error when every checkpoint of `directory` failed to restore (steps that failed alike
+  are named together)."""
+  steps_by_reason = {}
+  for s in skipped:
+    steps_by_reason.setdefault(s.reason, []).append(str(s.step))
+  return (f"{directory}: no checkpoint can be restored: "
+          + "; ".join(f"step{'s' if len(steps) > 1 else ''} {', '.join(steps)} ({reason})"
+                      for reason, steps in steps_by_reason.items())
+          + ". Nothing was moved or deleted. When every step fails alike, the config may not be "
+          "the one the run was trained with (use that one); otherwise their files are "
+          "damaged.")
+
+
+def skipped_message(skipped: Skipped, fate: str) -> str:
+  """The line that says a checkpoint was skipped, why, and `fate` (what became of it)."""
+  return (f"Skipped checkpoint {skipped.folder}: it cannot be restored ({skipped.reason}); "
+          f"{fate}.")
+
+
 class Checkpointer:
-  """The workdir's checkpoints: save every N steps, keep the last K, restore the latest."""
+  """The workdir's checkpoints: save every N steps, keep the last K, restore the newest one
+  that restores."""
 
   def __init__(self, directory: str, keep: int | None):
+    self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -46,29 +168,146 @@ class Checkpointer:
     """The steps of every kept (committed) checkpoint, ascending."""
     return sorted(self._manager.all_steps())
 
+  def folder(self, step: int) -> str:
+    """Where checkpoint `step` lies (orbax's default step names: the number)."""
+    return os.path.join(self.directory, str(step))
+
   def save(self, step: int, state: GioAdaState, data_state: dict) -> None:
     """Start writing step `step` (asynchronously; `wait` blocks until it is committed)."""
+    savable = _savable(state)
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_savable(state)), data=ocp.args.JsonSave(data_state)))
+        state=ocp.args.StandardSave(savable), data=ocp.args.JsonSave(data_state),
+        **{CHECKSUMS_ITEM: ocp.args.JsonSave(checksums(savable, data_state))}))
+
+  def _has_checksums(self, step: int) -> bool:
+    """Whether checkpoint `step` was written with checksums (False: by an older version)."""
+    if os.path.isdir(os.path.join(self.folder(step), CHECKSUMS_ITEM)):
+      return True
+    try:
+      with open(os.path.join(self.folder(step), "_CHECKPOINT_METADATA")) as f:
+        return CHECKSUMS_ITEM in json.load(f).get("item_handlers", {})
+    except (OSError, ValueError, AttributeError):
+      return False  # unreadable metadata, no checksums folder: restored as an older one
+
+  def _restore(self, step: int, abstract, with_data: bool) -> Restored:
+    """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
+    UnrestorableCheckpoint naming the folder and what failed."""
+    verified = self._has_checksums(step)
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if with_data:
+      items["data"] = ocp.args.JsonRestore()
+    if verified:
+      items[CHECKSUMS_ITEM] = ocp.args.JsonRestore()
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax raises many types for damaged files and misfitting trees
+      raise UnrestorableCheckpoint(f"{self.folder(step)}: {_short(e)}") from e
+    state, data = restored["state"], restored["data"] if with_data else None
+    misfits = shape_mismatches(state, abstract)
+    if misfits:
+      raise UnrestorableCheckpoint(
+          f"{self.folder(step)}: its arrays have other shapes than this config's: "
+          f"{', '.join(misfits[:2])}{f' and {len(misfits) - 2} more' if len(misfits) > 2 else ''}")
+    if verified:
+      stored = restored[CHECKSUMS_ITEM]
+      if not (isinstance(stored, dict) and isinstance(stored.get("state"), dict)):
+        raise UnrestorableCheckpoint(f"{self.folder(step)}: its checksums item is damaged")
+      bad = checksum_mismatches(stored, state, data)
+      if bad:
+        raise UnrestorableCheckpoint(
+            f"{self.folder(step)}: checksum mismatch, damaged files: {', '.join(bad[:3])}"
+            f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} read back other values "
+            "than were saved")
+    return Restored(step, state.replace(rng=jax.random.wrap_key_data(state.rng)), data,
+                    verified)
+
+  def _newest(self, restore: Callable[[int], Restored], steps: list[int] | None
+              ) -> tuple[Restored | None, list[Skipped]]:
+    """The newest of `steps` (default: all) that `restore` reads in every process, and those
+    skipped before it (all of them when none restores)."""
+    skipped = []
+    for step in sorted(self.all_steps() if steps is None else steps, reverse=True):
+      try:
+        restored, reason = restore(step), ""
+      except UnrestorableCheckpoint as e:
+        restored, reason = None, str(e).removeprefix(f"{self.folder(step)}: ")
+      if _all_processes(restored is not None):
+        return restored, skipped
+      if reason and jax.process_index() != 0:  # process 0 says the rest
+        logging.warning("Process %d: %s: %s", jax.process_index(), self.folder(step), reason)
+      skipped.append(Skipped(step, self.folder(step), reason or
+                             "restores here, but not in every process: see their logs"))
+    return None, skipped
 
   def restore(self, template: GioAdaState, step: int | None = None
               ) -> tuple[GioAdaState, dict] | None:
-    """(state, data iterator state) of `step` (default: the latest), or None if there is none."""
+    """(state, data iterator state) of `step` (default: the latest), or None if there is none;
+    raises UnrestorableCheckpoint if it does not restore."""
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _savable(template))
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    state = restored["state"]
-    return state.replace(rng=jax.random.wrap_key_data(state.rng)), restored["data"]
+    restored = self._restore(step, self._abstract(template), with_data=True)
+    return restored.state, restored.data
+
+  def restore_newest(self, template: GioAdaState) -> tuple[Restored | None, list[Skipped]]:
+    """The newest checkpoint that restores (state and data iterator state) and the newer ones
+    skipped; (None, []) without checkpoints. Raises UnrestorableCheckpoint when there are
+    checkpoints but none restores (never a silent start from step 0)."""
+    abstract = self._abstract(template)
+    restored, skipped = self._newest(
+        lambda step: self._restore(step, abstract, with_data=True), None)
+    if restored is None and skipped:
+      raise UnrestorableCheckpoint(none_restores(self.directory, skipped) + " To train again "
+                                   "from step 0, move the folder aside.")
+    return restored, skipped
 
   def restore_params(self, abstract: GioAdaState, step: int) -> dict:
-    """The parameter trees of checkpoint `step` (host arrays), given `abstract_state(...)`."""
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    return jax.device_get(restored["state"].params)
+    """The parameter trees of checkpoint `step` (host arrays), given `abstract_state(...)`;
+    raises UnrestorableCheckpoint if it does not restore."""
+    restored = self._restore(step, self._shapes(abstract), with_data=False)
+    return jax.device_get(restored.state.params)
+
+  def newest_params(self, abstract: GioAdaState, steps: list[int] | None = None
+                    ) -> tuple[Restored | None, list[Skipped]]:
+    """The newest checkpoint among `steps` (default: all) that restores, its state holding the
+    parameters (host arrays), and the newer ones skipped; (None, all skipped) when none does."""
+    shapes = self._shapes(abstract)
+    restored, skipped = self._newest(
+        lambda step: self._restore(step, shapes, with_data=False), steps)
+    if restored is not None:
+      restored = dataclasses.replace(restored, state=restored.state.replace(
+          params=jax.device_get(restored.state.params)))
+    return restored, skipped
+
+  def set_aside(self, steps: list[int]) -> dict[int, str]:
+    """Move checkpoints `steps` out of orbax's folder into CHECKPOINTS_unrestorable/STEP (a
+    numbered suffix if that exists); their new folders. Process 0 moves; every process then
+    forgets them."""
+    aside = self.directory + UNRESTORABLE_SUFFIX
+    moved = {}
+    for step in steps:
+      target = os.path.join(aside, str(step))
+      n = 1
+      while os.path.exists(target):
+        n += 1
+        target = os.path.join(aside, f"{step}.{n}")
+      moved[step] = target
+    if steps:
+      if jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        for step, target in moved.items():
+          os.rename(self.folder(step), target)
+      multihost_utils.sync_global_devices("gio_ada_jax: unrestorable checkpoints set aside")
+      self._manager.reload()
+    return moved
+
+  @staticmethod
+  def _abstract(template: GioAdaState):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, _savable(template))
+
+  @staticmethod
+  def _shapes(abstract: GioAdaState):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

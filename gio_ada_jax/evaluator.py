@@ -1,10 +1,11 @@
 """evaluate(config, workdir, ...): what `python evaluate.py` does, as a library call.
 
-Restores G_task from the workdir's checkpoints (one step, the latest, or every kept one), from
-its export, or from a PyTorch checkpoint; evaluates it on the target's evaluation split
-(`evaluation.py`); writes reports (Markdown + JSON), the curve (JSON + TensorBoard) and pictures
-into workdir/eval. Also: inference on a folder of unlabelled images, and the comparison of
-several workdirs' reports.
+Restores G_task from the workdir's checkpoints (one step, the newest that restores, or every
+kept one that restores; damaged ones are named and left in place), from its export, or from a
+PyTorch checkpoint; evaluates it on the target's evaluation split (`evaluation.py`); writes
+reports (Markdown + JSON), the curve (JSON + TensorBoard) and pictures into workdir/eval.
+Also: inference on a folder of unlabelled images, and the comparison of several workdirs'
+reports.
 """
 
 import dataclasses
@@ -53,60 +54,141 @@ def _abstract_state(built: models.GioAdaModels, config):
       config.data.height, config.data.width))
 
 
+def _say(message: str) -> None:
+  if is_main_process():
+    print(message, flush=True)
+
+
+def _say_skipped(skipped: list[checkpoint.Skipped]) -> None:
+  for s in skipped:
+    _say(checkpoint.skipped_message(s, "left in place"))
+
+
+def _open_checkpoints(workdir: str) -> checkpoint.Checkpointer | None:
+  """The workdir's checkpoints, or None without a checkpoints folder (not created by looking)."""
+  directory = workdir_lib.checkpoints(workdir)
+  return checkpoint.Checkpointer(directory, keep=None) if os.path.isdir(directory) else None
+
+
+def _newest_restorable(checkpointer: checkpoint.Checkpointer, abstract, export: str = ""
+                       ) -> checkpoint.Restored:
+  """The newest checkpoint that restores, saying which newer ones were skipped; an error
+  naming every failure (and the `export`, if it exists) when none does."""
+  restored, skipped = checkpointer.newest_params(abstract)
+  if restored is None:
+    raise checkpoint.UnrestorableCheckpoint(
+        checkpoint.none_restores(checkpointer.directory, skipped)
+        + (f" The export {export} is not used instead, as it may be older than these "
+           f"checkpoints; to evaluate it, move {checkpointer.directory} aside."
+           if export and os.path.exists(export) else ""))
+  _say_skipped(skipped)
+  return restored
+
+
+def _requested_step(checkpointer: checkpoint.Checkpointer, abstract, step: int
+                    ) -> checkpoint.Restored:
+  """Checkpoint `step`; an error naming its folder and why, and the newest other kept step
+  that restores, when it does not."""
+  kept = checkpointer.all_steps()
+  if step not in kept:
+    raise FileNotFoundError(f"{checkpointer.directory}: no checkpoint of step {step}; kept "
+                            f"steps: {kept}.")
+  restored, skipped = checkpointer.newest_params(abstract, [step])
+  if restored is not None:
+    return restored
+  bad = skipped[0]
+  others = [k for k in kept if k != step]
+  other, _ = checkpointer.newest_params(abstract, others)
+  raise checkpoint.UnrestorableCheckpoint(
+      f"--step {step}: {bad.folder} cannot be restored ({bad.reason}). "
+      + (f"The newest kept step that restores is {other.step} (--step {other.step}; kept: "
+         f"{kept})." if other is not None else
+         f"No other kept step restores either (kept: {kept}); when every step fails alike, "
+         "the config may not be the one the run was trained with."))
+
+
 def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
                        step: int | None = None, all_steps: bool = False,
                        allow_config_change: Sequence[str] = ()) -> Iterator[TaskNetWeights]:
-  """G_task of the workdir's checkpoint `step` (default: the latest), or of every kept one;
-  without checkpoints, the export of a finished run. `config` must compute as the run's
-  recorded config (run_config.check_matches), except the fields `allow_config_change` names."""
+  """G_task of the workdir's checkpoint `step`, or of every kept one that restores, or by
+  default of the newest one that restores; newer ones that do not are named with the reason
+  and left in place. Without any complete checkpoint, the export of a finished run (saying
+  so). A `step` that does not restore is an error naming its folder, why, and the newest
+  kept step that does. `config` must compute as the run's recorded config
+  (run_config.check_matches), except the fields `allow_config_change` names."""
   run_config.check_matches(config, workdir, "evaluate", allow_config_change)
-  directory = workdir_lib.checkpoints(workdir)
-  if not os.path.isdir(directory):  # do not let the CheckpointManager create it
-    if step is not None or all_steps:
-      raise FileNotFoundError(f"{workdir}: no checkpoints folder ({directory}).")
-    yield export_weights(built, config, workdir, allow_config_change)
-    return
-  checkpointer = checkpoint.Checkpointer(directory, keep=None)
+  checkpointer = _open_checkpoints(workdir)
   try:
-    kept = checkpointer.all_steps()
+    kept = checkpointer.all_steps() if checkpointer is not None else []
     if not kept:
-      raise FileNotFoundError(f"{workdir}: no complete checkpoint in {directory}.")
-    if all_steps:
-      steps = kept
-    elif step is not None:
-      if step not in kept:
-        raise FileNotFoundError(f"{workdir}: no checkpoint of step {step}; kept steps: {kept}.")
-      steps = [step]
-    else:
-      steps = [kept[-1]]
+      yield _export_without_checkpoints(built, config, workdir, step, all_steps,
+                                        allow_config_change)
+      return
     abstract = _abstract_state(built, config)
-    for s in steps:
-      try:
-        params = checkpointer.restore_params(abstract, s)
-      except Exception as e:  # orbax raises several types for a tree that does not fit
-        raise ValueError(
-            f"{directory}/{s}: cannot be restored with this config ({type(e).__name__}: "
-            f"{str(e)[:300]}); evaluate with the config (variant and model.* fields) the run "
-            "was trained with.") from e
-      yield TaskNetWeights(params["task_net"], f"checkpoints/{s}", s, "checkpoint")
+    if all_steps:
+      skipped = []
+      for s in kept:
+        one, bad = checkpointer.newest_params(abstract, [s])
+        _say_skipped(bad)
+        skipped += bad
+        if one is not None:
+          yield _task_net_weights(one)
+      if len(skipped) == len(kept):
+        raise checkpoint.UnrestorableCheckpoint(
+            checkpoint.none_restores(checkpointer.directory, skipped))
+    elif step is not None:
+      yield _task_net_weights(_requested_step(checkpointer, abstract, step))
+    else:
+      export = os.path.join(workdir_lib.export(workdir), workdir_lib.EXPORTED_PARAMS)
+      yield _task_net_weights(_newest_restorable(checkpointer, abstract, export))
   finally:
-    checkpointer.close()
+    if checkpointer is not None:
+      checkpointer.close()
+
+
+def _task_net_weights(restored: checkpoint.Restored) -> TaskNetWeights:
+  return TaskNetWeights(restored.state.params["task_net"], f"checkpoints/{restored.step}",
+                        restored.step, "checkpoint")
+
+
+def _export_without_checkpoints(built: models.GioAdaModels, config, workdir: str,
+                                step: int | None, all_steps: bool,
+                                allow_config_change: Sequence[str]) -> TaskNetWeights:
+  """The export, for a workdir without any complete checkpoint (saying so when a checkpoints
+  folder exists); an error if a step or every step was asked for."""
+  directory = workdir_lib.checkpoints(workdir)
+  export = os.path.join(workdir_lib.export(workdir), workdir_lib.EXPORTED_PARAMS)
+  if step is not None or all_steps:
+    where = ("no complete checkpoint in " if os.path.isdir(directory)
+             else "no checkpoints folder ") + directory
+    raise FileNotFoundError(
+        f"{workdir}: {where}, so {'--step' if step is not None else '--all_steps'} has no "
+        f"checkpoint to read" + (f"; its export {export} is evaluated without --step and "
+                                 "--all_steps." if os.path.exists(export) else "."))
+  weights = export_weights(built, config, workdir, allow_config_change)
+  if os.path.isdir(directory):
+    _say(f"{directory} holds no complete checkpoint; using the export {export}.")
+  return weights
 
 
 def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
                       step: int | None = None) -> dict[str, Any]:
-  """Every network's parameters of checkpoint `step` (default: the latest), e.g. G_img's."""
+  """Every network's parameters of checkpoint `step` (default: the newest that restores,
+  saying which newer ones were skipped), e.g. G_img's."""
   run_config.check_matches(config, workdir, "evaluate")
-  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), keep=None)
+  checkpointer = _open_checkpoints(workdir)
   try:
-    kept = checkpointer.all_steps()
-    if not kept or (step is not None and step not in kept):
-      raise FileNotFoundError(f"{workdir}: no checkpoint {step if step is not None else ''}"
-                              f"(kept: {kept}).")
-    return checkpointer.restore_params(_abstract_state(built, config),
-                                       kept[-1] if step is None else step)
+    kept = checkpointer.all_steps() if checkpointer is not None else []
+    if not kept:
+      raise FileNotFoundError(f"{workdir}: no complete checkpoint in "
+                              f"{workdir_lib.checkpoints(workdir)}; train first.")
+    abstract = _abstract_state(built, config)
+    restored = (_requested_step(checkpointer, abstract, step) if step is not None
+                else _newest_restorable(checkpointer, abstract))
+    return restored.state.params
   finally:
-    checkpointer.close()
+    if checkpointer is not None:
+      checkpointer.close()
 
 
 def latest_weights(built: models.GioAdaModels, config, workdir: str,

@@ -5,7 +5,9 @@ Resumes from the workdir's latest checkpoint (parameters, optimiser states, step
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
 message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
 `train.checkpoint_every` steps, at the end and on SIGTERM (preemption), and exports the task
-net alone (workdir/export) when training is complete.
+net alone (workdir/export) when training is complete. A latest checkpoint that does not restore
+(damaged files) is named and set aside, and the run resumes from the newest one that does
+(`resume`).
 """
 
 import dataclasses
@@ -146,20 +148,37 @@ class Loop:
   on_fresh_start: Callable | None = None
 
 
+def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
+           ) -> checkpoint.Restored | None:
+  """The newest checkpoint that restores, or None without any. Says (process 0) which newer
+  ones were skipped, why and where they were set aside (kept, out of the way of the resumed
+  run, which writes their steps again), and the step it resumes from. Raises
+  checkpoint.UnrestorableCheckpoint if there are checkpoints but none restores."""
+  restored, skipped = checkpointer.restore_newest(template)
+  moved = checkpointer.set_aside([s.step for s in skipped])
+  if jax.process_index() == 0:
+    for s in skipped:
+      print(checkpoint.skipped_message(s, f"moved it to {moved[s.step]} (kept, not deleted)"),
+            flush=True)
+    if restored is not None:
+      unverified = "" if restored.verified else (
+          " (written without checksums by an older version: its values are not verified)")
+      print(f"Resumed from step {restored.step} in {workdir}{unverified}.", flush=True)
+  return restored
+
+
 def run_loop(loop: Loop, state, batches, workdir: str, config):
-  """Resume from `workdir`'s latest checkpoint or start from `state`, then step until
+  """Resume from `workdir`'s newest good checkpoint or start from `state`, then step until
   `loop.num_steps`, logging, checkpointing and stopping as the module docstring says; the
   final (unreplicated) state."""
   data = config.data
   train = config.train
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir),
                                          train.keep_checkpoints)
-  restored = checkpointer.restore(state)
+  restored = resume(checkpointer, state, workdir)
   if restored is not None:
-    state, data_state = restored
-    batches.set_state(data_state)
-    if jax.process_index() == 0:
-      print(f"Resumed from step {int(state.step)} in {workdir}.", flush=True)
+    state = restored.state
+    batches.set_state(restored.data)
   elif loop.on_fresh_start is not None:
     state = loop.on_fresh_start(state)
   start = int(state.step)

@@ -59,22 +59,34 @@ def translated_data_dir(workdir: str) -> str:
 
 def generator_from_checkpoint(config, workdir: str, step: int | None = None,
                               allow_config_change: Sequence[str] = ()) -> tuple[Any, dict]:
-  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default latest);
-  `config` must build the same networks and name the same source as the workdir's recorded
-  config (run_config.check_matches, except the fields `allow_config_change` names)."""
+  """(g_st params, provenance) from a CycleGAN workdir's checkpoint `step` (default: the newest
+  that restores, naming the newer ones skipped); `config` must build the same networks and name
+  the same source as the workdir's recorded config (run_config.check_matches, except the fields
+  `allow_config_change` names). checkpoint.UnrestorableCheckpoint if `step`, or every
+  checkpoint, does not restore."""
   run_config.check_matches(config, workdir, "translate", allow_config_change)
   built = cyclegan.build_models(config)
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), None)
   try:
-    step = checkpointer.latest_step() if step is None else step
-    if step is None or step not in checkpointer.all_steps():
+    latest = checkpointer.latest_step() if step is None else step
+    if latest is None or latest not in checkpointer.all_steps():
       raise TranslationError(
           f"{workdir_lib.checkpoints(workdir)}: no CycleGAN checkpoint"
           f"{'' if step is None else f' of step {step}'} (kept: {checkpointer.all_steps()}); "
           "train one first (train.py with the 'cg' variant) or pass --torch_generator.")
     abstract = checkpoint.abstract_state(lambda: cyclegan.create_state(
         built, config, jax.random.key(0), config.data.height, config.data.width))
-    params = checkpointer.restore_params(abstract, step)["g_st"]
+    if step is not None:
+      params = checkpointer.restore_params(abstract, step)["g_st"]
+    else:
+      restored, skipped = checkpointer.newest_params(abstract)
+      if jax.process_index() == 0:
+        for s in skipped:
+          print(checkpoint.skipped_message(s, "left in place"), flush=True)
+      if restored is None:
+        raise checkpoint.UnrestorableCheckpoint(
+            checkpoint.none_restores(checkpointer.directory, skipped))
+      step, params = restored.step, restored.state.params["g_st"]
   finally:
     checkpointer.close()
   return params, checkpoint_provenance(workdir, step, params, config.cyclegan.residual_output)
@@ -238,10 +250,11 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   """The 'cg' variant's first two stages; `config` reading the translated source, or None
   when the CycleGAN stage was preempted (rerun to resume).
 
-  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained) and
-  translates data.source with its final g_st into WORKDIR/cyclegan/translated (once per g_st
-  content: a copy by other parameters or without a recorded digest is replaced; process 0
-  writes, the others wait). The task net then trains on that copy as in 'na'.
+  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained unless
+  its final checkpoint is damaged) and translates data.source with its final g_st into
+  WORKDIR/cyclegan/translated (once per g_st content: a copy by other parameters or without a
+  recorded digest is replaced; process 0 writes, the others wait). The task net then trains
+  on that copy as in 'na'.
   """
   from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -260,8 +273,18 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   output = pipeline.dataset_dir(output_dir, config.data.source)
   # Every process restores (orbax's manager synchronises the processes): the digest of g_st
   # tells whether the copy is this generator's. One process writes.
-  params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
-                                                 allow_config_change)
+  try:
+    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
+                                                   allow_config_change)
+  except checkpoint.UnrestorableCheckpoint:
+    # The final checkpoint is damaged: resuming sets it aside and trains its steps again.
+    if jax.process_index() == 0:
+      print(f"'cg': the CycleGAN's final checkpoint (step {num_steps}) does not restore; "
+            "training its last steps again.", flush=True)
+    if int(trainer.train_cyclegan(config, cyclegan_dir, allow_config_change).step) != num_steps:
+      return None
+    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
+                                                   allow_config_change)
   # Every process decides on the same folder state: none has started writing yet.
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source checked")
   done = output.exists() and same_generator(stored_provenance(output), provenance)
@@ -308,7 +331,7 @@ def main(argv):
                                                      fl.allow_config_change)
     path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
   except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError, config_checks.ConfigError) as e:
+          FileNotFoundError, config_checks.ConfigError, checkpoint.UnrestorableCheckpoint) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
   print(f"Translated {config.data.source} into {path}. Train on it with "

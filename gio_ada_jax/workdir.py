@@ -1,6 +1,7 @@
 """The layout of a run's workdir, shared by the trainer (writer) and the evaluator (reader).
 
     WORKDIR/checkpoints/STEP/        orbax checkpoints of the whole training state
+    WORKDIR/checkpoints_unrestorable/STEP/  damaged ones that training skipped, set aside
     WORKDIR/export/task_net.msgpack  G_task's params when training completed
     WORKDIR/export/model_config.json the config.model they belong to
     WORKDIR/tensorboard/             training summaries; tensorboard/eval: evaluation curve

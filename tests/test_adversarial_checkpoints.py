@@ -1,0 +1,253 @@
+"""Damaged checkpoints (issue 15, item 10): a latest checkpoint that does not restore (a
+truncated file, flipped bytes, an empty _METADATA, a missing item) is named with the reason and
+set aside, never deleted, and training resumes from the previous one; evaluation falls back the
+same way and leaves it in place; an explicitly requested damaged step, and a workdir none of
+whose checkpoints restores, are clear errors; a workdir with an export but no complete
+checkpoint evaluates the export.
+
+Each test damages a copy of the session's trained run (checkpoints 3 and 6, the export).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets")
+
+from gio_ada_jax import checkpoint, evaluator, models, trainer, variants  # noqa: E402
+from tests.conftest import tiny_training_config  # noqa: E402
+
+SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
+
+
+def _largest_array_file(folder) -> str:
+  """The biggest of the state item's data files (orbax's OCDBT chunks under .../d/)."""
+  files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(folder, "state"))
+           if os.path.basename(root) == "d" for name in names]
+  return max(files, key=os.path.getsize)
+
+
+def _truncate(folder) -> None:
+  path = _largest_array_file(folder)
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _flip_bytes(folder) -> None:
+  """One byte inverted at a quarter, half and three quarters of the largest data file: orbax
+  reads these back as other values without any error."""
+  path = _largest_array_file(folder)
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    for offset in (size // 4, size // 2, 3 * size // 4):
+      f.seek(offset)
+      byte = f.read(1)[0]
+      f.seek(offset)
+      f.write(bytes([byte ^ 0xFF]))
+
+
+def _empty_metadata(folder) -> None:
+  open(os.path.join(folder, "state", "_METADATA"), "w").close()
+
+
+def _without_data_item(folder) -> None:
+  shutil.rmtree(os.path.join(folder, "data"))
+
+
+def _without_state_item(folder) -> None:
+  shutil.rmtree(os.path.join(folder, "state"))
+
+
+# damage -> the start of the reason the message gives
+DAMAGES = {
+    "truncated file": (_truncate, "ValueError: "),
+    "flipped bytes": (_flip_bytes, "checksum mismatch, damaged files: "),
+    "empty _METADATA": (_empty_metadata, "JSONDecodeError: Expecting value"),
+    "missing data item": (_without_data_item, 'KeyError: Item "data" was not found'),
+    "missing state item": (_without_state_item, 'KeyError: Item "state" was not found'),
+}
+
+
+def _files(folder) -> dict[str, int]:
+  """Every file under `folder` by relative path, with its size."""
+  return {os.path.relpath(os.path.join(root, name), folder):
+          os.path.getsize(os.path.join(root, name))
+          for root, _, names in os.walk(folder) for name in names}
+
+
+@pytest.fixture
+def workdir(trained_run, tmp_path):
+  """A copy of the trained run's workdir (checkpoints 3 and 6, export)."""
+  path = tmp_path / "work"
+  shutil.copytree(trained_run[1], path)
+  return path
+
+
+@pytest.fixture
+def built_and_config(procedural_data_dir):
+  config = tiny_training_config(procedural_data_dir, 6)
+  return models.build_models(config.model, variants.FINAL), config
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_training_resumes_from_the_previous_checkpoint_and_sets_the_damaged_one_aside(
+    damage, trained_run, workdir, capsys):
+  corrupt, reason = DAMAGES[damage]
+  bad = workdir / "checkpoints" / "6"
+  corrupt(bad)
+  files = _files(bad)
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
+  try:
+    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+    assert restored.step == int(restored.state.step) == 3 and restored.verified
+    assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3}}
+    assert checkpointer.all_steps() == [3]
+    # The resumed run writes step 6 again: no collision with the damaged one.
+    checkpointer.save(6, restored.state, restored.data)
+    checkpointer.wait()
+    assert checkpointer.all_steps() == [3, 6]
+  finally:
+    checkpointer.close()
+  aside = workdir / "checkpoints_unrestorable" / "6"
+  out = capsys.readouterr().out
+  assert f"Skipped checkpoint {bad}: it cannot be restored ({reason}" in out, out
+  assert f"moved it to {aside} (kept, not deleted)." in out, out
+  assert f"Resumed from step 3 in {workdir}.\n" in out, out
+  assert _files(aside) == files  # moved whole, nothing deleted
+
+
+def test_a_step_damaged_twice_is_set_aside_twice(trained_run, workdir, capsys):
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
+  try:
+    for _ in range(2):
+      _flip_bytes(workdir / "checkpoints" / "6")
+      restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+      checkpointer.save(6, restored.state, restored.data)
+      checkpointer.wait()
+  finally:
+    checkpointer.close()
+  aside = workdir / "checkpoints_unrestorable"
+  assert sorted(p.name for p in aside.iterdir()) == ["6", "6.2"]
+  assert f"moved it to {aside / '6.2'} (kept, not deleted)." in capsys.readouterr().out
+
+
+def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
+    trained_run, workdir, capsys):
+  """Checkpoints written before the checksums item existed still resume (their values are
+  not verified, and the message says so)."""
+  step_folder = workdir / "checkpoints" / "6"
+  shutil.rmtree(step_folder / checkpoint.CHECKSUMS_ITEM)
+  metadata = json.loads((step_folder / "_CHECKPOINT_METADATA").read_text())
+  del metadata["item_handlers"][checkpoint.CHECKSUMS_ITEM]
+  (step_folder / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
+  try:
+    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+  finally:
+    checkpointer.close()
+  assert restored.step == 6 and not restored.verified
+  for x, y in zip(jax.tree.leaves(restored.state.params), jax.tree.leaves(trained_run[0].params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert (f"Resumed from step 6 in {workdir} (written without checksums by an older version: "
+          "its values are not verified).") in capsys.readouterr().out
+
+
+def test_train_py_stops_with_exit_2_when_no_checkpoint_restores(workdir, procedural_data_dir):
+  """Never a silent restart from step 0, and nothing moved."""
+  for step in (3, 6):
+    _empty_metadata(workdir / "checkpoints" / str(step))
+  before = _files(workdir / "checkpoints")
+  result = subprocess.run(
+      [sys.executable, "train.py", "--config", "configs/test.py", "--workdir", str(workdir),
+       f"--config.data.data_dir={procedural_data_dir}"],
+      capture_output=True, text=True, check=False, timeout=600, env=SUBPROCESS_ENV)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert (f"train.py: {workdir / 'checkpoints'}: no checkpoint can be restored: steps 6, 3 "
+          "(JSONDecodeError: Expecting value") in result.stderr, result.stderr[-3000:]
+  assert "Nothing was moved or deleted" in result.stderr
+  assert "Traceback" not in result.stderr and "step 1/6" not in result.stdout
+  assert _files(workdir / "checkpoints") == before
+  assert not (workdir / "checkpoints_unrestorable").exists()
+
+
+def test_evaluation_falls_back_and_leaves_the_damaged_checkpoint_in_place(
+    workdir, built_and_config, capsys):
+  built, config = built_and_config
+  bad = workdir / "checkpoints" / "6"
+  _flip_bytes(bad)
+  files = _files(bad)
+  [weights] = evaluator.checkpoint_weights(built, config, str(workdir))
+  assert (weights.step, weights.checkpoint) == (3, "checkpoints/3")
+  out = capsys.readouterr().out
+  assert (f"Skipped checkpoint {bad}: it cannot be restored (checksum mismatch, damaged files: "
+          in out and "; left in place.\n" in out), out
+  assert [w.step for w in evaluator.checkpoint_weights(built, config, str(workdir),
+                                                       all_steps=True)] == [3]
+  assert f"Skipped checkpoint {bad}" in capsys.readouterr().out
+  with pytest.raises(checkpoint.UnrestorableCheckpoint,
+                     match=rf"--step 6: {bad} cannot be restored \(checksum mismatch.*The "
+                     r"newest kept step that restores is 3 \(--step 3; kept: \[3, 6\]\)"):
+    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+  assert _files(bad) == files
+  assert not (workdir / "checkpoints_unrestorable").exists()
+
+
+def test_evaluate_py_names_a_damaged_step_and_exits_2(workdir, procedural_data_dir):
+  bad = workdir / "checkpoints" / "6"
+  _without_state_item(bad)
+  result = subprocess.run(
+      [sys.executable, "evaluate.py", "--config", "configs/test.py", "--workdir", str(workdir),
+       f"--config.data.data_dir={procedural_data_dir}", "--step", "6"],
+      capture_output=True, text=True, check=False, timeout=600, env=SUBPROCESS_ENV)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert (f'evaluate.py: --step 6: {bad} cannot be restored (KeyError: Item "state" was not '
+          "found") in result.stderr, result.stderr[-3000:]
+  assert "The newest kept step that restores is 3 (--step 3" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_no_restorable_checkpoint_is_an_evaluation_error_naming_the_export(
+    workdir, built_and_config):
+  built, config = built_and_config
+  for step in (3, 6):
+    _truncate(workdir / "checkpoints" / str(step))
+  with pytest.raises(checkpoint.UnrestorableCheckpoint,
+                     match=r"no checkpoint can be restored: step 6 \(ValueError: .*step 3 "
+                     r"\(ValueError: .*The export .*task_net.msgpack is not used instead"):
+    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+
+
+def test_an_export_without_a_complete_checkpoint_is_evaluated(
+    trained_run, built_and_config, tmp_path, capsys):
+  built, config = built_and_config
+  workdir = tmp_path / "work"
+  shutil.copytree(os.path.join(trained_run[1], "export"), workdir / "export")
+  unfinished = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1796025401"  # a killed save
+  unfinished.mkdir(parents=True)
+  [report] = evaluator.evaluate(config, str(workdir), progress=False)
+  assert report["checkpoint"] == "export/task_net.msgpack" and report["step"] is None
+  assert (f"{workdir / 'checkpoints'} holds no complete checkpoint; using the export "
+          f"{workdir / 'export' / 'task_net.msgpack'}.") in capsys.readouterr().out
+  assert unfinished.is_dir()  # not cleaned up: it was not written by evaluate
+  with pytest.raises(FileNotFoundError, match=r"no complete checkpoint in .*checkpoints, so "
+                     r"--step has no checkpoint to read; its export .* is evaluated without"):
+    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+
+
+def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_config, capsys):
+  """Orbax restores each array with its stored shape whatever the config asks for; the
+  checkpoint reader compares them, so every step fails alike, naming the shapes."""
+  _, config = built_and_config
+  config.model.width = 0.125
+  built = models.build_models(config.model, variants.FINAL)
+  with pytest.raises(checkpoint.UnrestorableCheckpoint,
+                     match=r"no checkpoint can be restored: steps 6, 3 \(its arrays have other "
+                     r"shapes than this config's: .*\(4, 4, 3, 4\) \(config: \(4, 4, 3, 8\)\).*"
+                     r"the config may not be the one the run was trained with"):
+    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+  assert "Skipped" not in capsys.readouterr().out
