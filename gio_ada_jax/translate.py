@@ -84,7 +84,16 @@ def generator_from_torch(config, path: str) -> tuple[Any, dict]:
   shapes = jax.eval_shape(built.generator.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-  params = convert.torch_to_flax(convert.load_torch_checkpoint(path), "generator", template)
+  state_dict = convert.load_torch_checkpoint(path)
+  try:
+    params = convert.torch_to_flax(state_dict, "generator", template)
+  except convert.LayoutMismatch as e:
+    raise e.explained(
+        f"--torch_generator {path} (with cyclegan.ngf={config.cyclegan.ngf}, "
+        f"cyclegan.num_blocks={config.cyclegan.num_blocks}, model.width={config.model.width})",
+        "Check the config's cyclegan.ngf, cyclegan.num_blocks and model.width (upstream "
+        "CycleGAN: 64, 9 and 1.0; e.g. --config.cyclegan.num_blocks=6 for resnet_6blocks), or "
+        "the file is not a CycleGAN ResnetGenerator (latest_net_G_A.pth).") from None
   return params, {"torch_generator": os.path.abspath(path)}
 
 
