@@ -6,7 +6,10 @@
   python evaluate.py compare DIR_OR_REPORT... [--step N] [--output_dir OUT]
 
 Reports (Markdown + JSON), the curve and pictures go into DIR/eval. `compare` groups the runs'
-reports by name (default: the variant) and prints mean ± std per class and mIoU.
+reports by name (default: the variant) and prints mean ± std per class and mIoU. Of a workdir
+it takes the report of checkpoint --step, else the export's (eval/export.json: a finished run
+evaluated after its checkpoints were removed), else the latest checkpoint's, else its only
+PyTorch one, and prints which report each row used.
 """
 
 import json
@@ -49,12 +52,16 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs.")
 def _compare(paths: list[str]) -> int:
   if not paths:
     raise ValueError("compare needs at least one workdir or report JSON.")
-  found = [reports.load_report(reports.find_report(p, _STEP.value)) for p in paths]
+  chosen = [reports.choose_report(p, _STEP.value) for p in paths]
+  found = [reports.load_report(c.path) for c in chosen]
   rows = reports.compare(found)
   table = reports.compare_markdown(rows, found[0]["classes"], "miou13" in found[0]["metrics"])
-  print(table)
+  used = "\n".join(f"- {r['name']}: {reports.report_choice(p, c)}"
+                   for p, c, r in zip(paths, chosen, found))
+  print(f"Reports compared:\n{used}\n\n{table}")
   if _OUTPUT_DIR.value:
-    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"), table + "\n")
+    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"),
+                                  f"{table}\n\nReports compared:\n{used}\n")
     reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.json"),
                                   json.dumps(reports.json_ready(rows), indent=1) + "\n")
   return 0
