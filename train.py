@@ -10,8 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, distributed, trainer
-from gio_ada_jax.data import pipeline
+from gio_ada_jax import config_checks, distributed, trainer, translate
+from gio_ada_jax.data import pipeline, prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -44,12 +44,18 @@ def main(argv):
     return 2
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, pipeline.DatasetNotPrepared) as e:
+  except (config_checks.ConfigError, pipeline.DatasetNotPrepared,
+          translate.TranslationError) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3
+  except prepare.Terminated:  # while the 'cg' variant translated its source set
+    print("train.py: stopped by SIGTERM before the translated source was complete (the "
+          f"CycleGAN is checkpointed; exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the "
+          "same command to resume.", file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   if final is None:
     print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
           f"finished (exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the same command to "

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
                          workdir as workdir_lib)
-from gio_ada_jax.data import pipeline
+from gio_ada_jax.data import pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
 
@@ -74,7 +74,6 @@ def ensure_data(config, data_dir: str) -> None:
     return
   except (pipeline.DatasetNotPrepared, ValueError):
     pass
-  from gio_ada_jax.data import prepare  # pylint: disable=g-import-not-at-top  (TensorFlow)
   print(f"Rendering the procedural domains into {data_dir} ...", flush=True)
   prepare.prepare("procedural", data_dir, config, overwrite=True)
 
@@ -238,7 +237,12 @@ def main(argv):
     print(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds 0,1,2",
           file=sys.stderr)
     return 2
-  run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
+  try:
+    run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
+  except prepare.Terminated:  # while rendering the data or translating the 'cg' source
+    print("SIGTERM: stopped before the data being written was complete; rerun the same "
+          "command to resume.", file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -25,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gio_ada_jax import checkpoint, convert, cyclegan, pictures, workdir as workdir_lib
-from gio_ada_jax.data import pipeline
+from gio_ada_jax.data import pipeline, prepare
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
 TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
@@ -140,9 +140,11 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   (or, with `overwrite`, is replaced). Nothing that translate did not write is ever deleted:
   the source's own root, a folder holding other data and a prepared dataset without a
   recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
-  renames it when every split is done, so an interrupted translation never reads as complete.
+  renames it when every split is done, so an interrupted translation never reads as complete;
+  the folder a killed one left is removed by the next (prepare.write_dataset), and SIGTERM
+  raises prepare.Terminated after TFDS removed it.
   """
-  from gio_ada_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top  (TensorFlow)
   prepare.hide_gpus_from_tensorflow()
   data = config.data
   source_dir = pipeline.source_data_dir(data)
@@ -171,7 +173,7 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
                           data_dir=output_data_dir, file_format="array_record")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # inside a training log, the summary line below is enough
-  builder.download_and_prepare()
+  prepare.write_dataset(builder)  # removes what a killed translation left; SIGTERM cleans up
   return str(builder.data_path)
 
 
@@ -253,6 +255,11 @@ def main(argv):
           FileNotFoundError) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
+  except (prepare.Terminated, KeyboardInterrupt) as e:
+    stopped = isinstance(e, prepare.Terminated)
+    print(f"translate: stopped by {'SIGTERM' if stopped else 'Ctrl-C'} before the translated "
+          "copy was complete; rerun the same command to write it.", file=sys.stderr)
+    return prepare.SIGTERM_EXIT_STATUS if stopped else prepare.SIGINT_EXIT_STATUS
   print(f"Translated {config.data.source} into {path}. Train on it with "
         f"--config.data.source_data_dir={fl.output_dir}.")
   return 0

@@ -6,8 +6,12 @@ a prepare interrupted by a kill leaves nothing behind for long."""
 import builtins
 import json
 import os
+import pathlib
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -195,3 +199,57 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
       f"evaluate.py: {empty}: no evaluation report in {empty}/eval; run `python evaluate.py "
       f"--config ... --workdir {empty}` first (it writes a report of the latest checkpoint, or "
       "of the export when the checkpoints are gone).\n")
+
+
+# ------------------------------------------------- item 4: what an interrupted prepare leaves
+
+
+def test_the_next_prepare_removes_only_the_unfinished_copy_a_killed_one_left(
+    procedural_data_dir, tmp_path, capsys):
+  """A prepare killed by SIGKILL leaves TFDS's incomplete.* folder (named here by TFDS's own
+  function); the next prepare of that dataset version removes it, and nothing else."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.utils import file_utils  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path / "data"
+  shutil.copytree(procedural_data_dir, data_dir)  # complete: prepare writes nothing new
+  version = pipeline.dataset_dir(str(data_dir), "procedural/source")
+  # pylint: disable-next=protected-access
+  left = pathlib.Path(file_utils._get_incomplete_dir(str(version)))
+  (left / "procedural-train.array_record-00000-of-00001").parent.mkdir(parents=True)
+  (left / "procedural-train.array_record-00000-of-00001").write_bytes(b"half")
+  kept = [version.parent / "incomplete.ABC123_1.0.0",  # another version's: not ours to judge
+          version.parent / "incomplete.notes", version.parent / "my_data",
+          data_dir / "procedural" / f"incomplete.ABC123_{version.name}"]  # not beside it
+  for path in kept:
+    path.mkdir()
+  a_file = version.parent / f"incomplete.XYZ789_{version.name}"
+  a_file.write_text("a file, not TFDS's folder")
+  a_link = version.parent / f"incomplete.LINK00_{version.name}"
+  a_link.symlink_to(kept[2], target_is_directory=True)
+  prepare.prepare("procedural", str(data_dir), test.get_config(), num_workers=1)
+  assert not left.exists()
+  assert f"Removed {left}: an unfinished copy of {version}" in capsys.readouterr().out
+  assert all(p.is_dir() for p in kept) and a_file.is_file() and a_link.is_symlink()
+  pipeline.open_split(str(data_dir), "procedural/source", "train")  # still complete
+
+
+def test_sigterm_stops_prepare_after_tfds_removed_its_unfinished_copy(tmp_path):
+  data_dir = tmp_path / "data"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "gio_ada_jax.data.prepare", "--dataset", "procedural", "--config",
+       "configs/test.py", "--data_dir", str(data_dir), "--num_workers", "1",
+       "--config.data.procedural.num_train=5000"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+  source = data_dir / "procedural" / "source"
+  deadline = time.monotonic() + 300
+  while not list(source.glob("incomplete.*")) and process.poll() is None:
+    assert time.monotonic() < deadline, "prepare never started writing"
+    time.sleep(0.1)
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 143, err[-3000:]
+  assert err.endswith("prepare: stopped by SIGTERM before the dataset was complete; rerun the "
+                      "same command to prepare it (a rerun removes any unfinished copy).\n")
+  assert "Traceback" not in err
+  assert sorted(p.name for p in source.iterdir()) == []  # neither a copy nor its temporary

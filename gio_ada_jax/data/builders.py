@@ -7,7 +7,8 @@ formats.FAR_DEPTH_CM = the far clip, the sky). Statistics gathered while writing
 dataset metadata: the dataset-wide depth maximum with and without the far clip (the paper
 normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per split.
 TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so an
-interrupted prepare never loads as a complete dataset.
+interrupted prepare never loads as a complete dataset (prepare.write_dataset, which every writer
+goes through, removes the folder a killed one left).
 
 Importing this module imports TensorFlow Datasets (and prepare imports TensorFlow); the
 training and evaluation pipeline only reads the prepared folders.
@@ -162,7 +163,8 @@ class Procedural(_StatsBuilder, skip_registration=True):
                                self.builder_config.name, split)
     # Rendering is pure numpy: spread it over worker processes started fresh ('spawn'), since
     # this process has TensorFlow's threads running.
-    with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+        self._num_workers, initializer=procedural.ignore_interrupts) as pool:
       examples = pool.imap(render, range(num_examples), chunksize=32)
       yield from self._record(split, ((ex["id"], ex) for ex in examples))
 

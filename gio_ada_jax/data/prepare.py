@@ -5,11 +5,22 @@ official download in --manual_dir) or procedural (both domains, rendered from
 config.data.procedural). Writes ArrayRecord shards under --data_dir (default:
 config.data.data_dir) and prints a summary: examples per split, image sizes, class pixel
 frequencies, depth maximum.
+
+TFDS writes each dataset version into a temporary sibling folder, incomplete.XXXXXX_VERSION,
+and renames it when every split is done; it removes that folder itself when writing fails. A
+prepare killed before (SIGKILL, a lost machine) leaves it behind: the next prepare of that
+version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's own clean-up
+(exit status 143 and 130). Only one prepare may write a given dataset version at a time.
 """
 
+import contextlib
 import os
+import pathlib
+import re
 import shutil
+import signal
 import sys
+import threading
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -19,7 +30,67 @@ from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
 DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
+# TFDS's temporary folder of a dataset version (tensorflow_datasets.core.utils.file_utils.
+# _get_incomplete_dir: "incomplete." + 6 random upper-case letters or digits + "_" + version).
+UNFINISHED_COPY = r"incomplete\.[A-Z0-9]{6}_"
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+SIGINT_EXIT_STATUS = 128 + signal.SIGINT
 FLAGS = flags.FLAGS
+
+
+class Terminated(BaseException):
+  """SIGTERM arrived while a dataset was being written; TFDS has removed the unfinished copy.
+
+  A BaseException, like KeyboardInterrupt: no `except Exception` on the way swallows it.
+  """
+
+
+def unfinished_copies(data_path) -> list[pathlib.Path]:
+  """TFDS's temporary folders of the dataset version `data_path` (DATA_DIR/NAME/VERSION) left
+  by a writer that was killed: only folders so named, beside `data_path`."""
+  parent, version = pathlib.Path(data_path).parent, pathlib.Path(data_path).name
+  if not parent.is_dir():
+    return []
+  name = re.compile(UNFINISHED_COPY + re.escape(version))
+  return sorted(p for p in parent.iterdir()
+                if name.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def remove_unfinished_copies(data_path) -> list[pathlib.Path]:
+  """Remove `unfinished_copies(data_path)`, one line each; the removed folders."""
+  removed = unfinished_copies(data_path)
+  for path in removed:
+    shutil.rmtree(path)
+    print(f"Removed {path}: an unfinished copy of {data_path} that an interrupted run left "
+          "behind (TFDS's temporary folder).", flush=True)
+  return removed
+
+
+@contextlib.contextmanager
+def terminated_on_sigterm():
+  """While writing: SIGTERM raises Terminated, so TFDS's clean-up of its temporary folder runs
+  (SIGTERM's default ends the process at once and leaves the folder behind)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # signal handlers belong to the main thread
+    return
+
+  def handle(signum, frame):
+    del signum, frame
+    raise Terminated()
+
+  previous = signal.signal(signal.SIGTERM, handle)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def write_dataset(builder, **download_and_prepare_kwargs) -> None:
+  """`builder.download_and_prepare` after removing what a killed writer of the same dataset
+  version left, with SIGTERM raising Terminated after TFDS's clean-up."""
+  remove_unfinished_copies(builder.data_path)
+  with terminated_on_sigterm():
+    builder.download_and_prepare(**download_and_prepare_kwargs)
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -60,8 +131,8 @@ def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
                                          config.data.procedural)
       except ValueError as e:
         raise formats.DataError(f"{builder.data_path}: {e}") from None
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    write_dataset(builder,
+                  download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return built
 
 
@@ -109,6 +180,11 @@ def main(argv):
   except formats.DataError as e:
     print(f"prepare: {e}", file=sys.stderr)
     return 2
+  except (Terminated, KeyboardInterrupt) as e:
+    cause = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+    print(f"prepare: stopped by {cause} before the dataset was complete; rerun the same "
+          "command to prepare it (a rerun removes any unfinished copy).", file=sys.stderr)
+    return SIGTERM_EXIT_STATUS if isinstance(e, Terminated) else SIGINT_EXIT_STATUS
   fmt = formats.FORMATS.get(FLAGS.dataset)
   label_space = fmt.label_space if fmt else VKITTI_KITTI_10  # procedural: the 10 classes
   for builder in built:
