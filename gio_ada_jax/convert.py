@@ -428,11 +428,16 @@ def _check_is_file(path: str) -> None:
 def _refusal(path: str, torch_message: str) -> str:
   """Why `path` is refused, naming the Python global torch's weights-only reader met."""
   found = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", torch_message)
-  what = (f"pickled Python objects, not only tensors (it references {found.group(1)})"
-          if found else "a pickle with more than tensors and plain containers")
-  return (f"{path}: refused: it holds {what}. Unpickling such a file can run any code, so "
-          "this package never does (it reads .pth files with torch's weights-only loader). If "
-          f"the file comes from a source you trust, {RESAVE_ADVICE}, and pass that file instead.")
+  if found:
+    what = f"it holds pickled Python objects, not only tensors (it references {found.group(1)})"
+    trusted = "the file comes from a source you trust"
+  else:
+    what = ("its pickle holds what torch's weights-only loader does not accept: objects "
+            "beyond tensors and plain containers, or damaged data")
+    trusted = "the file is intact and comes from a source you trust"
+  return (f"{path}: refused: {what}. Unpickling such a file can run any code, so this package "
+          "never does (it reads .pth files with torch's weights-only loader). If "
+          f"{trusted}, {RESAVE_ADVICE}, and pass that file instead.")
 
 
 def _unreadable(path: str, error: Exception) -> str:
