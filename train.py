@@ -44,7 +44,7 @@ def main(argv):
     return 2
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, pipeline.DatasetNotPrepared,
+  except (config_checks.ConfigError, pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
           translate.TranslationError) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2

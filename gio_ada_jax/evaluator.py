@@ -61,7 +61,12 @@ def checkpoint_weights(built: models.GioAdaModels, config, workdir: str, *,
   directory = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(directory):  # do not let the CheckpointManager create it
     if step is not None or all_steps:
-      raise FileNotFoundError(f"{workdir}: no checkpoints folder ({directory}).")
+      exported = os.path.exists(os.path.join(workdir_lib.export(workdir),
+                                             workdir_lib.EXPORTED_PARAMS))
+      raise FileNotFoundError(
+          f"{workdir}: no checkpoints folder ({directory})"
+          + ("; the run has only its export, which evaluate.py evaluates without --step and "
+             "--all_steps." if exported else "."))
     yield export_weights(built, config, workdir)
     return
   checkpointer = checkpoint.Checkpointer(directory, keep=None)
@@ -98,8 +103,8 @@ def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
   try:
     kept = checkpointer.all_steps()
     if not kept or (step is not None and step not in kept):
-      raise FileNotFoundError(f"{workdir}: no checkpoint {step if step is not None else ''}"
-                              f"(kept: {kept}).")
+      raise FileNotFoundError(f"{workdir}: no checkpoint"
+                              f"{f' of step {step}' if step is not None else ''} (kept: {kept}).")
     return checkpointer.restore_params(_abstract_state(built, config),
                                        kept[-1] if step is None else step)
   finally:

@@ -95,7 +95,7 @@ def with_training_length(config):
   data, train = config.data, config.train
   num_devices = jax.device_count()
   per_device = pipeline.per_device_batch(data.global_batch, num_devices)
-  source, _ = pipeline.open_split(pipeline.source_data_dir(data), data.source, "train")
+  source, _ = pipeline.open_source_split(data, "train")
   steps = training_steps(train, len(source), data.global_batch)
   length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
             "prepared train split" if train.num_epochs > 0 else "train.num_steps")

@@ -35,6 +35,16 @@ class TranslationError(ValueError):
   """No generator to translate with, or an output that belongs to another generator."""
 
 
+class OutputFolderTaken(TranslationError):
+  """The output folder holds data the translated copy may not replace; `replaceable`: what is
+  there is another generator's translation, which `overwrite` replaces. The message says what
+  is there; the caller adds how to choose another folder (a flag, a workdir)."""
+
+  def __init__(self, message: str, replaceable: bool = False):
+    super().__init__(message)
+    self.replaceable = replaceable
+
+
 def cyclegan_workdir(workdir: str) -> str:
   """Where a 'cg' run trains its CycleGAN."""
   return os.path.join(workdir, CYCLEGAN_SUBDIR)
@@ -114,10 +124,10 @@ def check_output_root(output_data_dir: str, source_dir: str, name: str) -> None:
   (the copy would take the source's place) and not a folder that holds other data."""
   root = pathlib.Path(output_data_dir).expanduser().resolve()
   if root == pathlib.Path(source_dir).expanduser().resolve():
-    raise TranslationError(
-        f"--output_dir {output_data_dir} is the data root of the source itself: the translated "
-        f"copy of {name} would take the place of the prepared one. Choose a folder of its own, "
-        f"e.g. {root / 'translated'}.")
+    raise OutputFolderTaken(
+        f"{output_data_dir} is the data root of the source itself: the translated copy of "
+        f"{name} would take the place of the prepared one; it needs a folder of its own, e.g. "
+        f"{root / 'translated'}.")
   if not root.is_dir():
     return
   top, _, config_name = name.partition("/")
@@ -126,10 +136,9 @@ def check_output_root(output_data_dir: str, source_dir: str, name: str) -> None:
     other += sorted(f"{top}/{p.name}" for p in (root / top).iterdir()
                     if p.name not in (config_name, ".config"))
   if other:
-    raise TranslationError(
-        f"--output_dir {root} holds other data ({', '.join(other[:5])}"
-        f"{', ...' if len(other) > 5 else ''}); translated copies go into a folder of their "
-        "own. Choose a new or empty folder.")
+    raise OutputFolderTaken(
+        f"{root} holds other data ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); "
+        "translated copies go into a folder of their own.")
 
 
 def translate_source(config, params, output_data_dir: str, provenance: dict,
@@ -137,7 +146,8 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   """Write the translated copy of config.data.source into `output_data_dir`; its folder.
 
   A complete copy made by the same generator is kept as it is; one made by another raises
-  (or, with `overwrite`, is replaced). Nothing that translate did not write is ever deleted:
+  OutputFolderTaken (or, with `overwrite`, is replaced). Nothing that translate did not write is
+  ever deleted:
   the source's own root, a folder holding other data and a prepared dataset without a
   recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
   renames it when every split is done, so an interrupted translation never reads as complete;
@@ -158,13 +168,12 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   if output.exists():
     stored = _stored_provenance(output)
     if stored is None:
-      raise TranslationError(
+      raise OutputFolderTaken(
           f"{output}: holds a prepared dataset that translate did not write (no generator "
-          "recorded); it is never replaced. Choose another --output_dir.")
+          "recorded); it is never replaced.")
     if stored != provenance and not overwrite:
-      raise TranslationError(
-          f"{output}: holds a translation by {stored}, not by {provenance}; pass --overwrite "
-          "to replace it or choose another --output_dir.")
+      raise OutputFolderTaken(f"{output}: holds a translation by {stored}, not by "
+                              f"{provenance}.", replaceable=True)
     if stored != provenance:
       shutil.rmtree(output)
   builder = builder_class(source_data_dir=source_dir,
@@ -214,12 +223,28 @@ def with_cyclegan_source(config, workdir: str):
     # Every process restores (orbax's manager synchronises the processes); one writes.
     params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps)
     if jax.process_index() == 0:
-      path = translate_source(config, params, output_dir, provenance, overwrite=True)
+      path = _translate_for_cg(config, params, output_dir, provenance)
       print(f"'cg': translated {config.data.source} into {path}.", flush=True)
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")
   config = config.copy_and_resolve_references()
   config.data.source_data_dir = output_dir
   return config
+
+
+def _translate_for_cg(config, params, output_dir: str, provenance: dict) -> str:
+  """translate_source into a 'cg' run's own folder; a taken folder says what train.py's user
+  can do about it."""
+  try:
+    return translate_source(config, params, output_dir, provenance, overwrite=True)
+  except OutputFolderTaken as e:
+    source_root = pathlib.Path(pipeline.source_data_dir(config.data)).expanduser().resolve()
+    if source_root == pathlib.Path(output_dir).expanduser().resolve():
+      remedy = ("data.source_data_dir names that folder: unset it (a 'cg' run translates "
+                "data.source itself).")
+    else:
+      remedy = "move what is there elsewhere, or train in another --workdir."
+    raise TranslationError(f"{e} A 'cg' run writes its translated source into {output_dir}; "
+                           + remedy) from None
 
 
 def _define_flags() -> None:
@@ -251,8 +276,13 @@ def main(argv):
     else:
       params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step)
     path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
+  except OutputFolderTaken as e:
+    remedy = ("Pass --overwrite to replace it or choose another --output_dir." if e.replaceable
+              else "Choose another --output_dir (a new or empty folder).")
+    print(f"translate: {e} {remedy}", file=sys.stderr)
+    return 2
   except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError) as e:
+          pipeline.DatasetUnusable, FileNotFoundError) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
   except (prepare.Terminated, KeyboardInterrupt) as e:

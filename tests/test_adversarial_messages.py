@@ -253,3 +253,60 @@ def test_sigterm_stops_prepare_after_tfds_removed_its_unfinished_copy(tmp_path):
                       "same command to prepare it (a rerun removes any unfinished copy).\n")
   assert "Traceback" not in err
   assert sorted(p.name for p in source.iterdir()) == []  # neither a copy nor its temporary
+
+
+# ------------------------------------- item 5: advice only about what the reader can change
+
+
+def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
+    procedural_data_dir, tmp_path):
+  """translate_source's refusals, raised inside train.py's 'cg' stage, name no translate flag
+  (--output_dir, --overwrite) but the config field or workdir that decides the folder."""
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "work"
+  output_dir = translate.translated_data_dir(str(workdir))
+  config = tiny_training_config(procedural_data_dir, 1)
+  config.data.source_data_dir = output_dir  # the translated copy of an earlier 'cg' run
+  shutil.copytree(procedural_data_dir, output_dir)
+  provenance = translate.checkpoint_provenance(translate.cyclegan_workdir(str(workdir)), 4)
+  with pytest.raises(translate.TranslationError) as info:
+    translate._translate_for_cg(  # pylint: disable=protected-access
+        config, None, output_dir, provenance)
+  assert str(info.value) == (
+      f"{output_dir} is the data root of the source itself: the translated copy of "
+      f"procedural/source would take the place of the prepared one; it needs a folder of its "
+      f"own, e.g. {output_dir}/translated. A 'cg' run writes its translated source into "
+      f"{output_dir}; data.source_data_dir names that folder: unset it (a 'cg' run translates "
+      "data.source itself).")
+  config.data.source_data_dir = ""
+  shutil.rmtree(pathlib.Path(output_dir) / "procedural")
+  (pathlib.Path(output_dir) / "kitti_semantics").mkdir()
+  with pytest.raises(translate.TranslationError) as info:
+    translate._translate_for_cg(  # pylint: disable=protected-access
+        config, None, output_dir, provenance)
+  assert str(info.value) == (
+      f"{output_dir} holds other data (kitti_semantics); translated copies go into a folder of "
+      f"their own. A 'cg' run writes its translated source into {output_dir}; move what is "
+      "there elsewhere, or train in another --workdir.")
+
+
+def test_a_source_data_dir_without_the_source_names_the_field_and_both_ways_to_fill_it(
+    procedural_data_dir, tmp_path):
+  from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_training_config(procedural_data_dir, 1)
+  config.data.source_data_dir = str(tmp_path / "translated")
+  with pytest.raises(pipeline.DatasetNotPrepared) as info:
+    pipeline.train_iterator(config, local_devices=1)
+  message = str(info.value)
+  assert message.startswith(f"data.source_data_dir='{tmp_path}/translated' holds no "
+                            "'procedural/source' of data version")
+  assert f"gio_ada_jax.translate --config ... --output_dir {tmp_path}/translated" in message
+  assert "set data.source_data_dir='' to read data.source from data.data_dir" in message
+
+  config.data.source_data_dir = ""
+  config.data.procedural.num_train = 9  # another rendering than the prepared one
+  with pytest.raises(pipeline.DatasetUnusable) as info:  # train.py: exit 2, one line
+    pipeline.train_iterator(config, local_devices=1)
+  assert str(info.value).startswith(f"{procedural_data_dir}/procedural/source/")
+  assert ("re-run `python -m gio_ada_jax.data.prepare --dataset procedural --overwrite "
+          f"--data_dir {procedural_data_dir}` with this config") in str(info.value)
