@@ -11,7 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import config_checks, distributed, trainer, translate
-from gio_ada_jax.data import pipeline, prepare
+from gio_ada_jax.data import interrupts, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -51,8 +51,8 @@ def main(argv):
   except trainer.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3
-  except prepare.Terminated:  # while the 'cg' variant translated its source set
-    print("train.py: stopped by SIGTERM before the translated source was complete (the "
+  except interrupts.Terminated:  # while the 'cg' variant translated its source set
+    print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
           f"CycleGAN is checkpointed; exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the "
           "same command to resume.", file=sys.stderr)
     return trainer.PREEMPTED_EXIT_CODE

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
                          workdir as workdir_lib)
-from gio_ada_jax.data import pipeline, prepare
+from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
 
@@ -239,7 +239,7 @@ def main(argv):
     return 2
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
-  except prepare.Terminated:  # while rendering the data or translating the 'cg' source
+  except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
     print("SIGTERM: stopped before the data being written was complete; rerun the same "
           "command to resume.", file=sys.stderr)
     return trainer.PREEMPTED_EXIT_CODE

@@ -25,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gio_ada_jax import checkpoint, convert, cyclegan, pictures, workdir as workdir_lib
-from gio_ada_jax.data import pipeline, prepare
+from gio_ada_jax.data import interrupts, pipeline, prepare
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
 TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
@@ -152,7 +152,7 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
   renames it when every split is done, so an interrupted translation never reads as complete;
   the folder a killed one left is removed by the next (prepare.write_dataset), and SIGTERM
-  raises prepare.Terminated after TFDS removed it.
+  raises interrupts.Terminated after TFDS removed it.
   """
   from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top  (TensorFlow)
   prepare.hide_gpus_from_tensorflow()
@@ -285,11 +285,11 @@ def main(argv):
           pipeline.DatasetUnusable, FileNotFoundError) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
-  except (prepare.Terminated, KeyboardInterrupt) as e:
-    stopped = isinstance(e, prepare.Terminated)
-    print(f"translate: stopped by {'SIGTERM' if stopped else 'Ctrl-C'} before the translated "
-          "copy was complete; rerun the same command to write it.", file=sys.stderr)
-    return prepare.SIGTERM_EXIT_STATUS if stopped else prepare.SIGINT_EXIT_STATUS
+  except (interrupts.Terminated, KeyboardInterrupt) as e:
+    stopped = isinstance(e, interrupts.Terminated)
+    print(f"translate: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same "
+          "command to finish the translated copy.", file=sys.stderr)
+    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
   print(f"Translated {config.data.source} into {path}. Train on it with "
         f"--config.data.source_data_dir={fl.output_dir}.")
   return 0

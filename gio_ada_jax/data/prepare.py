@@ -13,19 +13,16 @@ version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's ow
 (exit status 143 and 130). Only one prepare may write a given dataset version at a time.
 """
 
-import contextlib
 import os
 import pathlib
 import re
 import shutil
-import signal
 import sys
-import threading
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax.data import formats, pipeline
+from gio_ada_jax.data import formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
@@ -33,16 +30,7 @@ DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes"
 # TFDS's temporary folder of a dataset version (tensorflow_datasets.core.utils.file_utils.
 # _get_incomplete_dir: "incomplete." + 6 random upper-case letters or digits + "_" + version).
 UNFINISHED_COPY = r"incomplete\.[A-Z0-9]{6}_"
-SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
-SIGINT_EXIT_STATUS = 128 + signal.SIGINT
 FLAGS = flags.FLAGS
-
-
-class Terminated(BaseException):
-  """SIGTERM arrived while a dataset was being written; TFDS has removed the unfinished copy.
-
-  A BaseException, like KeyboardInterrupt: no `except Exception` on the way swallows it.
-  """
 
 
 def unfinished_copies(data_path) -> list[pathlib.Path]:
@@ -66,31 +54,18 @@ def remove_unfinished_copies(data_path) -> list[pathlib.Path]:
   return removed
 
 
-@contextlib.contextmanager
-def terminated_on_sigterm():
-  """While writing: SIGTERM raises Terminated, so TFDS's clean-up of its temporary folder runs
-  (SIGTERM's default ends the process at once and leaves the folder behind)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield  # signal handlers belong to the main thread
-    return
-
-  def handle(signum, frame):
-    del signum, frame
-    raise Terminated()
-
-  previous = signal.signal(signal.SIGTERM, handle)
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-
-
 def write_dataset(builder, **download_and_prepare_kwargs) -> None:
   """`builder.download_and_prepare` after removing what a killed writer of the same dataset
-  version left, with SIGTERM raising Terminated after TFDS's clean-up."""
+  version left, with SIGTERM raising interrupts.Terminated after TFDS's clean-up."""
   remove_unfinished_copies(builder.data_path)
-  with terminated_on_sigterm():
-    builder.download_and_prepare(**download_and_prepare_kwargs)
+  try:
+    with interrupts.terminated_on_sigterm():
+      builder.download_and_prepare(**download_and_prepare_kwargs)
+  except (interrupts.Terminated, KeyboardInterrupt):
+    # TFDS removes its folder when interrupted while writing, but not between creating it and
+    # starting to write.
+    remove_unfinished_copies(builder.data_path)
+    raise
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -180,11 +155,12 @@ def main(argv):
   except formats.DataError as e:
     print(f"prepare: {e}", file=sys.stderr)
     return 2
-  except (Terminated, KeyboardInterrupt) as e:
-    cause = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
-    print(f"prepare: stopped by {cause} before the dataset was complete; rerun the same "
-          "command to prepare it (a rerun removes any unfinished copy).", file=sys.stderr)
-    return SIGTERM_EXIT_STATUS if isinstance(e, Terminated) else SIGINT_EXIT_STATUS
+  except (interrupts.Terminated, KeyboardInterrupt) as e:
+    stopped = isinstance(e, interrupts.Terminated)
+    print(f"prepare: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same command "
+          "to finish (it keeps what is complete and removes any unfinished copy).",
+          file=sys.stderr)
+    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
   fmt = formats.FORMATS.get(FLAGS.dataset)
   label_space = fmt.label_space if fmt else VKITTI_KITTI_10  # procedural: the 10 classes
   for builder in built:
