@@ -227,6 +227,11 @@ def test_the_next_prepare_removes_only_the_unfinished_copy_a_killed_one_left(
   a_file.write_text("a file, not TFDS's folder")
   a_link = version.parent / f"incomplete.LINK00_{version.name}"
   a_link.symlink_to(kept[2], target_is_directory=True)
+  (version / "dataset_info.json").rename(tmp_path / "dataset_info.json")  # as if not prepared
+  with pytest.raises(pipeline.DatasetNotPrepared,
+                     match=f"no dataset_info.json; an interrupted prepare left {left.name}"):
+    pipeline.open_split(str(data_dir), "procedural/source", "train")
+  (tmp_path / "dataset_info.json").rename(version / "dataset_info.json")
   prepare.prepare("procedural", str(data_dir), test.get_config(), num_workers=1)
   assert not left.exists()
   assert f"Removed {left}: an unfinished copy of {version}" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 from typing import Any, Iterator
 
 import grain
@@ -33,6 +34,9 @@ METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which 
 # The prepared data's version. 2.0.0: the far clip (the sky) is stored as FAR_DEPTH_CM in every
 # dataset with depth; 1.0.0 stored it as 0 (invalid) and is refused with a message to re-prepare.
 VERSION_DIR = "2.0.0"
+# TFDS's temporary folder of a dataset version (tensorflow_datasets.core.utils.file_utils.
+# _get_incomplete_dir: "incomplete." + 6 random upper-case letters or digits + "_" + version).
+UNFINISHED_COPY = r"incomplete\.[A-Z0-9]{6}_"
 # The TFDS feature classes builders.py writes into a prepared dataset's features.json. TFDS
 # imports whatever module that file names, so nothing else is accepted.
 FEATURE_CLASSES = frozenset(
@@ -68,6 +72,17 @@ def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
   return pathlib.Path(data_dir).expanduser() / name / VERSION_DIR
 
 
+def unfinished_copies(data_path) -> list[pathlib.Path]:
+  """TFDS's temporary folders of the dataset version `data_path` (DATA_DIR/NAME/VERSION) left
+  by a writer that was killed: only folders so named, beside `data_path`."""
+  parent, version = pathlib.Path(data_path).parent, pathlib.Path(data_path).name
+  if not parent.is_dir():
+    return []
+  name = re.compile(UNFINISHED_COPY + re.escape(version))
+  return sorted(p for p in parent.iterdir()
+                if name.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
 def _feature_classes(node) -> set[str]:
   """Every "pythonClassName" in a features.json tree."""
   if isinstance(node, dict):
@@ -101,7 +116,8 @@ def open_split(data_dir: str, name: str, split: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   path = dataset_dir(data_dir, name)
   if not (path / "dataset_info.json").exists():
-    older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json"))
+    older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json")
+                   if not p.parent.name.startswith("incomplete."))
     if older:
       raise DatasetNotPrepared(
           f"{path.parent}: dataset {name!r} was prepared in data version {', '.join(older)}, "
@@ -109,9 +125,11 @@ def open_split(data_dir: str, name: str, split: str):
           "the far clip instead of invalid). Re-run `python -m gio_ada_jax.data.prepare "
           f"--dataset {name.split('/')[0]} --data_dir {data_dir}` (with --manual_dir for the "
           "official datasets); the old version's folder can then be deleted.")
+    unfinished = [p.name for p in unfinished_copies(path)]
     raise DatasetNotPrepared(
-        f"{path}: dataset {name!r} is not prepared (no dataset_info.json). Run "
-        f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
+        f"{path}: dataset {name!r} is not prepared (no dataset_info.json"
+        f"{'; an interrupted prepare left ' + ', '.join(unfinished) if unfinished else ''}). "
+        f"Run `python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
         f"{data_dir}` (with --manual_dir for the official datasets).")
   builder = prepared_builder(path)
   if split not in builder.info.splits:

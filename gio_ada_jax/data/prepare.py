@@ -15,7 +15,6 @@ version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's ow
 
 import os
 import pathlib
-import re
 import shutil
 import sys
 
@@ -27,26 +26,12 @@ from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
 DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
-# TFDS's temporary folder of a dataset version (tensorflow_datasets.core.utils.file_utils.
-# _get_incomplete_dir: "incomplete." + 6 random upper-case letters or digits + "_" + version).
-UNFINISHED_COPY = r"incomplete\.[A-Z0-9]{6}_"
 FLAGS = flags.FLAGS
 
 
-def unfinished_copies(data_path) -> list[pathlib.Path]:
-  """TFDS's temporary folders of the dataset version `data_path` (DATA_DIR/NAME/VERSION) left
-  by a writer that was killed: only folders so named, beside `data_path`."""
-  parent, version = pathlib.Path(data_path).parent, pathlib.Path(data_path).name
-  if not parent.is_dir():
-    return []
-  name = re.compile(UNFINISHED_COPY + re.escape(version))
-  return sorted(p for p in parent.iterdir()
-                if name.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
-
-
 def remove_unfinished_copies(data_path) -> list[pathlib.Path]:
-  """Remove `unfinished_copies(data_path)`, one line each; the removed folders."""
-  removed = unfinished_copies(data_path)
+  """Remove `pipeline.unfinished_copies(data_path)`, one line each; the removed folders."""
+  removed = pipeline.unfinished_copies(data_path)
   for path in removed:
     shutil.rmtree(path)
     print(f"Removed {path}: an unfinished copy of {data_path} that an interrupted run left "
