@@ -7,8 +7,11 @@
 
 The config must compute as the run's (recorded in DIR/config.json: model, variant, input
 size and data; --allow_config_change=FIELD,... on purpose). Reports (Markdown + JSON), the
-curve and pictures go into DIR/eval. `compare` groups the runs'
-reports by name (default: the variant) and prints mean ± std per class and mIoU.
+curve and pictures go into DIR/eval. `compare` groups the runs' reports by name (default: the
+variant) and prints mean ± std per class and mIoU. Of a workdir it takes the report of
+checkpoint --step, else the export's (eval/export.json: a finished run evaluated after its
+checkpoints were removed), else the latest checkpoint's, else its only PyTorch one, and prints
+which report each row used.
 
 --images_dir predicts every image of FOLDER (.png .jpg .jpeg .bmp .ppm .pgm .pbm .pnm .tif .tiff
 .webp; not recursive: other files and subfolders are listed as skipped) and writes
@@ -62,12 +65,16 @@ flags.adopt_module_key_flags(distributed)  # list them in --help too
 def _compare(paths: list[str]) -> int:
   if not paths:
     raise ValueError("compare needs at least one workdir or report JSON.")
-  found = [reports.load_report(reports.find_report(p, _STEP.value)) for p in paths]
+  chosen = [reports.choose_report(p, _STEP.value) for p in paths]
+  found = [reports.load_report(c.path) for c in chosen]
   rows = reports.compare(found)
   table = reports.compare_markdown(rows, found[0]["classes"], "miou13" in found[0]["metrics"])
-  print(table)
+  used = "\n".join(f"- {r['name']}: {reports.report_choice(p, c)}"
+                   for p, c, r in zip(paths, chosen, found))
+  print(f"Reports compared:\n{used}\n\n{table}")
   if _OUTPUT_DIR.value:
-    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"), table + "\n")
+    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"),
+                                  f"{table}\n\nReports compared:\n{used}\n")
     reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.json"),
                                   json.dumps(reports.json_ready(rows), indent=1) + "\n")
   return 0

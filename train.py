@@ -16,8 +16,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import (checkpoint, config_checks, distributed, run_config, trainer,
-                         workdir_lock)
-from gio_ada_jax.data import pipeline
+                         translate, workdir_lock)
+from gio_ada_jax.data import interrupts, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -45,13 +45,19 @@ def main(argv):
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                        _ALLOW_CONFIG_CHANGE.value)
-  except (config_checks.ConfigError, pipeline.DatasetNotPrepared,
-          workdir_lock.WorkdirLockError, checkpoint.UnrestorableCheckpoint) as e:
+  except (config_checks.ConfigError, pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
+          translate.TranslationError, workdir_lock.WorkdirLockError,
+          checkpoint.UnrestorableCheckpoint) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
   except trainer.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3
+  except interrupts.Terminated:  # while the 'cg' variant translated its source set
+    print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
+          f"CycleGAN is checkpointed; exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the "
+          "same command to resume.", file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   if final is None:
     print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
           f"finished (exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the same command to "

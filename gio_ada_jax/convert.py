@@ -2,9 +2,11 @@
 
 All PyTorch layout facts live here: key names, OIHW vs HWIO kernels, the transposed-conv kernel
 flip, DataParallel's `module.` prefix, and old CycleGAN checkpoints' InstanceNorm running stats.
-Conversion is strict: an unknown, missing or mis-shaped key raises `ConversionError` naming it,
+Conversion is strict: an unknown, missing or mis-shaped key raises `LayoutMismatch` naming it,
 unless the caller lists it (fnmatch patterns) in `allow_unexpected` / `allow_missing`; a
 mis-shaped key listed in `allow_missing` counts as missing and keeps the template's value.
+Error messages say what is wrong and suggest nothing a command line cannot do: a command that
+converts a checkpoint adds its own advice (its flags, its config fields) to the message.
 
 Only `load_torch_checkpoint` and `save_torch_checkpoint` need torch; everything else works on
 dicts of numpy arrays.
@@ -12,6 +14,8 @@ dicts of numpy arrays.
 
 import fnmatch
 import logging
+import os
+import pickle
 import re
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -23,12 +27,48 @@ from gio_ada_jax.models.task_net import VGG16_DEEPLAB_LAYERS
 Params = Mapping[str, Any]
 StateDict = Mapping[str, np.ndarray]
 
+MAX_LISTED_PROBLEMS = 12  # a message lists this many mismatched keys, then counts the rest
 RUNNING_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 DATA_PARALLEL_PREFIX = "module."
 
 
 class ConversionError(ValueError):
-  """A state_dict does not fit the network it is converted for."""
+  """A checkpoint cannot be read, or its state_dict does not fit the network."""
+
+
+class UnsafeCheckpoint(ConversionError):
+  """A `.pth` that pickles more than tensors and plain containers: refused, never unpickled."""
+
+
+class NestedStateDict(ConversionError):
+  """A `.pth` whose top level is not a state_dict (e.g. a training checkpoint holding one).
+
+  `candidates`: top-level keys whose value is a dict of tensors (pass one as `key`).
+  """
+
+  def __init__(self, message: str, candidates: tuple[str, ...]):
+    super().__init__(message)
+    self.candidates = candidates
+
+
+class LayoutMismatch(ConversionError):
+  """A state_dict does not fit the layout: `problems` lists each key. Python callers may list
+  keys to skip on purpose in torch_to_flax's `allow_missing` / `allow_unexpected`."""
+
+  def __init__(self, network: str, problems: list[str], subject: str = "the state_dict",
+               advice: str = ""):
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    if len(problems) > len(shown):
+      shown = shown + [f"... and {len(problems) - len(shown)} more"]
+    super().__init__(f"{subject} does not fit {network!r} ({LAYOUT_DESCRIPTIONS.get(network, '')})"
+                     ":\n  " + "\n  ".join(shown) + (f"\n{advice}" if advice else ""))
+    self.network = network
+    self.problems = tuple(problems)
+
+  def explained(self, subject: str, advice: str) -> "LayoutMismatch":
+    """The same mismatch naming what did not fit (e.g. a flag and its file) and what the
+    caller's user can do about it (e.g. that command's flags)."""
+    return LayoutMismatch(self.network, list(self.problems), subject, advice)
 
 
 class Layer(NamedTuple):
@@ -243,6 +283,10 @@ def torch_to_flax(state_dict: StateDict, network: str, template: Params | None =
   have the template's shape and takes its dtype, and the template's leaves that this format does
   not hold (e.g. fc6/fc7 and the heads for "vgg16") keep their values, logged by name. Without a
   template the layout is sized from the state_dict itself and float32 arrays are returned.
+
+  Keys that fit nowhere raise LayoutMismatch listing each; keys matching an fnmatch pattern of
+  `allow_missing` / `allow_unexpected` are skipped on purpose instead (a mis-shaped key in
+  `allow_missing` keeps the template's value, e.g. a classifier for another class set).
   """
   state_dict = {k: np.asarray(v) for k, v in strip_data_parallel_prefix(state_dict).items()}
   layout = (layout_for_params(network, template) if template is not None
@@ -291,10 +335,7 @@ def torch_to_flax(state_dict: StateDict, network: str, template: Params | None =
       continue
     problems.append(f"unexpected key {key!r} (shape {tuple(state_dict[key].shape)})")
   if problems:
-    raise ConversionError(
-        f"state_dict does not fit {network!r} ({LAYOUT_DESCRIPTIONS.get(network, '')}):\n  "
-        + "\n  ".join(problems)
-        + "\nPass allow_missing / allow_unexpected patterns for keys you mean to skip.")
+    raise LayoutMismatch(network, problems)
 
   if flat_template:
     kept = sorted("/".join(p) for p in flat_template if p not in converted)
@@ -334,23 +375,34 @@ def flax_to_torch(params: Params, network: str) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------- .pth files
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # how torch's legacy format (a pickle) starts
+RESAVE_ADVICE = ("save the weights alone as plain tensors where the file was made: "
+                 "torch.save(model.state_dict(), 'weights.pth')")
+
+
 def load_torch_checkpoint(path: str, key: str | None = None) -> dict[str, np.ndarray]:
   """Read a `.pth` state_dict as numpy arrays, without unpickling arbitrary objects.
 
   `weights_only=True` lets torch.load build tensors and plain containers only, so a checkpoint
-  from the internet cannot run code. `key` picks a nested state_dict (e.g. "state_dict").
+  from the internet cannot run code: one that pickles anything else raises UnsafeCheckpoint
+  (it is refused, whatever its source). `key` picks a nested state_dict (e.g. "state_dict");
+  without it a nested one raises NestedStateDict. An empty, truncated or foreign file raises
+  ConversionError naming the file and what it is.
   """
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(f"Reading {path} needs PyTorch: pip install torch==2.13.0") from e
+  _check_is_file(path)
   try:
     loaded = torch.load(path, map_location="cpu", weights_only=True)
-  except FileNotFoundError:
-    raise
-  except Exception as e:  # torch raises UnpicklingError and others for unsafe or bad files.
-    raise ConversionError(f"{path}: cannot be read as a weights-only PyTorch checkpoint "
-                          f"({type(e).__name__}: {e})") from e
+  except pickle.UnpicklingError as e:
+    # torch's own message advises weights_only=False or allowlisting the global: never passed
+    # on, since either would run the file's code.
+    raise UnsafeCheckpoint(_refusal(path, str(e))) from None
+  except Exception as e:  # torch raises RuntimeError, EOFError, KeyError... for bad files
+    raise ConversionError(_unreadable(path, e)) from None
   if key is not None:
     if not isinstance(loaded, Mapping) or key not in loaded:
       raise ConversionError(f"{path}: has no entry {key!r} "
@@ -358,12 +410,69 @@ def load_torch_checkpoint(path: str, key: str | None = None) -> dict[str, np.nda
     loaded = loaded[key]
   if not isinstance(loaded, Mapping) or not all(
       isinstance(v, torch.Tensor) for v in loaded.values()):
-    raise ConversionError(
-        f"{path}: is not a plain state_dict of tensors (top-level keys: "
-        f"{_describe_keys(loaded)}); pass the key of the nested state_dict, e.g. "
-        "key='state_dict' (--checkpoint_key on the command line).")
+    raise _nested(path, loaded, torch.Tensor)
   return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
           for k, v in loaded.items()}
+
+
+def _check_is_file(path: str) -> None:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file (a PyTorch .pth state_dict was expected).")
+  if os.path.isdir(path):
+    raise ConversionError(f"{path}: is a folder, not a PyTorch .pth file.")
+  if os.path.getsize(path) == 0:
+    raise ConversionError(f"{path}: is empty (0 bytes), not a PyTorch checkpoint; the download "
+                          "or copy that made it did not finish. Fetch the file again.")
+
+
+def _refusal(path: str, torch_message: str) -> str:
+  """Why `path` is refused, naming the Python global torch's weights-only reader met."""
+  found = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", torch_message)
+  if found:
+    what = f"it holds pickled Python objects, not only tensors (it references {found.group(1)})"
+    trusted = "the file comes from a source you trust"
+  else:
+    what = ("its pickle holds what torch's weights-only loader does not accept: objects "
+            "beyond tensors and plain containers, or damaged data")
+    trusted = "the file is intact and comes from a source you trust"
+  return (f"{path}: refused: {what}. Unpickling such a file can run any code, so this package "
+          "never does (it reads .pth files with torch's weights-only loader). If "
+          f"{trusted}, {RESAVE_ADVICE}, and pass that file instead.")
+
+
+def _unreadable(path: str, error: Exception) -> str:
+  """What `path` is, when torch.load fails on it other than by refusing it."""
+  with open(path, "rb") as f:
+    head = f.read(8)
+  cause = str(error).split(". ")[0].strip() or type(error).__name__
+  if head.startswith(ZIP_MAGIC):
+    return (f"{path}: is a zip archive that torch cannot read as a checkpoint ({cause}): it is "
+            "truncated or damaged, or not written by torch.save. Fetch or copy it again.")
+  if head.startswith(PICKLE_PROTOCOL_OPCODE):
+    return (f"{path}: looks like a checkpoint in torch's legacy (pickle) format but cannot be "
+            f"read to the end ({type(error).__name__}{': ' + cause if str(error) else ''}): it "
+            "is truncated or damaged. Fetch or copy it again.")
+  return (f"{path}: is not a PyTorch checkpoint: it starts with {head!r}, neither torch.save's "
+          "zip archive nor its legacy pickle format. Pass the .pth file torch.save wrote.")
+
+
+def _nested(path: str, loaded: Any, tensor_type: type) -> NestedStateDict:
+  """The error for a file whose top level is not a dict of tensors."""
+  candidates = ()
+  if isinstance(loaded, Mapping):
+    candidates = tuple(str(k) for k, v in loaded.items() if isinstance(v, Mapping) and v
+                       and all(isinstance(t, tensor_type) for t in v.values()))
+  described = (f"{path}: is not a plain state_dict of tensors (top-level keys: "
+               f"{_describe_keys(loaded)})")
+  if not candidates:
+    return NestedStateDict(f"{described}. Pass a .pth holding a state_dict: a dict of "
+                           "parameter names to tensors.", candidates)
+  # The file loaded weights-only, so reading it again to save the entry alone is safe.
+  resave = (f"python -c \"import torch; torch.save(torch.load({path!r}, weights_only=True)"
+            f"[{candidates[0]!r}], 'weights.pth')\"")
+  return NestedStateDict(
+      f"{described}; the weights seem to be under {', '.join(map(repr, candidates))}. Save "
+      f"that entry alone ({resave}) and pass weights.pth.", candidates)
 
 
 def _describe_keys(obj: Any) -> str:

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
                          workdir as workdir_lib, workdir_lock)
-from gio_ada_jax.data import pipeline
+from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
 
@@ -74,7 +74,6 @@ def ensure_data(config, data_dir: str) -> None:
     return
   except (pipeline.DatasetNotPrepared, ValueError):
     pass
-  from gio_ada_jax.data import prepare  # pylint: disable=g-import-not-at-top  (TensorFlow)
   print(f"Rendering the procedural domains into {data_dir} ...", flush=True)
   prepare.prepare("procedural", data_dir, config, overwrite=True)
 
@@ -243,6 +242,10 @@ def main(argv):
   except workdir_lock.WorkdirLockError as e:  # another demo is training in the same run folder
     print(f"demo: {e}", file=sys.stderr)
     return 2
+  except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
+    print("SIGTERM: stopped before the data being written was complete; rerun the same "
+          "command to resume.", file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -269,7 +269,18 @@ def torch_weights(built: models.GioAdaModels, config, path: str,
   if layout not in TORCH_LAYOUTS:
     raise ValueError(f"--torch_layout={layout!r} is not known; choose one of {TORCH_LAYOUTS}.")
   state_dict = convert.load_torch_checkpoint(path)
-  params = convert.torch_to_flax(state_dict, layout, template=_task_net_template(built, config))
+  try:
+    params = convert.torch_to_flax(state_dict, layout,
+                                   template=_task_net_template(built, config))
+  except convert.LayoutMismatch as e:
+    model = config.model
+    raise e.explained(
+        f"--torch_checkpoint {path} (with --torch_layout={layout}, model.num_classes="
+        f"{model.num_classes}, model.width={model.width}, "
+        f"{len(model.task_net.aspp_dilations)} ASPP branches)",
+        f"Check --torch_layout ({', '.join(TORCH_LAYOUTS)}) and the config's model fields "
+        "(model.num_classes, model.width, model.task_net.aspp_dilations; e.g. "
+        "--config.model.num_classes=19), or the file is not such a network.") from None
   source = "torch_" + re.sub(r"[^A-Za-z0-9_.-]", "_", pathlib.Path(path).stem)
   return TaskNetWeights(params, path, None, source)
 

@@ -553,6 +553,21 @@ def _main_step() -> int:
   return 0 if ok else 1
 
 
+def with_cli_advice(error: Exception, network: str, checkpoint: str) -> Exception:
+  """`error` with what this command's flags can do about it."""
+  if isinstance(error, convert.LayoutMismatch):
+    return error.explained(
+        f"--checkpoint {checkpoint}",
+        f"Check --network={network} and the config: its variant gives G_img's input "
+        "channels (--config configs/default.py:INPUT,OUTPUT) and its model fields the widths "
+        "and classes (--config.model.FIELD=VALUE: model.num_classes, model.width, "
+        "model.generator.num_blocks, ...); or the file is not such a network.")
+  if isinstance(error, convert.NestedStateDict) and error.candidates:
+    return convert.NestedStateDict(
+        f"{error} Or pass --checkpoint_key {error.candidates[0]}.", error.candidates)
+  return error
+
+
 def main(argv):
   del argv
   jax.config.update("jax_default_matmul_precision", "highest")
@@ -571,7 +586,7 @@ def main(argv):
                               FLAGS.checkpoint, FLAGS.checkpoint_key, image, FLAGS.seed,
                               variant=variant)
     except (convert.ConversionError, FileNotFoundError) as e:
-      print(f"parity: {e}", file=sys.stderr)
+      print(f"parity: {with_cli_advice(e, network, FLAGS.checkpoint)}", file=sys.stderr)
       return 2
   print(format_table(errors, FLAGS.tolerance))
   worst = max(e.max_abs for e in errors)

@@ -6,6 +6,7 @@ one column per class in the benchmark's order, then mIoU (and mIoU* for the 16 c
 sample standard deviation over the runs of each group: seeds of one variant, or ablations.
 """
 
+import dataclasses
 import glob
 import json
 import math
@@ -18,7 +19,7 @@ import numpy as np
 from gio_ada_jax import workdir
 from gio_ada_jax.evaluation import DEPTH_METRICS
 
-_STEP_REPORT = re.compile(r"step_(\d+)\.json$")
+_STEP_REPORT = re.compile(r"step_(\d+)")  # a checkpoint report's stem (report_stem)
 MISSING = "–"  # a NaN cell: the class appears in neither ground truth nor prediction
 
 
@@ -182,23 +183,100 @@ def update_curve(directory: str, report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------- compare
 
 
+@dataclasses.dataclass(frozen=True)
+class FoundReport:
+  """A report file of a workdir's eval folder, described by its name (report_stem)."""
+
+  path: str
+  kind: str  # "checkpoint", "export", "torch" or "file" (a report given by another name)
+  step: int | None  # checkpoint reports
+  resolution: str  # "label" or "input"
+
+  def describe(self) -> str:
+    what = {"checkpoint": f"checkpoint step {self.step}",
+            "export": "the export: the finished run's final network",
+            "torch": f"a PyTorch checkpoint ({os.path.basename(self.path)})",
+            "file": "the report file given"}[self.kind]
+    return what + (", scored at the input size" if self.resolution == "input" else "")
+
+
+def parse_report_name(path: str) -> FoundReport | None:
+  """The report that `path` is by its name (step_N, export, torch_NAME, each maybe _input), or
+  None for another file (curve.json, compare.json, ...)."""
+  stem, suffix = os.path.splitext(os.path.basename(path))
+  if suffix != ".json":
+    return None
+  resolution = "input" if stem.endswith("_input") else "label"
+  stem = stem.removesuffix("_input")
+  if stem == "export":
+    return FoundReport(path, "export", None, resolution)
+  if stem.startswith("torch_"):
+    return FoundReport(path, "torch", None, resolution)
+  step = _STEP_REPORT.fullmatch(stem)
+  return FoundReport(path, "checkpoint", int(step.group(1)), resolution) if step else None
+
+
+def _eval_folder_reports(path: str) -> list[FoundReport]:
+  found = sorted(glob.glob(os.path.join(workdir.evaluation(path), "*.json")))
+  return [r for r in map(parse_report_name, found) if r is not None]
+
+
+def workdir_reports(path: str) -> list[FoundReport]:
+  """The reports in the workdir's eval folder at label resolution (the paper's protocol), or
+  if it has none those scored at the input size."""
+  found = _eval_folder_reports(path)
+  return [r for r in found if r.resolution == "label"] or found
+
+
 def find_report(path: str, step: int | None = None) -> str:
-  """The report JSON of `path`: the file itself, or a workdir's report of `step` (default:
-  its highest evaluated step)."""
+  """The path of `choose_report`'s report."""
+  return choose_report(path, step).path
+
+
+def choose_report(path: str, step: int | None = None) -> FoundReport:
+  """The report of `path`: the JSON file itself, or from a workdir's eval folder the report of
+  checkpoint `step`, by default the export's (the finished run's final network, later than
+  any checkpoint of the run), else the latest checkpoint's, else its only PyTorch one."""
   if os.path.isfile(path):
-    return path
-  found = glob.glob(os.path.join(workdir.evaluation(path), "step_*.json"))
-  reports = {int(m.group(1)): p for p in found if (m := _STEP_REPORT.search(p))}
+    return parse_report_name(path) or FoundReport(path, "file", None, "label")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: neither a report JSON nor a workdir.")
+  found = workdir_reports(path)
+  steps = {r.step: r for r in found if r.kind == "checkpoint"}
   if step is not None:
-    if step not in reports:
-      raise FileNotFoundError(f"{path}: no evaluation report of step {step} (have "
-                              f"{sorted(reports) or 'none'}); run `python evaluate.py --config "
+    if step not in steps:
+      raise FileNotFoundError(f"{path}: no evaluation report of checkpoint step {step} (have "
+                              f"{sorted(steps) or 'none'}); run `python evaluate.py --config "
                               f"... --workdir {path} --step {step}` first.")
-    return reports[step]
-  if not reports:
-    raise FileNotFoundError(f"{path}: no evaluation report in {workdir.evaluation(path)}; "
-                            f"run `python evaluate.py --config ... --workdir {path}` first.")
-  return reports[max(reports)]
+    return steps[step]
+  exports = [r for r in found if r.kind == "export"]
+  torch_reports = [r for r in found if r.kind == "torch"]
+  if exports:
+    return exports[0]
+  if steps:
+    return steps[max(steps)]
+  if len(torch_reports) == 1:
+    return torch_reports[0]
+  if torch_reports:
+    raise FileNotFoundError(
+        f"{path}: holds reports of several PyTorch checkpoints and none of its own run "
+        f"({', '.join(os.path.basename(r.path) for r in torch_reports)}); pass the report file "
+        "itself.")
+  raise FileNotFoundError(
+      f"{path}: no evaluation report in {workdir.evaluation(path)}; run `python evaluate.py "
+      f"--config ... --workdir {path}` first (it writes a report of the latest checkpoint, or "
+      "of the export when the checkpoints are gone).")
+
+
+def report_choice(path: str, chosen: FoundReport) -> str:
+  """One line: which report of `path` a comparison uses, and which others the workdir has."""
+  if chosen.path == path:
+    return f"{path} ({chosen.describe()})"
+  others = [os.path.basename(r.path) for r in _eval_folder_reports(path)
+            if r.path != chosen.path]
+  also = (f"; it also has {', '.join(others)} (--step N picks a checkpoint's report; pass a "
+          "report file to compare that one)" if others else "")
+  return f"{path} -> {chosen.path} ({chosen.describe()}){also}"
 
 
 def load_report(path: str) -> dict[str, Any]:

@@ -70,8 +70,17 @@ def with_pretrained_encoder(state: state_lib.GioAdaState, vgg16_path: str,
                             optimizers) -> state_lib.GioAdaState:
   """The state with torchvision's ImageNet VGG16 convs in the task net's encoder (strict)."""
   params = dict(state.params)
-  params["task_net"] = convert.torch_to_flax(convert.load_torch_checkpoint(vgg16_path),
-                                             "vgg16", template=state.params["task_net"])
+  try:
+    params["task_net"] = convert.torch_to_flax(convert.load_torch_checkpoint(vgg16_path),
+                                               "vgg16", template=state.params["task_net"])
+  except convert.LayoutMismatch as e:
+    raise config_checks.ConfigError(str(e.explained(
+        f"model.task_net.vgg16_weights ({vgg16_path})",
+        f"It must be torchvision's ImageNet VGG16 file ({config_checks.VGG16_FILE}, "
+        f"{config_checks.VGG16_URL}); to train from random initialisation on purpose, pass "
+        "--config.model.task_net.encoder_init=random."))) from None
+  except convert.ConversionError as e:
+    raise config_checks.ConfigError(f"model.task_net.vgg16_weights: {e}") from None
   return state_lib.state_from_params(params, optimizers, state.rng)
 
 
@@ -89,7 +98,7 @@ def with_training_length(config):
   data, train = config.data, config.train
   num_devices = jax.device_count()
   per_device = pipeline.per_device_batch(data.global_batch, num_devices)
-  source, _ = pipeline.open_split(pipeline.source_data_dir(data), data.source, "train")
+  source, _ = pipeline.open_source_split(data, "train")
   steps = training_steps(train, len(source), data.global_batch)
   length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
             "prepared train split" if train.num_epochs > 0 else "train.num_steps")

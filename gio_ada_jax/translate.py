@@ -33,7 +33,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, pictures, run_config,
                          workdir as workdir_lib)
-from gio_ada_jax.data import pipeline
+from gio_ada_jax.data import interrupts, pipeline, prepare
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
 TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
@@ -45,6 +45,16 @@ IDENTITY_FIELDS = (DIGEST, "residual_output")
 
 class TranslationError(ValueError):
   """No generator to translate with, or an output that belongs to another generator."""
+
+
+class OutputFolderTaken(TranslationError):
+  """The output folder holds data the translated copy may not replace; `replaceable`: what is
+  there is another generator's translation, which `overwrite` replaces. The message says what
+  is there; the caller adds how to choose another folder (a flag, a workdir)."""
+
+  def __init__(self, message: str, replaceable: bool = False):
+    super().__init__(message)
+    self.replaceable = replaceable
 
 
 def cyclegan_workdir(workdir: str) -> str:
@@ -132,7 +142,16 @@ def generator_from_torch(config, path: str) -> tuple[Any, dict]:
   shapes = jax.eval_shape(built.generator.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-  params = convert.torch_to_flax(convert.load_torch_checkpoint(path), "generator", template)
+  state_dict = convert.load_torch_checkpoint(path)
+  try:
+    params = convert.torch_to_flax(state_dict, "generator", template)
+  except convert.LayoutMismatch as e:
+    raise e.explained(
+        f"--torch_generator {path} (with cyclegan.ngf={config.cyclegan.ngf}, "
+        f"cyclegan.num_blocks={config.cyclegan.num_blocks}, model.width={config.model.width})",
+        "Check the config's cyclegan.ngf, cyclegan.num_blocks and model.width (upstream "
+        "CycleGAN: 64, 9 and 1.0; e.g. --config.cyclegan.num_blocks=6 for resnet_6blocks), or "
+        "the file is not a CycleGAN ResnetGenerator (latest_net_G_A.pth).") from None
   return params, {"torch_generator": os.path.abspath(path), DIGEST: file_sha256(path),
                   "residual_output": False}
 
@@ -175,10 +194,10 @@ def check_output_root(output_data_dir: str, source_dir: str, name: str) -> None:
   (the copy would take the source's place) and not a folder that holds other data."""
   root = pathlib.Path(output_data_dir).expanduser().resolve()
   if root == pathlib.Path(source_dir).expanduser().resolve():
-    raise TranslationError(
-        f"--output_dir {output_data_dir} is the data root of the source itself: the translated "
-        f"copy of {name} would take the place of the prepared one. Choose a folder of its own, "
-        f"e.g. {root / 'translated'}.")
+    raise OutputFolderTaken(
+        f"{output_data_dir} is the data root of the source itself: the translated copy of "
+        f"{name} would take the place of the prepared one; it needs a folder of its own, e.g. "
+        f"{root / 'translated'}.")
   if not root.is_dir():
     return
   top, _, config_name = name.partition("/")
@@ -187,10 +206,9 @@ def check_output_root(output_data_dir: str, source_dir: str, name: str) -> None:
     other += sorted(f"{top}/{p.name}" for p in (root / top).iterdir()
                     if p.name not in (config_name, ".config"))
   if other:
-    raise TranslationError(
-        f"--output_dir {root} holds other data ({', '.join(other[:5])}"
-        f"{', ...' if len(other) > 5 else ''}); translated copies go into a folder of their "
-        "own. Choose a new or empty folder.")
+    raise OutputFolderTaken(
+        f"{root} holds other data ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); "
+        "translated copies go into a folder of their own.")
 
 
 def translate_source(config, params, output_data_dir: str, provenance: dict,
@@ -198,13 +216,15 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   """Write the translated copy of config.data.source into `output_data_dir`; its folder.
 
   A complete copy made by the same generator (same_generator: by content) is kept as it is;
-  one made by another, or recorded without a digest, raises (or, with `overwrite`, is
-  replaced). Nothing that translate did not write is ever deleted:
+  one made by another, or recorded without a digest, raises OutputFolderTaken (or, with
+  `overwrite`, is replaced). Nothing that translate did not write is ever deleted:
   the source's own root, a folder holding other data and a prepared dataset without a
   recorded generator are refused (check_output_root). TFDS writes into a temporary folder and
-  renames it when every split is done, so an interrupted translation never reads as complete.
+  renames it when every split is done, so an interrupted translation never reads as complete;
+  the folder a killed one left is removed by the next (prepare.write_dataset), and SIGTERM
+  raises interrupts.Terminated after TFDS removed it.
   """
-  from gio_ada_jax.data import builders, prepare  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top  (TensorFlow)
   prepare.hide_gpus_from_tensorflow()
   data = config.data
   source_dir = pipeline.source_data_dir(data)
@@ -218,16 +238,15 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   if output.exists():
     stored = stored_provenance(output)
     if stored is None:
-      raise TranslationError(
+      raise OutputFolderTaken(
           f"{output}: holds a prepared dataset that translate did not write (no generator "
-          "recorded); it is never replaced. Choose another --output_dir.")
+          "recorded); it is never replaced.")
     if not same_generator(stored, provenance) and not overwrite:
       made_by = (f"a translation by {describe(stored)}, not by {describe(provenance)}"
                  if stored.get(DIGEST) else
                  f"a translation by {describe(stored)}, recorded by an older translate without "
                  "the content of its generator, so it may be stale")
-      raise TranslationError(f"{output}: holds {made_by}; pass --overwrite to replace it or "
-                             "choose another --output_dir.")
+      raise OutputFolderTaken(f"{output}: holds {made_by}.", replaceable=True)
     if not same_generator(stored, provenance):
       shutil.rmtree(output)
   builder = builder_class(source_data_dir=source_dir,
@@ -236,7 +255,7 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
                           data_dir=output_data_dir, file_format="array_record")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # inside a training log, the summary line below is enough
-  builder.download_and_prepare()
+  prepare.write_dataset(builder)  # removes what a killed translation left; SIGTERM cleans up
   return str(builder.data_path)
 
 
@@ -290,12 +309,28 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   done = output.exists() and same_generator(stored_provenance(output), provenance)
   if not done:
     if jax.process_index() == 0:
-      path = translate_source(config, params, output_dir, provenance, overwrite=True)
+      path = _translate_for_cg(config, params, output_dir, provenance)
       print(f"'cg': translated {config.data.source} into {path}.", flush=True)
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")
   config = config.copy_and_resolve_references()
   config.data.source_data_dir = output_dir
   return config
+
+
+def _translate_for_cg(config, params, output_dir: str, provenance: dict) -> str:
+  """translate_source into a 'cg' run's own folder; a taken folder says what train.py's user
+  can do about it."""
+  try:
+    return translate_source(config, params, output_dir, provenance, overwrite=True)
+  except OutputFolderTaken as e:
+    source_root = pathlib.Path(pipeline.source_data_dir(config.data)).expanduser().resolve()
+    if source_root == pathlib.Path(output_dir).expanduser().resolve():
+      remedy = ("data.source_data_dir names that folder: unset it (a 'cg' run translates "
+                "data.source itself).")
+    else:
+      remedy = "move what is there elsewhere, or train in another --workdir."
+    raise TranslationError(f"{e} A 'cg' run writes its translated source into {output_dir}; "
+                           + remedy) from None
 
 
 def _define_flags() -> None:
@@ -330,10 +365,21 @@ def main(argv):
       params, provenance = generator_from_checkpoint(config, fl.cyclegan_workdir, fl.step,
                                                      fl.allow_config_change)
     path = translate_source(config, params, fl.output_dir, provenance, fl.overwrite)
+  except OutputFolderTaken as e:
+    remedy = ("Pass --overwrite to replace it or choose another --output_dir." if e.replaceable
+              else "Choose another --output_dir (a new or empty folder).")
+    print(f"translate: {e} {remedy}", file=sys.stderr)
+    return 2
   except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError, config_checks.ConfigError, checkpoint.UnrestorableCheckpoint) as e:
+          FileNotFoundError, config_checks.ConfigError, checkpoint.UnrestorableCheckpoint,
+          pipeline.DatasetUnusable) as e:
     print(f"translate: {e}", file=sys.stderr)
     return 2
+  except (interrupts.Terminated, KeyboardInterrupt) as e:
+    stopped = isinstance(e, interrupts.Terminated)
+    print(f"translate: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same "
+          "command to finish the translated copy.", file=sys.stderr)
+    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
   print(f"Translated {config.data.source} into {path}. Train on it with "
         f"--config.data.source_data_dir={fl.output_dir}.")
   return 0

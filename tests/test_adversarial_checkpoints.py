@@ -105,7 +105,8 @@ def test_training_resumes_from_the_previous_checkpoint_and_sets_the_damaged_one_
   try:
     restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
     assert restored.step == int(restored.state.step) == 3 and restored.verified
-    assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3}}
+    assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3},
+                           "global_batch": 4, "process_count": 1}
     assert checkpointer.all_steps() == [3]
     # The resumed run writes step 6 again: no collision with the damaged one.
     checkpointer.save(6, restored.state, restored.data)

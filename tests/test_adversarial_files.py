@@ -71,11 +71,12 @@ def test_a_changed_generator_file_at_the_same_path_is_not_reused(cg_config, tmp_
   params, second = translate.generator_from_torch(config, str(pth))
   assert second["torch_generator"] == first["torch_generator"] == str(pth)
   assert second[translate.DIGEST] != first[translate.DIGEST]
-  with pytest.raises(translate.TranslationError, match=re.escape(
+  with pytest.raises(translate.OutputFolderTaken, match=re.escape(
       f"holds a translation by the PyTorch generator {pth} (sha256 {first['generator_sha256'][:12]}"
-      f"), not by the PyTorch generator {pth} (sha256 {second['generator_sha256'][:12]}); pass "
-      "--overwrite")):
+      f"), not by the PyTorch generator {pth} (sha256 {second['generator_sha256'][:12]}).")
+  ) as refused:
     translate.translate_source(config, params, output, second)
+  assert refused.value.replaceable  # translate's command line adds: pass --overwrite
   np.testing.assert_array_equal(_translated_images(output, config), before)
   translate.translate_source(config, params, output, second, overwrite=True)
   assert _stored_provenance(output, config) == second
@@ -83,10 +84,11 @@ def test_a_changed_generator_file_at_the_same_path_is_not_reused(cg_config, tmp_
 
   # A copy recorded by the older translate (path only): by an unknown generator.
   _set_stored_provenance(output, config, {"torch_generator": str(pth)})
-  with pytest.raises(translate.TranslationError, match=(
+  with pytest.raises(translate.OutputFolderTaken, match=(
       "recorded by an older translate without the content of its generator, so it may be "
-      "stale; pass --overwrite")):
+      "stale")) as refused:
     translate.translate_source(config, params, output, second)
+  assert refused.value.replaceable
   translate.translate_source(config, params, output, second, overwrite=True)
   assert _stored_provenance(output, config) == second
 

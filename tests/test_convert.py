@@ -398,9 +398,10 @@ def test_nested_checkpoint_needs_its_key(tmp_path):
   path = str(tmp_path / "nested.pth")
   torch.save({"state_dict": to_torch(state_dict), "epoch": 3}, path)
   assert_state_dicts_equal(convert.load_torch_checkpoint(path, key="state_dict"), state_dict)
-  with pytest.raises(convert.ConversionError) as info:
+  with pytest.raises(convert.NestedStateDict) as info:
     convert.load_torch_checkpoint(path)
-  assert path in str(info.value) and "key='state_dict'" in str(info.value)
+  assert path in str(info.value) and "under 'state_dict'" in str(info.value)
+  assert info.value.candidates == ("state_dict",)
   with pytest.raises(convert.ConversionError, match="'model'"):
     convert.load_torch_checkpoint(path, key="model")
 
@@ -419,7 +420,7 @@ def test_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path
   marker = tmp_path / "code_ran"
   path = str(tmp_path / "evil.pth")
   torch.save({"conv1.weight": torch.zeros(2), "payload": _TouchOnUnpickle(marker)}, path)
-  with pytest.raises(convert.ConversionError, match="weights-only"):
+  with pytest.raises(convert.UnsafeCheckpoint, match="refused"):
     convert.load_torch_checkpoint(path)
   assert not marker.exists()
   # The payload is live: a full unpickle does run it.

@@ -288,8 +288,9 @@ def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_p
   params, provenance = translate.generator_from_checkpoint(
       config, translate.cyclegan_workdir(workdir))
   other = dict(provenance, generator_sha256="0" * 64)  # the same path and step, other content
-  with pytest.raises(translate.TranslationError, match="--overwrite"):
+  with pytest.raises(translate.OutputFolderTaken, match="holds a translation by") as info:
     translate.translate_source(config, params, translate.translated_data_dir(workdir), other)
+  assert info.value.replaceable  # translate's command line adds: pass --overwrite
 
 
 def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):

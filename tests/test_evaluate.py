@@ -88,7 +88,8 @@ def test_compare_prints_mean_and_std_over_runs(evaluated, tmp_path):
   assert len(row) == 1 and row[0].startswith("| +sd,joint | 2 |") and "±" in row[0]
   assert json.loads((tmp_path / "compare.json").read_text())[0]["runs"] == 2
   missing = _evaluate_py("compare", str(tmp_path / "nothing"))
-  assert missing.returncode == 2 and "no evaluation report" in missing.stderr
+  assert missing.returncode == 2
+  assert "nothing: neither a report JSON nor a workdir" in missing.stderr
 
 
 def test_export_and_pytorch_checkpoint_evaluate_like_the_last_checkpoint(

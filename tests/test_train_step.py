@@ -173,7 +173,8 @@ def test_mixed_precision_step_keeps_float32_params_and_losses():
 def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
   """model.task_net.pretrained_vgg16: torchvision's layout, loaded strictly into the encoder."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import convert, torch_ref, trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import (  # pylint: disable=g-import-not-at-top
+      config_checks, convert, torch_ref, trainer)
   config = _config()
   models, state = _setup(config)
   torch.manual_seed(0)
@@ -188,5 +189,12 @@ def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
   vgg_sd = convert.load_torch_checkpoint(path)
   vgg_sd["features.99.weight"] = np.zeros((1,), np.float32)
   convert.save_torch_checkpoint(vgg_sd, path)
-  with pytest.raises(convert.ConversionError, match="features.99.weight"):
+  # train.py prints a ConfigError and exits 2: the message names the field and what to do.
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"(?s)model\.task_net\.vgg16_weights .*features\.99\.weight.*"
+                           r"torchvision's ImageNet VGG16 file.*encoder_init=random"):
+    trainer.with_pretrained_encoder(state, path, state_lib.make_optimizers(config.train))
+  torch.save({"features.0.weight": torch.zeros(1), "epoch": np.float64(3.0)}, path)  # pickles numpy
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"^model\.task_net\.vgg16_weights: .*vgg16\.pth: refused"):
     trainer.with_pretrained_encoder(state, path, state_lib.make_optimizers(config.train))

@@ -7,13 +7,15 @@ formats.FAR_DEPTH_CM = the far clip, the sky). Statistics gathered while writing
 dataset metadata: the dataset-wide depth maximum with and without the far clip (the paper
 normalises depth to [0, 1] "among all images"), image sizes and class pixel counts per split.
 TFDS writes into an `incomplete.*` folder and renames it only when every split is done, so an
-interrupted prepare never loads as a complete dataset.
+interrupted prepare never loads as a complete dataset (prepare.write_dataset, which every writer
+goes through, removes the folder a killed one left).
 
 Importing this module imports TensorFlow Datasets (and prepare imports TensorFlow); the
 training and evaluation pipeline only reads the prepared folders.
 """
 
 import collections
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -22,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gio_ada_jax.data import formats, procedural
+from gio_ada_jax.data import formats, interrupts, procedural
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 from gio_ada_jax.data.pipeline import (METADATA_DEPTH_MAX, METADATA_DEPTH_MAX_BELOW_FAR,
                                        METADATA_PROCEDURAL_CONFIG, METADATA_SPLIT_STATS,
@@ -90,6 +92,7 @@ class _StatsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Pass examples through to TFDS, recording statistics; store them when the split ends."""
     stats = SplitStats(self.NUM_CLASSES)
     for key, example in examples:
+      interrupts.check_terminated()
       stats.add(example)
       encoded = dict(example)
       encoded["label"] = example["label"][..., None]
@@ -162,7 +165,10 @@ class Procedural(_StatsBuilder, skip_registration=True):
                                self.builder_config.name, split)
     # Rendering is pure numpy: spread it over worker processes started fresh ('spawn'), since
     # this process has TensorFlow's threads running.
-    with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
+    with contextlib.ExitStack() as stack:
+      with interrupts.sigterm_deferred():  # SIGTERM: after the pool is whole and will be ended
+        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+            self._num_workers, initializer=procedural.ignore_interrupts))
       examples = pool.imap(render, range(num_examples), chunksize=32)
       yield from self._record(split, ((ex["id"], ex) for ex in examples))
 

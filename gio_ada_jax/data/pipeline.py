@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 from typing import Any, Iterator
 
 import grain
@@ -34,6 +35,9 @@ METADATA_TRANSLATED_BY = "translated_by"  # written by builders.py ('cg': which 
 # The prepared data's version. 2.0.0: the far clip (the sky) is stored as FAR_DEPTH_CM in every
 # dataset with depth; 1.0.0 stored it as 0 (invalid) and is refused with a message to re-prepare.
 VERSION_DIR = "2.0.0"
+# TFDS's temporary folder of a dataset version (tensorflow_datasets.core.utils.file_utils.
+# _get_incomplete_dir: "incomplete." + 6 random upper-case letters or digits + "_" + version).
+UNFINISHED_COPY = r"incomplete\.[A-Z0-9]{6}_"
 # The TFDS feature classes builders.py writes into a prepared dataset's features.json. TFDS
 # imports whatever module that file names, so nothing else is accepted.
 FEATURE_CLASSES = frozenset(
@@ -44,6 +48,11 @@ FEATURE_CLASSES = frozenset(
 
 class DatasetNotPrepared(FileNotFoundError):
   """The prepared folder of a dataset is missing."""
+
+
+class DatasetUnusable(ValueError):
+  """A prepared dataset that cannot be read as it is (rendered from another config, foreign
+  feature classes, a missing split or statistics); the message says how to prepare it again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +73,17 @@ def dataset_dir(data_dir: str, name: str) -> pathlib.Path:
   return pathlib.Path(data_dir).expanduser() / name / VERSION_DIR
 
 
+def unfinished_copies(data_path) -> list[pathlib.Path]:
+  """TFDS's temporary folders of the dataset version `data_path` (DATA_DIR/NAME/VERSION) left
+  by a writer that was killed: only folders so named, beside `data_path`."""
+  parent, version = pathlib.Path(data_path).parent, pathlib.Path(data_path).name
+  if not parent.is_dir():
+    return []
+  name = re.compile(UNFINISHED_COPY + re.escape(version))
+  return sorted(p for p in parent.iterdir()
+                if name.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
 def _feature_classes(node) -> set[str]:
   """Every "pythonClassName" in a features.json tree."""
   if isinstance(node, dict):
@@ -82,12 +102,13 @@ def prepared_builder(path):
   try:
     foreign = _feature_classes(json.loads(features_file.read_text())) - FEATURE_CLASSES
   except (OSError, ValueError) as e:
-    raise ValueError(f"{features_file}: cannot be read as this package's features ({e}); "
-                     "re-run prepare with --overwrite.") from None
+    raise DatasetUnusable(f"{features_file}: cannot be read as this package's features "
+                          f"({e}); re-run prepare with --overwrite.") from None
   if foreign:
-    raise ValueError(f"{features_file} names feature classes this package does not write "
-                     f"({', '.join(sorted(foreign))}); TFDS would import them, so the dataset "
-                     "is refused. Re-run prepare with --overwrite into a folder you trust.")
+    raise DatasetUnusable(
+        f"{features_file} names feature classes this package does not write "
+        f"({', '.join(sorted(foreign))}); TFDS would import them, so the dataset is refused. "
+        "Re-run prepare with --overwrite into a folder you trust.")
   return tfds.builder_from_directory(str(path))
 
 
@@ -96,7 +117,8 @@ def open_split(data_dir: str, name: str, split: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   path = dataset_dir(data_dir, name)
   if not (path / "dataset_info.json").exists():
-    older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json"))
+    older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json")
+                   if not p.parent.name.startswith("incomplete."))
     if older:
       raise DatasetNotPrepared(
           f"{path.parent}: dataset {name!r} was prepared in data version {', '.join(older)}, "
@@ -104,14 +126,16 @@ def open_split(data_dir: str, name: str, split: str):
           "the far clip instead of invalid). Re-run `python -m gio_ada_jax.data.prepare "
           f"--dataset {name.split('/')[0]} --data_dir {data_dir}` (with --manual_dir for the "
           "official datasets); the old version's folder can then be deleted.")
+    unfinished = [p.name for p in unfinished_copies(path)]
     raise DatasetNotPrepared(
-        f"{path}: dataset {name!r} is not prepared (no dataset_info.json). Run "
-        f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
+        f"{path}: dataset {name!r} is not prepared (no dataset_info.json"
+        f"{'; an interrupted prepare left ' + ', '.join(unfinished) if unfinished else ''}). "
+        f"Run `python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
         f"{data_dir}` (with --manual_dir for the official datasets).")
   builder = prepared_builder(path)
   if split not in builder.info.splits:
-    raise ValueError(f"{path}: dataset {name!r} has no split {split!r}; it has "
-                     f"{sorted(builder.info.splits)}.")
+    raise DatasetUnusable(f"{path}: dataset {name!r} has no split {split!r}; it has "
+                          f"{sorted(builder.info.splits)}.")
   return builder.as_data_source(split=split), builder.info
 
 
@@ -131,17 +155,19 @@ def depth_scale_cm(info, sky_depth: str) -> float:
   return float((info.metadata or {}).get(key, 0))
 
 
-def check_procedural_config(info, procedural_config) -> None:
-  """Raise if a prepared procedural domain was rendered from another config than this one."""
+def check_procedural_config(info, procedural_config, data_dir: str | None = None) -> None:
+  """Raise if a prepared procedural domain was rendered from another config than this one
+  (`data_dir`: where it was read, for the command that prepares it again)."""
   stored = (info.metadata or {}).get(METADATA_PROCEDURAL_CONFIG)
   current = json.loads(procedural_config.to_json())
   if stored != current:
     changed = sorted(k for k in set(stored or {}) | set(current)
                      if (stored or {}).get(k) != current.get(k))
-    raise ValueError(
+    where = f" --data_dir {data_dir}" if data_dir else ""
+    raise DatasetUnusable(
         f"the prepared procedural data was rendered from another config.data.procedural "
         f"(fields differing: {changed}); re-run `python -m gio_ada_jax.data.prepare "
-        f"--dataset procedural --overwrite` with this config.")
+        f"--dataset procedural --overwrite{where}` with this config.")
 
 
 def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
@@ -227,9 +253,10 @@ def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
   label, depth = example["label"][..., 0], example.get("depth")
   height, width = label.shape
   if height > label_size[0] or width > label_size[1]:
-    raise ValueError(f"example {example.get('id')!r}: its label is {height}x{width}, larger "
-                     f"than the split's recorded maximum {label_size[0]}x{label_size[1]}; "
-                     "re-prepare the dataset with --overwrite.")
+    raise DatasetUnusable(
+        f"example {example.get('id')!r}: its label is {height}x{width}, larger than the "
+        f"split's recorded maximum {label_size[0]}x{label_size[1]}; re-prepare the dataset "
+        "with --overwrite.")
   padded_label = np.full(label_size, IGNORE_LABEL, np.int32)
   padded_label[:height, :width] = label
   out = {"image": normalise_image(resize_image(example["image"], spec.height, spec.width)),
@@ -244,9 +271,9 @@ def split_label_size(info, split: str) -> tuple[int, int]:
   """The largest label height and width of `split`, from the sizes recorded at prepare time."""
   stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get(split)
   if not stats or not stats.get("image_sizes"):
-    raise ValueError(f"dataset {info.name!r}: no image sizes of split {split!r} in its "
-                     "metadata; re-prepare it with `python -m gio_ada_jax.data.prepare ... "
-                     "--overwrite`.")
+    raise DatasetUnusable(f"dataset {info.name!r}: no image sizes of split {split!r} in its "
+                          "metadata; re-prepare it with `python -m gio_ada_jax.data.prepare "
+                          "... --overwrite`.")
   sizes = [tuple(int(v) for v in key.split("x")) for key in stats["image_sizes"]]
   return max(h for h, _ in sizes), max(w for _, w in sizes)
 
@@ -393,10 +420,32 @@ def source_data_dir(data_config) -> str:
 
 
 def _open_checked(data_config, name: str, split: str, data_dir: str | None = None):
-  source, info = open_split(data_dir or data_config.data_dir, name, split)
+  data_dir = data_dir or data_config.data_dir
+  source, info = open_split(data_dir, name, split)
   if name.startswith("procedural/"):
-    check_procedural_config(info, data_config.procedural)
+    try:
+      check_procedural_config(info, data_config.procedural, data_dir)
+    except DatasetUnusable as e:
+      raise DatasetUnusable(f"{dataset_dir(data_dir, name)}: {e}") from None
   return source, info
+
+
+def open_source_split(data_config, split: str):
+  """(random-access source, DatasetInfo) of data.source's `split` where training reads it:
+  data.source_data_dir (e.g. the 'cg' translated copy) or else data.data_dir."""
+  root = data_config.source_data_dir
+  if not root:
+    return _open_checked(data_config, data_config.source, split)
+  try:
+    return _open_checked(data_config, data_config.source, split, root)
+  except DatasetNotPrepared as e:
+    name = data_config.source
+    raise DatasetNotPrepared(
+        f"data.source_data_dir={root!r} holds no {name!r} of data version {VERSION_DIR} "
+        f"({dataset_dir(root, name)}). A translated copy is written there by `python -m "
+        f"gio_ada_jax.translate --config ... --output_dir {root}`, a prepared one by `python -m "
+        f"gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir {root}`; or set "
+        "data.source_data_dir='' to read data.source from data.data_dir.") from e
 
 
 def per_device_batch(global_batch: int, num_devices: int) -> int:
@@ -418,9 +467,8 @@ def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator
   local_devices, _, process_count = _process_layout(local_devices, None, None)
   per_device = per_device_batch(data.global_batch, local_devices * process_count)
   datasets = []
-  domains = ((data.source, source_data_dir(data)), (data.target, data.data_dir))
-  for offset, (name, data_dir) in enumerate(domains):
-    source, info = _open_checked(data, name, "train", data_dir)
+  domains = (open_source_split(data, "train"), _open_checked(data, data.target, "train"))
+  for offset, (source, info) in enumerate(domains):
     # Different seeds: the two domains are drawn independently.
     datasets.append(train_dataset(source, _spec(data, info, train=True),
                                   seed=config.seed * 2 + offset,

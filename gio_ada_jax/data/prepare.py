@@ -5,21 +5,52 @@ official download in --manual_dir) or procedural (both domains, rendered from
 config.data.procedural). Writes ArrayRecord shards under --data_dir (default:
 config.data.data_dir) and prints a summary: examples per split, image sizes, class pixel
 frequencies, depth maximum.
+
+TFDS writes each dataset version into a temporary sibling folder, incomplete.XXXXXX_VERSION,
+and renames it when every split is done; it removes that folder itself when writing fails. A
+prepare killed before (SIGKILL, a lost machine) leaves it behind: the next prepare of that
+version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's own clean-up
+(exit status 143 and 130). Only one prepare may write a given dataset version at a time.
 """
 
 import os
+import pathlib
 import shutil
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax.data import formats, pipeline
+from gio_ada_jax.data import formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
 DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
 FLAGS = flags.FLAGS
+
+
+def remove_unfinished_copies(data_path) -> list[pathlib.Path]:
+  """Remove `pipeline.unfinished_copies(data_path)`, one line each; the removed folders."""
+  removed = pipeline.unfinished_copies(data_path)
+  for path in removed:
+    shutil.rmtree(path)
+    print(f"Removed {path}: an unfinished copy of {data_path} that an interrupted run left "
+          "behind (TFDS's temporary folder).", flush=True)
+  return removed
+
+
+def write_dataset(builder, **download_and_prepare_kwargs) -> None:
+  """`builder.download_and_prepare` after removing what a killed writer of the same dataset
+  version left, with SIGTERM raising interrupts.Terminated after TFDS's clean-up."""
+  remove_unfinished_copies(builder.data_path)
+  try:
+    with interrupts.terminated_on_sigterm():
+      builder.download_and_prepare(**download_and_prepare_kwargs)
+  except (interrupts.Terminated, KeyboardInterrupt):
+    # TFDS removes its folder when interrupted while writing, but not between creating it and
+    # starting to write.
+    remove_unfinished_copies(builder.data_path)
+    raise
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -60,8 +91,8 @@ def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
                                          config.data.procedural)
       except ValueError as e:
         raise formats.DataError(f"{builder.data_path}: {e}") from None
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    write_dataset(builder,
+                  download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return built
 
 
@@ -109,6 +140,12 @@ def main(argv):
   except formats.DataError as e:
     print(f"prepare: {e}", file=sys.stderr)
     return 2
+  except (interrupts.Terminated, KeyboardInterrupt) as e:
+    stopped = isinstance(e, interrupts.Terminated)
+    print(f"prepare: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same command "
+          "to finish (it keeps what is complete and removes any unfinished copy).",
+          file=sys.stderr)
+    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
   fmt = formats.FORMATS.get(FLAGS.dataset)
   label_space = fmt.label_space if fmt else VKITTI_KITTI_10  # procedural: the 10 classes
   for builder in built:

@@ -12,6 +12,7 @@ depth along the optical axis.
 """
 
 import dataclasses
+import signal
 from typing import Iterator
 
 import ml_collections
@@ -772,6 +773,12 @@ def _check_domain_and_split(domain: str, split: str):
     raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
   if split not in SPLIT_CODES:
     raise ValueError(f"split must be one of {tuple(SPLIT_CODES)}, got {split!r}")
+
+
+def ignore_interrupts() -> None:
+  """Initializer of rendering worker processes: Ctrl-C (SIGINT to the whole process group)
+  stops the main process, which ends the workers, without a traceback from each of them."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def generate_example(config: ml_collections.ConfigDict, domain: str, split: str,
