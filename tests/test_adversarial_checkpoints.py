@@ -20,7 +20,8 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import checkpoint, evaluator, models, trainer, variants  # noqa: E402
+from gio_ada_jax import (checkpoint, config_checks, evaluator, models, run_config,  # noqa: E402
+                         trainer, variants)
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -242,10 +243,15 @@ def test_an_export_without_a_complete_checkpoint_is_evaluated(
 
 def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_config, capsys):
   """Orbax restores each array with its stored shape whatever the config asks for; the
-  checkpoint reader compares them, so every step fails alike, naming the shapes."""
+  checkpoint reader compares them, so every step fails alike, naming the shapes. (The run's
+  recorded config refuses this first; here a run from before that record, or a change allowed
+  with --allow_config_change.)"""
   _, config = built_and_config
   config.model.width = 0.125
   built = models.build_models(config.model, variants.FINAL)
+  with pytest.raises(config_checks.ConfigError, match=r"model.width \(run: 0.0625, now: 0.125\)"):
+    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+  os.remove(workdir / run_config.RECORD)
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: steps 6, 3 \(its arrays have other "
                      r"shapes than this config's: .*\(4, 4, 3, 4\) \(config: \(4, 4, 3, 8\)\).*"

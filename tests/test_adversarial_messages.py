@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 
@@ -106,8 +107,11 @@ def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch
   as for an evaluation.)"""
   hostile = _hostile_pth(tmp_path / "hostile.pth")
   other_width = _task_net_pth(tmp_path / "task_net.pth", width=0.125)
+  images = tmp_path / "images"
+  images.mkdir()
+  Image.new("RGB", (48, 32)).save(images / "a.png")
   evaluate = ["evaluate.py", "--config", "configs/test.py", "--workdir", str(tmp_path / "work"),
-              "--images_dir", str(tmp_path), "--torch_checkpoint"]
+              "--images_dir", str(images), "--torch_checkpoint"]
   results = _run_all({"hostile": evaluate + [hostile], "mismatch": evaluate + [other_width]})
   for name, (status, out, err) in results.items():
     assert status == 2 and "Traceback" not in err, (name, err[-3000:])
@@ -274,7 +278,8 @@ def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
   config = tiny_training_config(procedural_data_dir, 1)
   config.data.source_data_dir = output_dir  # the translated copy of an earlier 'cg' run
   shutil.copytree(procedural_data_dir, output_dir)
-  provenance = translate.checkpoint_provenance(translate.cyclegan_workdir(str(workdir)), 4)
+  provenance = translate.checkpoint_provenance(translate.cyclegan_workdir(str(workdir)), 4,
+                                               {"kernel": np.zeros(2)}, False)
   with pytest.raises(translate.TranslationError) as info:
     translate._translate_for_cg(  # pylint: disable=protected-access
         config, None, output_dir, provenance)
