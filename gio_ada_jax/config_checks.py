@@ -34,6 +34,22 @@ MINIMUMS = {
 }
 
 
+# Fields that name one of a few implementations, and those names. The modules that implement
+# them raise ConfigError too, should a value reach them unchecked; tests/test_config_checks.py
+# holds each module to this list.
+CHOICES = {
+    "data.mode": ("resize", "random_crop"),
+    "train.gan_loss": ("bce", "lsgan"),
+    "train.lr_schedule": ("constant", "poly"),
+    "cyclegan.gan_loss": ("bce", "lsgan"),
+    "model.generator.upsampling": ("auto", "subpixel", "dilated"),
+    "model.task_net.input_norm": ("torchvision", "caffe", "none"),
+    "model.d_out.kind": ("patch", "fc"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16", "float16"),
+}
+
+
 class ConfigError(ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
@@ -85,6 +101,12 @@ def sky_depth_problem(sky_depth: str) -> str | None:
   return (f"data.sky_depth={sky_depth!r} is not known; choose 'far' (the far clip is the far "
           "end of the [0, 1] range, after the paper's 'the sky is always far away') or "
           "'invalid' (no depth there)")
+
+
+def choice_problems(config) -> list[str]:
+  """Every CHOICES field whose value is not one of its names."""
+  return [f"{field}={_field(config, field)!r} is not known; choose one of {', '.join(names)}"
+          for field, names in CHOICES.items() if _field(config, field) not in names]
 
 
 def range_problems(config) -> list[str]:
@@ -140,7 +162,7 @@ def check_config(config) -> None:
   vgg16_weights_path); one error names every bad field."""
   check_removed_fields(config)
   problems = ([training_length_problem(config.train), sky_depth_problem(config.data.sky_depth)]
-              + range_problems(config))
+              + choice_problems(config) + range_problems(config))
   problems = [p for p in problems if p]
   if problems:
     raise ConfigError("the config cannot run: " + "; ".join(problems) + ".")

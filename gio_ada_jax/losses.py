@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.models.layers import at_least_float32
 
@@ -40,4 +41,5 @@ def gan_loss(logits: jax.Array, target_is_real: bool, kind: str = "bce") -> jax.
     return jnp.mean(jax.nn.softplus(logits) - target * logits)
   if kind == "lsgan":
     return jnp.mean(jnp.square(logits - target))
-  raise ValueError(f"train.gan_loss={kind!r} is not known; choose 'bce' or 'lsgan'.")
+  raise ConfigError(f"gan_loss={kind!r} (train.gan_loss or cyclegan.gan_loss) is not known; "
+                    "choose 'bce' or 'lsgan'.")

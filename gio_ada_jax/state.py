@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models import GioAdaModels, check_generator_inputs
 from gio_ada_jax.variants import NETWORKS, Variant
 
@@ -31,7 +32,7 @@ def _learning_rate(train_config):
                        "yet (trainer.with_training_length derives it from train.num_epochs).")
     return optax.polynomial_schedule(train_config.learning_rate, 0.0, train_config.poly_power,
                                      train_config.num_steps)
-  raise ValueError(f"train.lr_schedule={train_config.lr_schedule!r} is not known; choose "
+  raise ConfigError(f"train.lr_schedule={train_config.lr_schedule!r} is not known; choose "
                    "'constant' or 'poly'.")
 
 

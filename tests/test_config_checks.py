@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import synthia_to_cityscapes, vkitti_to_kitti
@@ -149,6 +150,53 @@ def test_each_bad_setting_is_named_before_anything_runs(field, value):
     config_checks.check_config(config)
   config[parent][name] = test_config.get_config()[parent][name]
   config_checks.check_config(config)
+
+
+@pytest.mark.parametrize("field", sorted(config_checks.CHOICES))
+def test_an_unknown_name_is_named_before_anything_runs(field):
+  config = test_config.get_config()
+  parent, _, name = field.rpartition(".")
+  node = config
+  for key in parent.split("."):
+    node = node[key]
+  node[name] = "typo"
+  with pytest.raises(config_checks.ConfigError, match=rf"{field}='typo' is not known; choose "
+                     rf"one of {', '.join(config_checks.CHOICES[field])}"):
+    config_checks.check_config(config)
+
+
+def test_the_modules_accept_exactly_the_names_the_check_lists():
+  """CHOICES is the list the start-up check uses; each module that implements a field accepts
+  each of its names and raises ConfigError (not a traceback-worthy ValueError) for others."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import losses, models, state  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.models import task_net  # pylint: disable=g-import-not-at-top
+  choices = config_checks.CHOICES
+  assert tuple(task_net.INPUT_NORMALISATIONS) == choices["model.task_net.input_norm"]
+  assert tuple(models.D_OUT_KINDS) == choices["model.d_out.kind"]
+  for kind in choices["train.gan_loss"]:
+    losses.gan_loss(jnp.zeros(2), True, kind)
+  for upsampling in choices["model.generator.upsampling"]:
+    models.subpixel_upsampling(upsampling)
+  train = test_config.get_config().train
+  for schedule in choices["train.lr_schedule"]:
+    train.lr_schedule = schedule
+    state.learning_rate_at(train, 1)
+  for dtype in choices["model.dtype"]:
+    jnp.dtype(dtype)
+  unknown = [lambda: losses.gan_loss(jnp.zeros(2), True, "typo"),
+             lambda: models.subpixel_upsampling("typo"),
+             lambda: task_net.input_normalisation_affine("typo")]
+  train.lr_schedule = "typo"
+  unknown.append(lambda: state.learning_rate_at(train, 1))
+  for call in unknown:
+    with pytest.raises(config_checks.ConfigError, match="typo"):
+      call()
+  assert choices["data.mode"] == ("resize", "random_crop")
+  spec = pipeline.Preprocessing(8, 8, mode="typo")
+  example = {"image": np.zeros((8, 8, 3), np.uint8), "label": np.zeros((8, 8), np.uint8)}
+  with pytest.raises(config_checks.ConfigError, match="data.mode='typo'"):
+    pipeline.preprocess(example, spec, None)
 
 
 def test_several_bad_settings_are_named_together():

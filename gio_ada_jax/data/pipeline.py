@@ -209,7 +209,7 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
     label = _resize_nearest(label, spec.height, spec.width)
     depth = _resize_nearest(depth, spec.height, spec.width) if depth is not None else None
   elif spec.mode != "random_crop":
-    raise ValueError(f"data.mode={spec.mode!r} is not known; choose 'resize' or 'random_crop'.")
+    raise ConfigError(f"data.mode={spec.mode!r} is not known; choose 'resize' or 'random_crop'.")
 
   if rng is not None and spec.random_flip and rng.random() < 0.5:
     # One draw flips image, label and depth together.

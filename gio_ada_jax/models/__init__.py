@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models.discriminators import FCDiscriminator, PatchDiscriminator
 from gio_ada_jax.models.generator import ImageTransformNet
 from gio_ada_jax.models.task_net import TaskNet
@@ -30,7 +31,7 @@ class GioAdaModels(NamedTuple):
 def subpixel_upsampling(upsampling: str) -> bool:
   """model.generator.upsampling: "subpixel", "dilated", or "auto" (subpixel on XLA:CPU only)."""
   if upsampling not in ("auto", "subpixel", "dilated"):
-    raise ValueError(f"model.generator.upsampling={upsampling!r}: must be 'auto', 'subpixel' "
+    raise ConfigError(f"model.generator.upsampling={upsampling!r}: must be 'auto', 'subpixel' "
                      "or 'dilated'.")
   if upsampling == "auto":
     return jax.default_backend() == "cpu"
@@ -63,7 +64,7 @@ def build_models(model_config, variant: Variant) -> GioAdaModels:
   elif d_out_config.kind == "fc":
     d_out = FCDiscriminator(ndf=d_out_config.ndf, width=width, **dtypes)
   else:
-    raise ValueError(f"model.d_out.kind={d_out_config.kind!r} is not known; choose one of "
+    raise ConfigError(f"model.d_out.kind={d_out_config.kind!r} is not known; choose one of "
                      f"{D_OUT_KINDS}.")
   return GioAdaModels(generator, task_net, d_img, d_out)
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models.layers import Dtype, conv2d, resize_bilinear_align_corners, scale_width
 
 # The fixed input normalisation that maps the [-1, 1] RGB images of this project to what the
@@ -34,7 +35,7 @@ def input_normalisation_affine(name: str) -> tuple[bool, np.ndarray, np.ndarray]
   (s / 2 - mean) / std. Shared by the Flax net and the PyTorch reference so both agree.
   """
   if name not in INPUT_NORMALISATIONS:
-    raise ValueError(
+    raise ConfigError(
         f"model.task_net.input_norm={name!r} is not known; choose one of "
         f"{sorted(INPUT_NORMALISATIONS)}.")
   order, pixel_scale, mean, std = INPUT_NORMALISATIONS[name]
