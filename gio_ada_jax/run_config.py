@@ -171,35 +171,32 @@ def check_matches(config, workdir: str, use: str, allowed: Iterable[str] = ()
   return {f: values for f, values in found.items() if f in allowed}
 
 
-def _latest_checkpoint_step(workdir: str) -> int | None:
-  folder = os.path.join(workdir, "checkpoints")
-  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
-  return max(steps, default=None)
-
-
-def check_and_record(config, workdir: str, allowed: Iterable[str] = (), *,
-                     is_writer: bool = True) -> None:
-  """At the start of training: compare `config` with the workdir's record when the workdir
-  holds results (check_matches, "resume"); then (`is_writer`: process 0) write the config as
-  the record, and any allowed changes into config_changes.json with the latest checkpoint's
-  step, from which they apply."""
+def check_resume(config, workdir: str, allowed: Iterable[str] = ()
+                 ) -> dict[str, tuple[Any, Any]]:
+  """At the start of training: when the workdir holds results, compare `config` with its
+  record (check_matches, "resume"); the changes `allowed` lets through. Writes nothing."""
   allowed = tuple(allowed)
   check_allowed_fields(config, allowed)
-  changes = check_matches(config, workdir, "resume", allowed) if has_results(workdir) else {}
-  if not is_writer:
-    return
-  latest_step = _latest_checkpoint_step(workdir)
+  return check_matches(config, workdir, "resume", allowed) if has_results(workdir) else {}
+
+
+def record(config, workdir: str, changes: dict[str, tuple[Any, Any]],
+           from_step: int | None) -> None:
+  """Write `config` as the workdir's record and append the allowed `changes` (check_resume's)
+  with the step they apply from to config_changes.json. Called once the run has restored its
+  checkpoint (or started afresh), so a change that cannot resume is never recorded."""
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, RECORD), json.loads(config.to_json_best_effort()))
-  if changes:
-    path = os.path.join(workdir, CHANGES)
-    history = []
-    if os.path.exists(path):
-      with open(path) as f:
-        history = json.load(f)
-    history.append({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "from_step": latest_step,
-        "changes": {f: {"before": old, "after": new} for f, (old, new) in changes.items()}})
-    _write_json(path, history)
-    print(f"Config changed on purpose from step {latest_step}: {_describe(changes)} "
-          f"(recorded in {path}).", flush=True)
+  if not changes:
+    return
+  path = os.path.join(workdir, CHANGES)
+  history = []
+  if os.path.exists(path):
+    with open(path) as f:
+      history = json.load(f)
+  history.append({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec="seconds"), "from_step": from_step,
+      "changes": {f: {"before": old, "after": new} for f, (old, new) in changes.items()}})
+  _write_json(path, history)
+  print(f"Config changed on purpose from step {from_step}: {_describe(changes)} "
+        f"(recorded in {path}).", flush=True)

@@ -155,6 +155,8 @@ class Loop:
   pictures: Callable | None = None
   # The freshly created state -> the state to start from (not called when resuming)
   on_fresh_start: Callable | None = None
+  # Called (process 0) with the restored step, or None for a fresh start, before step one
+  after_restore: Callable[[int | None], None] | None = None
 
 
 def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
@@ -191,6 +193,8 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   elif loop.on_fresh_start is not None:
     state = loop.on_fresh_start(state)
   start = int(state.step)
+  if loop.after_restore is not None and jax.process_index() == 0:
+    loop.after_restore(None if restored is None else restored.step)
 
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
   preemption = _PreemptionFlag()
@@ -243,7 +247,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
 
   The config is recorded in WORKDIR/config.json; resuming with one that computes differently
   raises a ConfigError naming the fields, unless `allow_config_change` names them
-  (run_config.check_and_record).
+  (run_config.check_resume; the record is written once the run has restored its checkpoint).
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
@@ -259,8 +263,8 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
 def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
                         allow_config_change: Sequence[str]) -> state_lib.GioAdaState | None:
   variant = variants.from_config(config)
-  run_config.check_and_record(config, workdir, allow_config_change,
-                              is_writer=jax.process_index() == 0)
+  changes = run_config.check_resume(config, workdir, allow_config_change)
+  as_given = config  # recorded as the user gave it (the training length in epochs, ...)
   if variant.trains_cyclegan:
     from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
     config = translate.with_cyclegan_source(config, workdir, allow_config_change)
@@ -283,7 +287,8 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
       learning_rate_at=lambda step: state_lib.learning_rate_at(train, step),
       pictures=lambda params, batch: summaries.pictures(
           params, batch, built, variant, config.model.num_classes),
-      on_fresh_start=on_fresh_start)
+      on_fresh_start=on_fresh_start,
+      after_restore=lambda step: run_config.record(as_given, workdir, changes, step))
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) < train.num_steps:
     return None  # SIGTERM: checkpointed, not finished
@@ -297,8 +302,7 @@ def train_cyclegan(config, workdir: str, allow_config_change: Sequence[str] = ()
   """Train the 'cg' CycleGAN (config.cyclegan) on the source and target training images,
   writing checkpoints to `workdir` (resumed like GIO-Ada's, its config recorded and compared
   as train_and_evaluate's); the final state."""
-  run_config.check_and_record(config, workdir, allow_config_change,
-                              is_writer=jax.process_index() == 0)
+  changes = run_config.check_resume(config, workdir, allow_config_change)
   built = cyclegan.build_models(config)
   batches = pipeline.train_iterator(config)
   state = cyclegan.create_state(built, config, jax.random.key(config.seed), config.data.height,
@@ -308,7 +312,8 @@ def train_cyclegan(config, workdir: str, allow_config_change: Sequence[str] = ()
                                         config.cyclegan),
       to_step_batch=cyclegan.batch_from_pipeline, num_steps=config.cyclegan.num_steps,
       learning_rate_at=lambda step: cyclegan.learning_rate_at(config.cyclegan, step),
-      pictures=lambda params, batch: cyclegan_pictures(built, params, batch))
+      pictures=lambda params, batch: cyclegan_pictures(built, params, batch),
+      after_restore=lambda step: run_config.record(config, workdir, changes, step))
   return run_loop(loop, state, batches, workdir, config)
 
 

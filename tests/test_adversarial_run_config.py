@@ -181,12 +181,25 @@ def test_a_record_is_only_enforced_once_the_run_has_results(tmp_path, procedural
   """A run that stopped before its first checkpoint mixes nothing: its record is replaced."""
   workdir = tmp_path / "work"
   first = tiny_training_config(procedural_data_dir, 6)
-  run_config.check_and_record(first, str(workdir))
+  assert run_config.check_resume(first, str(workdir)) == {}
+  run_config.record(first, str(workdir), {}, None)
   second = tiny_training_config(procedural_data_dir, 6)
   second.model.width = 0.125
-  run_config.check_and_record(second, str(workdir))
+  assert run_config.check_resume(second, str(workdir)) == {}
+  run_config.record(second, str(workdir), {}, None)
   assert json.loads((workdir / run_config.RECORD).read_text())["model"]["width"] == 0.125
   (workdir / "checkpoints" / "3").mkdir(parents=True)
   with pytest.raises(config_checks.ConfigError, match=r"model.width \(run: 0.125, now: 0.0625"):
-    run_config.check_and_record(first, str(workdir))
-  assert json.loads((workdir / run_config.RECORD).read_text())["model"]["width"] == 0.125
+    run_config.check_resume(first, str(workdir))
+
+
+def test_an_allowed_change_that_cannot_resume_is_not_recorded(run_copy, procedural_data_dir):
+  """A change of shape, allowed on purpose, fails at the restore (naming the shapes); the
+  record still holds the run's config, so rerunning with it resumes."""
+  before = (run_copy / run_config.RECORD).read_text()
+  result = _run("train.py", run_copy, procedural_data_dir, "--config.train.num_steps=7",
+                "--config.model.width=0.125", "--allow_config_change=model.width")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "other shapes than this config's" in result.stderr and "Traceback" not in result.stderr
+  assert (run_copy / run_config.RECORD).read_text() == before
+  assert not (run_copy / run_config.CHANGES).exists()
