@@ -425,7 +425,8 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
   folder = list_images(images_dir)
   images = pathlib.Path(images_dir).resolve()
   output = pathlib.Path(output_dir).expanduser().resolve()
-  relation = ("is the same folder as" if output == images else "is inside" if images in output.parents
+  relation = ("is the same folder as" if output == images
+              else "is inside" if images in output.parents
               else "contains" if output in images.parents else None)
   if relation:
     raise ValueError(

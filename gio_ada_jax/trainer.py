@@ -105,8 +105,9 @@ def with_training_length(config):
   if jax.process_index() == 0:
     print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
           f"{data.global_batch} target images ({per_device} of each per device on "
-          f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of 1 + 1 at Adam 2e-4; here the "
-          f"learning rate is {train.learning_rate:g} and does not scale with the batch.",
+          f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of "
+          f"1 + 1 at Adam 2e-4; here the learning rate is {train.learning_rate:g} and does not "
+          "scale with the batch.",
           flush=True)
   config = config.copy_and_resolve_references()
   config.train.num_epochs, config.train.num_steps = 0.0, steps

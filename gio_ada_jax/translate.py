@@ -9,8 +9,8 @@ Reads config.data.source under config.data.data_dir, translates every split with
 target generator (g_st) of a CycleGAN trained by this package (its latest checkpoint, or
 --step), or with upstream PyTorch CycleGAN's G_A state_dict (converted by convert.py), and
 writes OUT/<data.source>/<data version> with the same ids, labels and depth. Train the task
-net on it as in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant does all three
-stages itself (this module's `with_cyclegan_source`).
+net on it as in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant
+does all three stages itself (this module's `with_cyclegan_source`).
 
 A translated copy records its generator by content: the sha256 of the .pth file, or of g_st's
 parameters in the checkpoint (the path and step are kept for people to read). A copy is reused
