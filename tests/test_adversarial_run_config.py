@@ -203,3 +203,20 @@ def test_an_allowed_change_that_cannot_resume_is_not_recorded(run_copy, procedur
   assert "other shapes than this config's" in result.stderr and "Traceback" not in result.stderr
   assert (run_copy / run_config.RECORD).read_text() == before
   assert not (run_copy / run_config.CHANGES).exists()
+
+
+def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
+                                                                      procedural_data_dir):
+  """num_steps 3 on a run at step 6 used to say "Resumed from step 6", exit 0 and export the
+  step-6 task net as a 3-step run (for the 'cg' CycleGAN stage: exit 75, "stopped by SIGTERM",
+  forever); now a ConfigError naming the field, before the record or the export is touched."""
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  before = _snapshot(run_copy)
+  with pytest.raises(config_checks.ConfigError) as raised:
+    trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 3), str(run_copy))
+  assert str(raised.value) == (
+      f"{run_copy} has trained 6 steps already, past this config's 3 (train.num_steps); its "
+      "checkpoints are never rewound. Set train.num_steps to at least 6 to finish it, or train "
+      "in a new workdir (kept checkpoints: steps 3, 6).")
+  assert _snapshot(run_copy) == before
+  assert not (run_copy / "train.lock").exists()
