@@ -350,7 +350,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
         checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
         class_names=label_space.class_names, resolution=resolution,
         metrics=evaluation.summarise(result, label_space), confusion=result.confusion,
-        seconds=result.seconds)
+        seconds=result.seconds,
+        depth_range_m=None if depth is None else (depth.min_m, depth.max_m))
     written.append(report)
     if is_main_process():
       stem = reports.report_stem(w.step, w.source, resolution)
