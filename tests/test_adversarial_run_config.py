@@ -220,3 +220,23 @@ def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
       "in a new workdir (kept checkpoints: steps 3, 6).")
   assert _snapshot(run_copy) == before
   assert not (run_copy / "train.lock").exists()
+
+
+def test_the_demo_rerun_with_another_config_is_refused_in_one_paragraph(
+    trained_run, procedural_data_dir, tmp_path):
+  """The demo reuses the runs of its --output_dir; with another config it used to end in a
+  ConfigError traceback whose advice (--allow_config_change) it has no flag for."""
+  run = tmp_path / "out" / "runs" / "baseline_seed0"
+  shutil.copytree(trained_run[1], run)  # a finished run of configs/test.py (+sd,joint)
+  result = subprocess.run(
+      [sys.executable, "-m", "gio_ada_jax.demo", "--config", "configs/test.py", "--output_dir",
+       str(tmp_path / "out"), f"--config.data.data_dir={procedural_data_dir}"],
+      capture_output=True, text=True, check=False, timeout=600, env=SUBPROCESS_ENV)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  assert result.stderr.startswith(f"demo: {run} was trained with another config; refusing to "
+                                  "evaluate it with this one. Differing: variant (run: "
+                                  "'+sd,joint', now: 'na,na')"), result.stderr
+  assert result.stderr.rstrip().endswith(
+      f"(The demo has no --allow_config_change: it reuses the runs of {tmp_path / 'out'}; give "
+      "another --output_dir to train with this config.)")
