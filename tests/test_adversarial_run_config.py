@@ -240,3 +240,25 @@ def test_the_demo_rerun_with_another_config_is_refused_in_one_paragraph(
   assert result.stderr.rstrip().endswith(
       f"(The demo has no --allow_config_change: it reuses the runs of {tmp_path / 'out'}; give "
       "another --output_dir to train with this config.)")
+
+
+def test_translate_from_a_workdir_that_holds_no_cyclegan_names_the_right_one(
+    trained_run, tmp_path):
+  """A 'cg' run's own workdir, or a run of another variant, used to fail at the restore with
+  a structure-mismatch excerpt that blamed the config."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  config = test.get_config("cg,na")
+  cg_run = tmp_path / "cg_run"
+  (cg_run / "cyclegan" / "checkpoints" / "4").mkdir(parents=True)
+  with pytest.raises(translate.TranslationError) as raised:
+    translate.generator_from_checkpoint(config, str(cg_run))
+  assert str(raised.value) == (f"{cg_run} is a 'cg' run's workdir; its CycleGAN trains in "
+                               f"{cg_run / 'cyclegan'}: pass --cyclegan_workdir="
+                               f"{cg_run / 'cyclegan'}.")
+  with pytest.raises(translate.TranslationError) as raised:
+    translate.generator_from_checkpoint(config, trained_run[1])
+  assert str(raised.value) == (
+      f"{trained_run[1]} holds a '+sd,joint' run, which trains no CycleGAN (its checkpoints hold "
+      "GIO-Ada's networks); give the CycleGAN workdir of a 'cg' run (WORKDIR/cyclegan) or a "
+      "PyTorch generator (--torch_generator).")
