@@ -433,6 +433,10 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
         f"--output_dir {output} {relation} --images_dir {images}: pictures and images are kept "
         "apart, so that no picture is ever read back as an image and no image is overwritten. "
         f"Choose an output folder outside it, e.g. {images}_predictions.")
+  existing = next(p for p in (output, *output.parents) if p.exists())
+  if not existing.is_dir():  # the output folder, or one above it, is a file
+    raise ValueError(f"--output_dir {output}: {existing} is a file, not a folder; choose a new "
+                     "or empty folder for the pictures.")
   by_case = {}
   for image in folder.images:
     by_case.setdefault(image.name.casefold(), []).append(image.name)
