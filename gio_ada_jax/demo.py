@@ -26,8 +26,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (evaluator, models, pictures, reports, train_step, trainer, variants,
-                         workdir as workdir_lib, workdir_lock)
+from gio_ada_jax import (checkpoint, config_checks, evaluator, models, pictures, reports,
+                         train_step, trainer, variants, workdir as workdir_lib, workdir_lock)
 from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
@@ -240,6 +240,15 @@ def main(argv):
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
   except workdir_lock.WorkdirLockError as e:  # another demo is training in the same run folder
+    print(f"demo: {e}", file=sys.stderr)
+    return 2
+  except config_checks.ConfigError as e:  # e.g. rerun with another config: the runs are reused
+    print(f"demo: {e} (The demo has no --allow_config_change: it reuses the runs of "
+          f"{_OUTPUT_DIR.value}; give another --output_dir to train with this config.)",
+          file=sys.stderr)
+    return 2
+  except (pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
+          checkpoint.UnrestorableCheckpoint) as e:
     print(f"demo: {e}", file=sys.stderr)
     return 2
   except interrupts.Terminated:  # while rendering the data or translating the 'cg' source

@@ -350,7 +350,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
         checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
         class_names=label_space.class_names, resolution=resolution,
         metrics=evaluation.summarise(result, label_space), confusion=result.confusion,
-        seconds=result.seconds)
+        seconds=result.seconds,
+        depth_range_m=None if depth is None else (depth.min_m, depth.max_m))
     written.append(report)
     if is_main_process():
       stem = reports.report_stem(w.step, w.source, resolution)
@@ -433,6 +434,10 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
         f"--output_dir {output} {relation} --images_dir {images}: pictures and images are kept "
         "apart, so that no picture is ever read back as an image and no image is overwritten. "
         f"Choose an output folder outside it, e.g. {images}_predictions.")
+  existing = next(p for p in (output, *output.parents) if p.exists())
+  if not existing.is_dir():  # the output folder, or one above it, is a file
+    raise ValueError(f"--output_dir {output}: {existing} is a file, not a folder; choose a new "
+                     "or empty folder for the pictures.")
   by_case = {}
   for image in folder.images:
     by_case.setdefault(image.name.casefold(), []).append(image.name)

@@ -25,13 +25,16 @@ MISSING = "–"  # a NaN cell: the class appears in neither ground truth nor pre
 
 def make_report(*, name: str, variant: str, checkpoint: str, step: int | None, dataset: str,
                 split: str, class_names: Iterable[str], resolution: str,
-                metrics: dict[str, Any], confusion: np.ndarray, seconds: float
-                ) -> dict[str, Any]:
-  """One evaluation as a JSON-ready dict (NaN as None)."""
+                metrics: dict[str, Any], confusion: np.ndarray, seconds: float,
+                depth_range_m: tuple[float, float] | None = None) -> dict[str, Any]:
+  """One evaluation as a JSON-ready dict (NaN as None); `depth_range_m`: the true depths
+  scored (eval.depth_min_m, eval.depth_max_m), None without depth metrics."""
   return json_ready({
       "name": name, "variant": variant, "checkpoint": checkpoint, "step": step,
       "dataset": dataset, "split": split, "classes": list(class_names),
-      "resolution": resolution, "metrics": metrics,
+      "resolution": resolution,
+      "depth_range_m": None if depth_range_m is None else list(depth_range_m),
+      "metrics": metrics,
       "confusion_matrix": np.asarray(confusion).tolist(),
       "images_per_s": metrics.get("num_images", 0) / seconds if seconds > 0 else None,
   })
@@ -309,6 +312,14 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"reports of different {key} cannot be compared: {reports[0].get(key)!r} "
             f"({reports[0]['name']}, {reports[0].get('checkpoint')}) and {report.get(key)!r} "
             f"({report['name']}, {report.get('checkpoint')}).")
+  ranges = {tuple(r["depth_range_m"]) for r in reports if r.get("depth_range_m")}
+  if len(ranges) > 1:  # reports written before the range was recorded are not checked
+    raise ValueError(
+        "reports whose depth metrics score different depth ranges cannot be compared: "
+        + ", ".join(f"{r['name']} ({r.get('checkpoint')}): {r['depth_range_m']} m" for r in reports
+                    if r.get("depth_range_m"))
+        + ". Evaluate them again with the same --config.eval.depth_min_m and "
+        "--config.eval.depth_max_m.")
   groups: dict[str, list[dict[str, Any]]] = {}
   for report in reports:
     groups.setdefault(report["name"], []).append(report)

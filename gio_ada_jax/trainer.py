@@ -158,6 +158,7 @@ class Loop:
   on_fresh_start: Callable | None = None
   # Called (process 0) with the restored step, or None for a fresh start, before step one
   after_restore: Callable[[int | None], None] | None = None
+  length_field: str = "train.num_steps"  # the config field num_steps comes from, for messages
 
 
 def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
@@ -194,6 +195,14 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   elif loop.on_fresh_start is not None:
     state = loop.on_fresh_start(state)
   start = int(state.step)
+  if start > loop.num_steps:  # a shorter length: exporting (or going on) would mislabel the run
+    kept = checkpointer.all_steps()
+    checkpointer.close()
+    raise config_checks.ConfigError(
+        f"{workdir} has trained {start} steps already, past this config's {loop.num_steps} "
+        f"({loop.length_field}); its checkpoints are never rewound. Set {loop.length_field} to "
+        f"at least {start} to finish it, or train in a new workdir (kept checkpoints: steps "
+        f"{', '.join(map(str, kept))}).")
   if loop.after_restore is not None and jax.process_index() == 0:
     loop.after_restore(None if restored is None else restored.step)
 
@@ -314,7 +323,8 @@ def train_cyclegan(config, workdir: str, allow_config_change: Sequence[str] = ()
       to_step_batch=cyclegan.batch_from_pipeline, num_steps=config.cyclegan.num_steps,
       learning_rate_at=lambda step: cyclegan.learning_rate_at(config.cyclegan, step),
       pictures=lambda params, batch: cyclegan_pictures(built, params, batch),
-      after_restore=lambda step: run_config.record(config, workdir, changes, step))
+      after_restore=lambda step: run_config.record(config, workdir, changes, step),
+      length_field="cyclegan.num_steps")
   return run_loop(loop, state, batches, workdir, config)
 
 

@@ -74,6 +74,7 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None,
   the same source as the workdir's recorded config (run_config.check_matches, except the fields
   `allow_config_change` names). checkpoint.UnrestorableCheckpoint if `step`, or every
   checkpoint, does not restore."""
+  check_cyclegan_workdir(workdir)
   run_config.check_matches(config, workdir, "translate", allow_config_change)
   built = cyclegan.build_models(config)
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir), None)
@@ -100,6 +101,22 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None,
   finally:
     checkpointer.close()
   return params, checkpoint_provenance(workdir, step, params, config.cyclegan.residual_output)
+
+
+def check_cyclegan_workdir(workdir: str) -> None:
+  """TranslationError when `workdir` is clearly not a CycleGAN workdir: a 'cg' run's own
+  workdir (its CycleGAN is in WORKDIR/cyclegan) or, by its record, a run of another variant.
+  Their checkpoints would otherwise fail to restore as a CycleGAN's, blaming the config."""
+  inner = cyclegan_workdir(workdir)
+  if os.path.isdir(workdir_lib.checkpoints(inner)):
+    raise TranslationError(f"{workdir} is a 'cg' run's workdir; its CycleGAN trains in {inner}: "
+                           f"pass --cyclegan_workdir={inner}.")
+  variant = (run_config.read_record(workdir) or {}).get("variant")
+  if isinstance(variant, str) and variant.split(",")[0].strip() != "cg":
+    raise TranslationError(
+        f"{workdir} holds a '{variant}' run, which trains no CycleGAN (its checkpoints hold "
+        "GIO-Ada's networks); give the CycleGAN workdir of a 'cg' run (WORKDIR/cyclegan) or a "
+        "PyTorch generator (--torch_generator).")
 
 
 def checkpoint_provenance(workdir: str, step: int, params, residual_output: bool) -> dict:

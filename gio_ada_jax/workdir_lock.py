@@ -169,11 +169,24 @@ def _unreadable_message(path: str, text: str) -> str:
           "training run uses this workdir, delete the file and rerun.")
 
 
+def _not_a_file_message(path: str, what: str) -> str:
+  return (f"{path} is not a lock that training wrote: {what}. If no training run uses this "
+          "workdir, remove it and rerun.")
+
+
 def _read_settled(path: str) -> str | None:
   """The lock's text; a lock just created may be empty for an instant, so an unreadable one is
-  read again for up to a second. None when it disappeared."""
+  read again for up to a second. None when it disappeared. WorkdirLockError when `path` is
+  something no run writes (a folder, a dangling link, ...), which would never disappear."""
   for _ in range(10):
-    text = _read_text(path)
+    try:
+      text = _read_text(path)
+    except OSError as e:  # a folder, a file this user may not read, ...
+      raise WorkdirLockError(_not_a_file_message(path, f"it cannot be read ({e.strerror})")
+                             ) from None
+    if text is None and os.path.islink(path):
+      raise WorkdirLockError(_not_a_file_message(
+          path, f"it is a link to {os.readlink(path)}, which does not exist"))
     if text is None or parse_record(text) is not None:
       return text
     time.sleep(0.1)

@@ -370,6 +370,13 @@ def test_output_folders_that_hold_the_images_or_other_files_are_refused(tmp_path
     with pytest.raises(ValueError, match=r"\.predict_images\.json: cannot be read as the list"):
       evaluator.check_image_folders(str(folder), str(other))
   assert (other / "a.png_panel.png").read_bytes() == b"someone else's"
+  # A file, or a folder below a file, used to fail in os.makedirs with a traceback.
+  for output in (other / "keep.txt", other / "keep.txt" / "out"):
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(
+        f"--output_dir {output}: {other / 'keep.txt'} is a file, not a folder; choose a new or "
+        "empty folder for the pictures.")):
+      evaluator.check_image_folders(str(folder), str(output))
 
 
 def test_evaluate_py_refuses_the_images_folder_as_output_and_writes_nothing(tmp_path):

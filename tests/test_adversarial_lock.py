@@ -259,3 +259,21 @@ def test_the_processes_of_one_run_are_one_writer_and_stop_together(tmp_path, sle
   assert holder == [f"inside: {pid0} (this process: {pid0})"], outputs
   assert f"inside: {pid0} (this process: {workers[1].pid})" in outputs[1], outputs
   assert "released: True" in outputs[0], outputs
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_a_lock_path_that_is_no_file_is_refused_and_kept(tmp_path, kind):
+  """A folder used to end in an IsADirectoryError traceback; a dangling link in "other runs
+  kept taking and releasing this lock" after 20 tries."""
+  path = tmp_path / "train.lock"
+  if kind == "folder":
+    path.mkdir()
+    what = "it cannot be read (Is a directory)"
+  else:
+    path.symlink_to(tmp_path / "missing")
+    what = f"it is a link to {tmp_path / 'missing'}, which does not exist"
+  with pytest.raises(workdir_lock.WorkdirLockError) as raised:
+    workdir_lock.acquire(str(tmp_path))
+  assert str(raised.value) == (f"{path} is not a lock that training wrote: {what}. If no "
+                               "training run uses this workdir, remove it and rerun.")
+  assert path.is_dir() if kind == "folder" else path.is_symlink()

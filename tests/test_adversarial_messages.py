@@ -168,6 +168,29 @@ def _write_report(workdir, stem: str, miou: float, resolution: str = "label"):
   reports.write_report(str(workdir / "eval"), stem, report)
 
 
+def test_compare_refuses_depth_metrics_of_different_depth_ranges():
+  """eval.depth_min_m / depth_max_m change abs_rel and the rest; reports used to leave the range
+  out, so compare put a capped run's depth metrics beside an uncapped one's."""
+  metrics = {"iou": {"road": 0.5}, "miou": 0.5, "num_images": 4}
+
+  def report(name, depth_range_m):
+    return reports.make_report(
+        name=name, variant="+sd,joint", checkpoint="checkpoints/6", step=6, dataset="d",
+        split="validation", class_names=["road"], resolution="label", metrics=metrics,
+        confusion=np.eye(1), seconds=1.0, depth_range_m=depth_range_m)
+
+  uncapped, capped = report("a", (1e-3, 0.0)), report("b", (1e-3, 80.0))
+  assert capped["depth_range_m"] == [1e-3, 80.0]
+  with pytest.raises(ValueError) as raised:
+    reports.compare([uncapped, capped])
+  assert str(raised.value) == (
+      "reports whose depth metrics score different depth ranges cannot be compared: a "
+      "(checkpoints/6): [0.001, 0.0] m, b (checkpoints/6): [0.001, 80.0] m. Evaluate them "
+      "again with the same --config.eval.depth_min_m and --config.eval.depth_max_m.")
+  older = dict(uncapped, depth_range_m=None)  # written before the range was recorded
+  assert len(reports.compare([uncapped, report("b", (1e-3, 0.0)), older])) == 2
+
+
 def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp_path):
   """A finished run evaluated after its checkpoints were removed has only eval/export.json."""
   export_only, with_both, torch_only, empty = (tmp_path / n for n in ("a", "b", "c", "d"))

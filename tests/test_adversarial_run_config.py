@@ -203,3 +203,62 @@ def test_an_allowed_change_that_cannot_resume_is_not_recorded(run_copy, procedur
   assert "other shapes than this config's" in result.stderr and "Traceback" not in result.stderr
   assert (run_copy / run_config.RECORD).read_text() == before
   assert not (run_copy / run_config.CHANGES).exists()
+
+
+def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
+                                                                      procedural_data_dir):
+  """num_steps 3 on a run at step 6 used to say "Resumed from step 6", exit 0 and export the
+  step-6 task net as a 3-step run (for the 'cg' CycleGAN stage: exit 75, "stopped by SIGTERM",
+  forever); now a ConfigError naming the field, before the record or the export is touched."""
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  before = _snapshot(run_copy)
+  with pytest.raises(config_checks.ConfigError) as raised:
+    trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 3), str(run_copy))
+  assert str(raised.value) == (
+      f"{run_copy} has trained 6 steps already, past this config's 3 (train.num_steps); its "
+      "checkpoints are never rewound. Set train.num_steps to at least 6 to finish it, or train "
+      "in a new workdir (kept checkpoints: steps 3, 6).")
+  assert _snapshot(run_copy) == before
+  assert not (run_copy / "train.lock").exists()
+
+
+def test_the_demo_rerun_with_another_config_is_refused_in_one_paragraph(
+    trained_run, procedural_data_dir, tmp_path):
+  """The demo reuses the runs of its --output_dir; with another config it used to end in a
+  ConfigError traceback whose advice (--allow_config_change) it has no flag for."""
+  run = tmp_path / "out" / "runs" / "baseline_seed0"
+  shutil.copytree(trained_run[1], run)  # a finished run of configs/test.py (+sd,joint)
+  result = subprocess.run(
+      [sys.executable, "-m", "gio_ada_jax.demo", "--config", "configs/test.py", "--output_dir",
+       str(tmp_path / "out"), f"--config.data.data_dir={procedural_data_dir}"],
+      capture_output=True, text=True, check=False, timeout=600, env=SUBPROCESS_ENV)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  assert result.stderr.startswith(f"demo: {run} was trained with another config; refusing to "
+                                  "evaluate it with this one. Differing: variant (run: "
+                                  "'+sd,joint', now: 'na,na')"), result.stderr
+  assert result.stderr.rstrip().endswith(
+      f"(The demo has no --allow_config_change: it reuses the runs of {tmp_path / 'out'}; give "
+      "another --output_dir to train with this config.)")
+
+
+def test_translate_from_a_workdir_that_holds_no_cyclegan_names_the_right_one(
+    trained_run, tmp_path):
+  """A 'cg' run's own workdir, or a run of another variant, used to fail at the restore with
+  a structure-mismatch excerpt that blamed the config."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  config = test.get_config("cg,na")
+  cg_run = tmp_path / "cg_run"
+  (cg_run / "cyclegan" / "checkpoints" / "4").mkdir(parents=True)
+  with pytest.raises(translate.TranslationError) as raised:
+    translate.generator_from_checkpoint(config, str(cg_run))
+  assert str(raised.value) == (f"{cg_run} is a 'cg' run's workdir; its CycleGAN trains in "
+                               f"{cg_run / 'cyclegan'}: pass --cyclegan_workdir="
+                               f"{cg_run / 'cyclegan'}.")
+  with pytest.raises(translate.TranslationError) as raised:
+    translate.generator_from_checkpoint(config, trained_run[1])
+  assert str(raised.value) == (
+      f"{trained_run[1]} holds a '+sd,joint' run, which trains no CycleGAN (its checkpoints hold "
+      "GIO-Ada's networks); give the CycleGAN workdir of a 'cg' run (WORKDIR/cyclegan) or a "
+      "PyTorch generator (--torch_generator).")
