@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Iterable
 
+from gio_ada_jax.checkpoint import CHECKSUMS_ITEM
 from gio_ada_jax.config_checks import ConfigError
 
 RECORD = "config.json"  # inside the workdir: the whole config of the run
@@ -107,10 +108,26 @@ def has_results(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, "export"))
 
 
+def _checkpoints_with_checksums(workdir: str) -> list[str]:
+  # Written by a version that records the config before its first checkpoint.
+  folder = os.path.join(workdir, "checkpoints")
+  steps = sorted(n for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+  return [s for s in steps if os.path.isdir(os.path.join(folder, s, CHECKSUMS_ITEM))]
+
+
 def read_record(workdir: str) -> dict[str, Any] | None:
-  """The flat config recorded in `workdir` (None when the run predates the record)."""
+  """The flat config recorded in `workdir` (None when the run predates the record; a ConfigError
+  when the record is lost from a run that wrote one)."""
   path = os.path.join(workdir, RECORD)
   if not os.path.exists(path):
+    recorded_runs = _checkpoints_with_checksums(workdir)
+    if recorded_runs:
+      raise ConfigError(
+          f"{path} is missing, but the checkpoints of {workdir} (steps "
+          f"{', '.join(recorded_runs)}) were written by a run that recorded its config there, "
+          "so whether this config is the run's cannot be checked. Put the file back (copy it "
+          "with the checkpoints). If it is lost and you are sure of the run's config, write "
+          f"that config's JSON there (ConfigDict.to_json_best_effort()) and rerun.")
     return None
   try:
     with open(path) as f:

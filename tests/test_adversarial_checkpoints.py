@@ -244,17 +244,16 @@ def test_an_export_without_a_complete_checkpoint_is_evaluated(
 def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_config, capsys):
   """Orbax restores each array with its stored shape whatever the config asks for; the
   checkpoint reader compares them, so every step fails alike, naming the shapes. (The run's
-  recorded config refuses this first; here a run from before that record, or a change allowed
-  with --allow_config_change.)"""
+  recorded config refuses this first; here a change allowed with --allow_config_change.)"""
   _, config = built_and_config
   config.model.width = 0.125
   built = models.build_models(config.model, variants.FINAL)
   with pytest.raises(config_checks.ConfigError, match=r"model.width \(run: 0.0625, now: 0.125\)"):
     next(evaluator.checkpoint_weights(built, config, str(workdir)))
-  os.remove(workdir / run_config.RECORD)
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: steps 6, 3 \(its arrays have other "
                      r"shapes than this config's: .*\(4, 4, 3, 4\) \(config: \(4, 4, 3, 8\)\).*"
                      r"the config may not be the one the run was trained with"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+    next(evaluator.checkpoint_weights(built, config, str(workdir),
+                                      allow_config_change=["model.width"]))
   assert "Skipped" not in capsys.readouterr().out

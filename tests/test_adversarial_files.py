@@ -17,7 +17,7 @@ from PIL import Image
 
 from configs import test as test_config
 from gio_ada_jax import (checkpoint, cyclegan, evaluator, models, pictures, translate, variants,
-                         workdir as workdir_lib)
+                         run_config, workdir as workdir_lib)
 from gio_ada_jax.data import pipeline
 
 # ------------------------------------------------------------------ translate: by content
@@ -106,6 +106,7 @@ def _save_cyclegan_checkpoint(config, directory, seed: int):
   checkpointer.save(step, state, {})
   checkpointer.wait()
   checkpointer.close()
+  run_config.record(config, directory, {}, step)  # as a run records its config
   return jax.device_get(state.params["g_st"])
 
 
