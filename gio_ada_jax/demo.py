@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import (checkpoint, config_checks, evaluator, models, pictures, reports,
                          train_step, trainer, variants, workdir as workdir_lib, workdir_lock)
-from gio_ada_jax.data import interrupts, pipeline, prepare
+from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
 
@@ -65,8 +65,10 @@ def run_config(base_config, row: Row, seed: int, data_dir: str):
   return config
 
 
-def ensure_data(config, data_dir: str) -> None:
-  """Render the procedural domains into `data_dir` unless this config's are already there."""
+def ensure_data(config, data_dir: str, own_folder: bool) -> None:
+  """Render the procedural domains into `data_dir` unless this config's are already there;
+  a rendering of another config is replaced only in the demo's `own_folder` (OUT/data), and
+  refused by prepare elsewhere (a --config.data.data_dir the user gave)."""
   try:
     for name in (config.data.source, config.data.target):
       _, info = pipeline.open_split(data_dir, name, "train")
@@ -75,7 +77,7 @@ def ensure_data(config, data_dir: str) -> None:
   except (pipeline.DatasetNotPrepared, ValueError):
     pass
   print(f"Rendering the procedural domains into {data_dir} ...", flush=True)
-  prepare.prepare("procedural", data_dir, config, overwrite=True)
+  prepare.prepare("procedural", data_dir, config, overwrite=own_folder)
 
 
 def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
@@ -179,9 +181,10 @@ def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,
   """Everything `python -m gio_ada_jax.demo` does; the results table (Markdown)."""
   start = time.time()
   data_dir = base_config.data.data_dir
-  if data_dir == "~/tensorflow_datasets" or not data_dir:  # the default: keep the demo apart
+  own_folder = data_dir == "~/tensorflow_datasets" or not data_dir
+  if own_folder:  # the default: keep the demo apart
     data_dir = os.path.join(output_dir, "data")
-  ensure_data(base_config, data_dir)
+  ensure_data(base_config, data_dir, own_folder)
   rows = ROWS + ((CYCLEGAN,) if with_cyclegan else ()) + ((ORACLE,) if with_oracle else ())
   found, runs = [], {}
   total = len(rows) * len(seeds)
@@ -247,7 +250,7 @@ def main(argv):
           f"{_OUTPUT_DIR.value}; give another --output_dir to train with this config.)",
           file=sys.stderr)
     return 2
-  except (pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
+  except (pipeline.DatasetNotPrepared, pipeline.DatasetUnusable, formats.DataError,
           checkpoint.UnrestorableCheckpoint) as e:
     print(f"demo: {e}", file=sys.stderr)
     return 2

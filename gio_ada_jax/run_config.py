@@ -21,8 +21,9 @@ RECORD = "config.json"  # inside the workdir: the whole config of the run
 CHANGES = "config_changes.json"  # inside the workdir: the changes allowed on purpose
 
 # Free for every use: where files are, how the host feeds the devices, what is logged and kept.
+# (data.source_data_dir is not a mere place: it points the source at a translated copy.)
 _FREE_ALWAYS = (
-    "data.data_dir", "data.source_data_dir", "data.device_prefetch", "data.read_threads",
+    "data.data_dir", "data.device_prefetch", "data.read_threads",
     "data.read_buffer_batches", "model.task_net.vgg16_weights", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.image_every", "eval.",
     "cyclegan.translate_batch",
@@ -31,7 +32,7 @@ _TRAINING_LENGTH = ("train.num_steps", "train.num_epochs")
 # Evaluating G_task reads neither the training settings nor the training-only data settings.
 _FREE_TO_EVALUATE = _FREE_ALWAYS + _TRAINING_LENGTH + (
     "seed", "train.", "cyclegan.", "data.global_batch", "data.random_flip", "data.mode",
-    "data.target_eval_split", "model.task_net.encoder_init",
+    "data.target_eval_split", "model.task_net.encoder_init", "data.source_data_dir",
 )
 # Translating with a CycleGAN's g_st reads its networks (the checkpoint holds all four) and the
 # source set, not how it was trained.
@@ -41,7 +42,7 @@ _FREE_TO_TRANSLATE = _FREE_ALWAYS + _TRAINING_LENGTH + (
     "data.global_batch", "data.random_flip", "data.mode", "data.height", "data.width",
     "data.sky_depth", "cyclegan.num_steps", "cyclegan.decay_from", "cyclegan.learning_rate",
     "cyclegan.betas", "cyclegan.gan_loss", "cyclegan.lambda_cycle", "cyclegan.lambda_identity",
-    "cyclegan.pool_size",
+    "cyclegan.pool_size", "data.source_data_dir",
 )
 USES = ("resume", "evaluate", "translate")
 # The help of the --allow_config_change flag of train.py, evaluate.py and translate.

@@ -393,3 +393,19 @@ def test_evaluate_py_refuses_the_images_folder_as_output_and_writes_nothing(tmp_
           "pictures and images are kept apart") in result.stderr
   assert "Traceback" not in result.stderr
   assert sorted(os.listdir(folder)) == ["a.png"] and not (tmp_path / "no_run").exists()
+
+
+def test_the_demo_never_renders_over_a_data_folder_the_user_gave(procedural_data_dir, tmp_path):
+  """The demo replaces another rendering only in its own OUT/data; a --config.data.data_dir
+  holding another config's rendering is refused by prepare and kept."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import demo  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import formats  # pylint: disable=g-import-not-at-top
+  user_data = tmp_path / "user_data"
+  shutil.copytree(procedural_data_dir, user_data)
+  before = sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*"))
+  config = test.get_config()
+  config.data.procedural.num_train = 5  # another rendering than the one in the folder
+  with pytest.raises(formats.DataError, match="rendered from another config.data.procedural"):
+    demo.ensure_data(config, str(user_data), own_folder=False)
+  assert sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*")) == before

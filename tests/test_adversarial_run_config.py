@@ -161,6 +161,10 @@ def test_which_fields_matter_for_each_use():
   assert "train.num_steps" in run_config.differences(
       poly, {**changed, "train.lr_schedule": "poly"}, "resume")  # the schedule ends there
   assert run_config.differences(recorded, recorded, "resume") == {}
+  # Pointing the source at a translated copy changes what a resumed run trains on.
+  translated = {"data.source_data_dir": "/data/vkitti_cg"}
+  assert run_config.differences({"data.source_data_dir": ""}, translated, "resume")
+  assert not run_config.differences({"data.source_data_dir": ""}, translated, "evaluate")
 
 
 def test_translate_with_another_generator_config_is_refused(tmp_path):
