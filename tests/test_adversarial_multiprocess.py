@@ -152,7 +152,7 @@ def test_the_wait_gives_up_in_time_and_hands_on_errors():
   assert distributed._finishes_within(lambda: None, 5)
   start = time.monotonic()
   assert not distributed._finishes_within(lambda: time.sleep(3), 0.2)
-  assert time.monotonic() - start < 1
+  assert time.monotonic() - start < 2.5  # gave up before the 3 s call returned
 
   def fail():
     raise jax.errors.JaxRuntimeError("UNKNOWN: Failed to start RPC server")
