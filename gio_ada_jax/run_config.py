@@ -7,6 +7,9 @@ the poly schedule ends there; evaluation also ignores the training-only fields. 
 else (every field added later too) is compared, and a difference is refused, naming each field
 with both values, unless the user names it in `--allow_config_change`. An allowed change is
 written to WORKDIR/config_changes.json with the step it applies from, so a mixed run says so.
+The record is written once the run has restored its checkpoint (or started afresh), so a change
+that cannot resume is never recorded; a record missing beside checkpoints that carry checksums
+(written by a run that recorded one) is refused rather than taken as an older run's.
 """
 
 import datetime
