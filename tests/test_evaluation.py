@@ -87,10 +87,11 @@ def test_upsampling_to_label_resolution_matches_align_corners_resize_per_example
     assert not np.asarray(out[n, h:]).any() and not np.asarray(out[n, :, w:]).any()
 
 
-def _eigen_reference(pred, gt, mask, min_m):
-  """The standard per-image depth errors (monodepth's compute_errors) in numpy."""
-  valid = mask & (gt >= min_m)
-  p, g = np.clip(pred[valid], min_m, None), gt[valid]
+def _eigen_reference(pred, gt, mask, min_m, max_m=None):
+  """The standard per-image depth errors (monodepth's compute_errors) in numpy; `max_m`: the
+  cap (true depths above it are not scored, predictions are clipped to it)."""
+  valid = mask & (gt >= min_m) & (gt <= (np.inf if max_m is None else max_m))
+  p, g = np.clip(pred[valid], min_m, max_m), gt[valid]
   ratio = np.maximum(p / g, g / p)
   return [np.mean(np.abs(p - g) / g), np.mean((p - g)**2 / g), np.sqrt(np.mean((p - g)**2)),
           np.sqrt(np.mean((np.log(p) - np.log(g))**2)), np.mean(ratio < 1.25),
@@ -112,6 +113,25 @@ def test_depth_errors_follow_the_standard_definitions():
   sums = np.asarray(errors[0]) * 2
   metrics = evaluation.depth_metrics(sums, 2)
   assert metrics["abs_rel"] == pytest.approx(float(errors[0, 0]))
+
+
+def test_the_depth_cap_drops_farther_ground_truth_and_clips_predictions():
+  """eval.depth_max_m > 0 (KITTI's 80 m custom): true depths above it are not scored and
+  predictions are clipped to it; without the cap both count."""
+  rng = np.random.default_rng(3)
+  gt = rng.uniform(1, 60, (1, 8, 8, 1)).astype(np.float32)
+  pred = (gt * rng.uniform(0.5, 2.0, gt.shape)).astype(np.float32)
+  mask = np.ones(gt.shape, bool)
+  assert (gt > 30).any() and (pred[gt <= 30] > 30).any()  # both branches are exercised
+  capped, _ = evaluation.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
+                                      jnp.asarray(mask, jnp.float32), 1e-3, 30.0)
+  np.testing.assert_allclose(np.asarray(capped[0]),
+                             _eigen_reference(pred[0], gt[0], mask[0], 1e-3, 30.0), rtol=1e-5)
+  uncapped, _ = evaluation.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
+                                        jnp.asarray(mask, jnp.float32), 1e-3, 0.0)
+  np.testing.assert_allclose(np.asarray(uncapped[0]),
+                             _eigen_reference(pred[0], gt[0], mask[0], 1e-3), rtol=1e-5)
+  assert not np.allclose(np.asarray(capped[0]), np.asarray(uncapped[0]))
 
 
 # ------------------------------------------------------------------- the loop over a split

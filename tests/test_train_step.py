@@ -198,3 +198,24 @@ def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
   with pytest.raises(config_checks.ConfigError,
                      match=r"^model\.task_net\.vgg16_weights: .*vgg16\.pth: refused"):
     trainer.with_pretrained_encoder(state, path, state_lib.make_optimizers(config.train))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "poly"])
+def test_every_optimizer_follows_the_learning_rate_schedule(schedule):
+  """train.lr_schedule: "poly" decays base * (1 - step / num_steps)^poly_power to 0 at the last
+  step, in the logged rate and in every network's Adam; "constant" stays at the base. With a
+  constant gradient Adam's update is -lr(step) (m_hat / sqrt(v_hat) = 1), so each update shows
+  the rate it used."""
+  train = test_config.get_config().train
+  train.lr_schedule, train.num_steps, train.learning_rate, train.poly_power = (
+      schedule, 10, 1e-2, 0.9)
+  expected = [1e-2 * ((1 - k / 10) ** 0.9 if schedule == "poly" else 1.0) for k in range(11)]
+  assert [state_lib.learning_rate_at(train, k) for k in range(11)] == pytest.approx(expected)
+  assert state_lib.learning_rate_at(train, 10) == (0.0 if schedule == "poly" else 1e-2)
+  for name, optimizer in state_lib.make_optimizers(train).items():
+    params = {"w": jnp.zeros(3)}
+    opt_state = optimizer.init(params)
+    for k in range(10):
+      updates, opt_state = optimizer.update({"w": jnp.ones(3)}, opt_state, params)
+      np.testing.assert_allclose(np.asarray(updates["w"]), -expected[k], rtol=1e-4,
+                                 err_msg=f"{name} at step {k}")
