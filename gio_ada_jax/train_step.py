@@ -46,14 +46,16 @@ def translate(models, params, batch, variant: Variant):
 
 
 def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_config,
-                   variant: Variant):
-  """L_G and what the discriminator phase needs (the forward pass's outputs)."""
+                   variant: Variant, axis_name: str | None = None):
+  """L_G and what the discriminator phase needs (the forward pass's outputs); the task losses
+  average over the pixels of every device of `axis_name`."""
   params = {**g_params, **d_params}
   translated = translate(models, params, batch, variant)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
-  loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"])
-  loss_depth = losses.masked_l1(depth_s, batch["source_depth"], batch["source_depth_mask"])
+  loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"], axis_name)
+  loss_depth = losses.masked_l1(depth_s, batch["source_depth"], batch["source_depth_mask"],
+                                axis_name)
   loss_input_adv = jnp.zeros((), jnp.float32)
   if variant.has_generator:
     loss_input_adv = losses.gan_loss(
@@ -105,13 +107,15 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
   """One update of all four networks from one source + one target batch (per device), as
   `variant` (static: variants.Variant is hashable) trains them.
 
-  Under pmap, gradients and metrics are averaged over `axis_name`; with axis_name=None the
-  step runs on one device (parity checks).
+  Under pmap, gradients and metrics are averaged over `axis_name`, and the task losses are
+  means over the pixels of the whole global batch, so the step equals one device stepping on
+  the devices' batches concatenated; with axis_name=None the step runs on one device.
   """
   g_params = {k: state.params[k] for k in ("generator", "task_net")}
   d_params = {k: state.params[k] for k in ("d_img", "d_out")}
   (_, (outputs, metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-      g_params, d_params, batch, models=models, train_config=train_config, variant=variant)
+      g_params, d_params, batch, models=models, train_config=train_config, variant=variant,
+      axis_name=axis_name)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
       d_params, outputs, batch, models=models, train_config=train_config, variant=variant)
   grads = {name: zero_instance_norm_biases(name, g) for name, g in {**g_grads, **d_grads}.items()}

@@ -124,21 +124,52 @@ def test_models_and_step_must_be_built_for_the_same_variant():
     variants.from_config(config)
 
 
-def test_pmap_over_devices_equals_one_device():
-  """4 devices with the same per-device batch: pmean of equal gradients = one device's step."""
+def _device_batches(devices):
+  """A different batch per device, with different numbers of ignored labels and of valid
+  depth pixels: device k ignores k / devices of its label rows and masks out k / (2 devices)
+  of its depth rows."""
+  batches = []
+  for k in range(devices):
+    batch = _batch(seed=10 + k)
+    batch["source_label"][:, :4] = np.random.default_rng(k).integers(0, 10, (1, 4, WIDTH))
+    batch["source_label"][:, :HEIGHT * k // devices] = 255
+    batch["source_depth_mask"][:] = 1.0
+    batch["source_depth_mask"][:, :HEIGHT * k // (2 * devices)] = 0.0
+    batches.append(batch)
+  return batches
+
+
+def test_pmap_with_a_batch_per_device_equals_one_device_on_their_concatenation():
+  """4 devices, each with its own image, step as one device on the 4 images: the same losses,
+  gradient norms, parameters and Adam moments after 3 steps. With equal batches everywhere a
+  missing pmean (or a per-device loss normalisation) would not show; here each device's data,
+  and its count of labelled and depth-valid pixels, differ."""
   config = _config()
   models, state = _setup(config)
-  batch = _batch()
-  single, _ = _step(config, models)(state, batch)
   devices = jax.local_device_count()
-  replicated = jax.tree.map(lambda x: jnp.stack([x] * devices), state)
-  stacked = {k: np.stack([v] * devices) for k, v in batch.items()}
+  assert devices == 4, "make test simulates 4 CPU devices"
   p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
                                       config.train, variants.from_config(config))
-  multi, metrics = p_step(replicated, stacked)
-  assert metrics["loss_g"].shape == (devices,)
-  for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(multi.params)):
-    np.testing.assert_allclose(np.asarray(b)[0], a, rtol=1e-5, atol=1e-6)
+  single_step = _step(config, models)
+  multi = jax.tree.map(lambda x: jnp.stack([x] * devices), state)
+  single = state
+  for step in range(3):
+    per_device = _device_batches(devices) if step == 0 else [
+        _batch(seed=100 * step + k) for k in range(devices)]
+    stacked = {k: np.stack([b[k] for b in per_device]) for k in per_device[0]}
+    concatenated = {k: np.concatenate([b[k] for b in per_device]) for k in per_device[0]}
+    multi, multi_metrics = p_step(multi, stacked)
+    single, single_metrics = single_step(single, concatenated)
+    for name, value in single_metrics.items():
+      np.testing.assert_allclose(np.asarray(multi_metrics[name]),
+                                 np.full(devices, value), rtol=2e-5, atol=1e-7, err_msg=name)
+  for name in state_lib.NETWORKS:
+    ours = jax.tree.leaves((multi.params[name], multi.opt_states[name]))
+    theirs = jax.tree.leaves((single.params[name], single.opt_states[name]))
+    for a, b in zip(ours, theirs):
+      a = np.asarray(a)
+      assert all(np.array_equal(a[0], a[d]) for d in range(devices)), f"{name} replicas differ"
+      np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=2e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("config_file", ["default", "vkitti_to_kitti", "synthia_to_cityscapes",
