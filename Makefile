@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # it (the same numerics; the parity tests run under it too).
 TEST_ENV := XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0" JAX_PLATFORMS=cpu
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo mutants clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 # target domain, print the table and write the figures into demo_output/.
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m gio_ada_jax.demo --output_dir demo_output
+
+# Seeded one-line bugs, each against the tests that concern it (dev/mutants.py; about an hour
+# on 2 cores). The table of killed and surviving mutants is in docs/development.md.
+mutants: $(STAMP)
+	$(PY) dev/mutants.py --output mutants.md
 
 clean:
 	rm -rf $(VENV)
