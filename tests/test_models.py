@@ -159,12 +159,17 @@ def test_bf16_compute_stays_close_to_float32(tiny_model_config):
   out32 = fp32.generator.apply(variables, images, labels, depth)
   out16 = bf16.generator.apply(variables, images, labels, depth)
   assert out16.dtype == jnp.bfloat16
-  assert float(jnp.max(jnp.abs(out32 - out16.astype(jnp.float32)))) < 0.1
+  # bf16's rounding (measured: max 0.014, mean 0.002 on outputs up to 0.8), not float32
+  # under another name and not a lost bit of the pipeline.
+  error = jnp.abs(out32 - out16.astype(jnp.float32))
+  assert 1e-4 < float(jnp.max(error)) < 0.04 and float(jnp.mean(error)) < 0.006
   task_vars = jax.jit(fp32.task_net.init)(jax.random.key(0), images)
-  seg32, _ = fp32.task_net.apply(task_vars, images)
+  seg32, depth32 = fp32.task_net.apply(task_vars, images)
   seg16, depth16 = bf16.task_net.apply(task_vars, images)
   assert seg16.dtype == depth16.dtype == jnp.float32  # Outputs feed softmax and losses.
-  assert float(jnp.max(jnp.abs(seg32 - seg16))) < 0.05 * float(jnp.max(jnp.abs(seg32)))
+  for ours, theirs in ((seg16, seg32), (depth16, depth32)):
+    relative = float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs)))
+    assert 1e-4 < relative < 0.02, relative  # measured: 0.008 (seg), 0.005 (depth)
   jaxpr = str(jax.make_jaxpr(bf16.task_net.apply)(task_vars, images))
   assert "bf16[1,40,56,4]" in jaxpr  # conv1_1's activations (width 1/16: 4 channels)
 
