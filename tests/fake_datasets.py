@@ -3,8 +3,8 @@
 Every `write_*` function writes into `root` and returns what `gio_ada_jax.data.formats` should
 read back: {split: {example_id: {"image", "label"[, "depth"]}}} with arrays as the reader gives
 them (label-space indices, 255 ignore; depth uint16 cm, 0 invalid). Sizes are (height, width).
-Label expectations go through the tables of `gio_ada_jax.data.labels`; those tables are checked
-against the reference notes in tests/test_labels.py.
+Label expectations go through the hand-typed documentation tables of tests/reference_tables.py,
+independent of `gio_ada_jax.data.labels`.
 
 SYNTHIA files are 16-bit multi-channel PNGs that only TensorFlow writes here, so
 `write_synthia` imports it.
@@ -15,26 +15,15 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from gio_ada_jax.data import labels
+from tests import reference_tables as ref
 
 Expected = dict[str, dict[str, dict[str, np.ndarray]]]
 Size = tuple[int, int]
 
-# Class colours of Virtual KITTI 1.3.1 encoding files (reference/datasets.md, sec. 1a).
-VKITTI_131_STATIC_COLOURS = {
-    "Terrain": (210, 0, 200), "Sky": (90, 200, 255), "Tree": (0, 199, 0),
-    "Vegetation": (90, 240, 0), "Building": (140, 140, 140), "Road": (100, 60, 100),
-    "GuardRail": (255, 100, 255), "TrafficSign": (255, 255, 0), "TrafficLight": (200, 200, 0),
-    "Pole": (255, 130, 0), "Misc": (80, 80, 80), "Truck": (160, 60, 60),
-}
-# Virtual KITTI 2.0.3 colors.txt (reference/datasets.md, sec. 1b).
-VKITTI_203_COLOURS = {
-    "Terrain": (210, 0, 200), "Sky": (90, 200, 255), "Tree": (0, 199, 0),
-    "Vegetation": (90, 240, 0), "Building": (140, 140, 140), "Road": (100, 60, 100),
-    "GuardRail": (250, 100, 255), "TrafficSign": (255, 255, 0), "TrafficLight": (200, 200, 0),
-    "Pole": (255, 130, 0), "Misc": (80, 80, 80), "Truck": (160, 60, 60), "Car": (255, 127, 80),
-    "Van": (0, 139, 139), "Undefined": (0, 0, 0),
-}
+# The official colours and ids the fake files hold, and the classes expected back, come from the
+# hand-typed tables of tests/reference_tables.py, never from gio_ada_jax.data.labels.
+VKITTI_131_STATIC_COLOURS = ref.VKITTI_131_STATIC_COLOURS
+VKITTI_203_COLOURS = ref.VKITTI_203_COLOURS
 VKITTI_FAR_DEPTH = 65535
 
 
@@ -73,7 +62,7 @@ def paint_classes(rng: np.random.Generator, size: Size,
   """A colour label image using every (class name, colour) entry, and its 10-class labels."""
   choice = rng.permutation(np.resize(np.arange(len(entries)), size[0] * size[1])).reshape(size)
   colours = np.asarray([colour for _, colour in entries], np.uint8)[choice]
-  classes = np.asarray([labels.VKITTI_NAME_TO_10[name] for name, _ in entries], np.uint8)[choice]
+  classes = np.asarray([ref.VKITTI_NAME_TO_10[name] for name, _ in entries], np.uint8)[choice]
   return colours, classes
 
 
@@ -186,17 +175,17 @@ def write_kitti_semantics(root: pathlib.Path, train_sizes=((12, 20), (13, 22)),
   """
   rng = np.random.default_rng(seed)
   root = pathlib.Path(root)
-  lut = labels.kitti_label_id_to_10_lut()
+  lut = ref.lut(ref.KITTI_LABEL_ID_TO_10)
   expected = {"train": {}, "validation": {}}
   for index, size in enumerate(train_sizes):
     image = random_image(rng, size)
     save_png(root / "testing" / "image_2" / f"{index:06d}_10.png", image)
     expected["train"][f"testing/{index:06d}_10"] = {
-        "image": image, "label": np.full(size, labels.IGNORE_LABEL, np.uint8)}
+        "image": image, "label": np.full(size, ref.IGNORE, np.uint8)}
   for index, size in enumerate(validation_sizes):
     name = f"{index:06d}_10.png"
     image = random_image(rng, size)
-    label_ids = every_id_image(rng, size, labels.CITYSCAPES_MAX_LABEL_ID)
+    label_ids = every_id_image(rng, size, ref.CITYSCAPES_MAX_LABEL_ID)
     save_png(root / "training" / "image_2" / name, image)
     save_png(root / "training" / "semantic" / name, label_ids)
     expected["validation"][f"training/{index:06d}_10"] = {"image": image, "label": lut[label_ids]}
@@ -223,12 +212,12 @@ def write_synthia(root: pathlib.Path, frames: int = 2, size: Size = (12, 20), se
   rng = np.random.default_rng(seed)
   base = pathlib.Path(root) / top
   depth_dir = base / "Depth" / "Depth" if nested_depth else base / "Depth"
-  lut = labels.synthia_id_to_16_lut()
+  lut = ref.lut(ref.SYNTHIA_ID_TO_16)
   expected = {}
   for frame in range(frames):
     name = f"{frame:07d}.png"
     image = random_image(rng, size)
-    class_ids = every_id_image(rng, size, labels.SYNTHIA_MAX_ID, np.uint16)
+    class_ids = every_id_image(rng, size, ref.SYNTHIA_MAX_ID, np.uint16)
     instance_ids = rng.integers(0, 1000, size, dtype=np.uint16)
     depth = rng.integers(0, 65536, size, dtype=np.uint16)
     save_png(base / "RGB" / name, image)
@@ -254,7 +243,7 @@ def write_cityscapes(root: pathlib.Path, cities=None, frames: int = 2, size: Siz
   cities = cities or {"train": ("aachen", "bochum"), "validation": ("frankfurt",)}
   rng = np.random.default_rng(seed)
   root = pathlib.Path(root)
-  lut = labels.cityscapes_label_id_to_16_lut()
+  lut = ref.lut(ref.CITYSCAPES_LABEL_ID_TO_16)
   expected = {}
   for split, split_cities in cities.items():
     folder = {"train": "train", "validation": "val"}[split]
@@ -263,7 +252,7 @@ def write_cityscapes(root: pathlib.Path, cities=None, frames: int = 2, size: Siz
       for frame in range(frames):
         stem = f"{city}_{frame:06d}_{19 + frame:06d}"
         image = random_image(rng, size)
-        label_ids = every_id_image(rng, size, labels.CITYSCAPES_MAX_LABEL_ID)
+        label_ids = every_id_image(rng, size, ref.CITYSCAPES_MAX_LABEL_ID)
         save_png(root / "leftImg8bit" / folder / city / f"{stem}_leftImg8bit.png", image)
         gt_dir = root / "gtFine" / folder / city
         save_png(gt_dir / f"{stem}_gtFine_labelIds.png", label_ids)

@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow_datasets")
 from gio_ada_jax import convert, evaluation, evaluator, models, reports, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.data.labels import VKITTI_KITTI_10  # noqa: E402
+from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -74,7 +75,8 @@ def test_pictures_are_written_at_label_resolution(evaluated):
   assert len(panels) == len(segmentations) == len(list(folder.glob("*_depth.png"))) == 2
   seg = np.asarray(Image.open(segmentations[0]))
   assert seg.shape == (32, 48, 3)  # the labels' resolution
-  assert {tuple(c) for c in seg.reshape(-1, 3)} <= set(map(tuple, VKITTI_KITTI_10.colours))
+  assert {tuple(c) for c in seg.reshape(-1, 3)} <= {
+      reference_tables.CITYSCAPES_COLOURS[n] for n in reference_tables.VKITTI_KITTI_10_NAMES}
   # Two rows (segmentation; depth, since the target has depth) of three tiles.
   assert np.asarray(Image.open(panels[0])).shape == (2 * 32 + 4, 3 * 48 + 8, 3)
 

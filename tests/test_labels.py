@@ -1,7 +1,8 @@
-"""Class tables (gio_ada_jax/data/labels.py) against the reference notes (reference/datasets.md).
+"""Class tables (gio_ada_jax/data/labels.py) against the datasets' documentation.
 
-The reference tables below are typed from the notes, independently of labels.py, which builds
-its Cityscapes tables from the cityscapesscripts package.
+The expected tables are typed out by hand in tests/reference_tables.py (sources named there),
+never taken from labels.py, which builds its Cityscapes tables from the cityscapesscripts
+package.
 """
 
 import re
@@ -10,99 +11,94 @@ import numpy as np
 import pytest
 
 from gio_ada_jax.data import labels
+from tests import reference_tables as ref
 
-IGNORE = labels.IGNORE_LABEL
-# Cityscapes labelId -> trainId, name (datasets.md sec. 4).
-CITYSCAPES_TRAIN_IDS = {
-    7: (0, "road"), 8: (1, "sidewalk"), 11: (2, "building"), 12: (3, "wall"), 13: (4, "fence"),
-    17: (5, "pole"), 19: (6, "traffic light"), 20: (7, "traffic sign"), 21: (8, "vegetation"),
-    22: (9, "terrain"), 23: (10, "sky"), 24: (11, "person"), 25: (12, "rider"), 26: (13, "car"),
-    27: (14, "truck"), 28: (15, "bus"), 31: (16, "train"), 32: (17, "motorcycle"),
-    33: (18, "bicycle"),
-}
-# Cityscapes labelId -> 16 classes (DADA info16class.json label2train, datasets.md sec. 3).
-CITYSCAPES_TO_16 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 23: 9, 24: 10,
-                    25: 11, 26: 12, 28: 13, 32: 14, 33: 15}
-# SYNTHIA id -> 16 classes (DADA, datasets.md sec. 3).
-SYNTHIA_TO_16 = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11,
-                 8: 12, 19: 13, 12: 14, 11: 15}
-# KITTI labelId -> 10 classes (datasets.md sec. 5 table; polegroup 18 and caravan 29 ignored).
-KITTI_TO_10 = {7: 0, 11: 1, 17: 2, 19: 3, 20: 4, 21: 5, 22: 6, 23: 7, 26: 8, 27: 9}
+IGNORE = ref.IGNORE
 
 
-def expected_lut(mapping):
-  return np.asarray([mapping.get(i, IGNORE) for i in range(256)], np.uint8)
+def test_ignore_label_is_255():
+  assert labels.IGNORE_LABEL == 255
+
+
+# ------------------------------------------------------------- the reference, checked itself
+
+
+def test_reference_19_classes_are_the_labels_with_a_train_id():
+  """The hand-typed 19-class tables agree with the hand-typed labels.py listing."""
+  with_train_id = sorted((t, i, n, c) for n, i, t, c in ref.CITYSCAPES_LABELS if 0 <= t < 255)
+  assert [n for _, _, n, _ in with_train_id] == list(ref.CITYSCAPES_19_NAMES)
+  assert {i: t for t, i, _, _ in with_train_id} == ref.CITYSCAPES_LABEL_ID_TO_19
+  assert {n: c for _, _, n, c in with_train_id} == ref.CITYSCAPES_COLOURS
+  assert max(i for _, i, _, _ in ref.CITYSCAPES_LABELS) == ref.CITYSCAPES_MAX_LABEL_ID
+
+
+def test_reference_16_and_10_class_ids_name_the_same_classes():
+  """Each labelId / SYNTHIA id maps to the class of its own name in the hand-typed tables."""
+  name_of_id = {i: n for n, i, _, _ in ref.CITYSCAPES_LABELS}
+  for label_id, index in ref.CITYSCAPES_LABEL_ID_TO_16.items():
+    assert ref.SYNTHIA_CITYSCAPES_16_NAMES[index] == name_of_id[label_id]
+  for label_id, index in ref.KITTI_LABEL_ID_TO_10.items():
+    assert ref.VKITTI_KITTI_10_NAMES[index] == name_of_id[label_id]
+  synthia_to_cityscapes = {"pedestrian": "person"}
+  for synthia_id, index in ref.SYNTHIA_ID_TO_16.items():
+    name = ref.SYNTHIA_CLASSES[synthia_id].lower()
+    assert ref.SYNTHIA_CITYSCAPES_16_NAMES[index] == synthia_to_cityscapes.get(name, name)
+  vkitti_to_cityscapes = {"TrafficLight": "traffic light", "TrafficSign": "traffic sign",
+                          "Tree": "vegetation", "Van": "car"}
+  for name, index in ref.VKITTI_NAME_TO_10.items():
+    if index != IGNORE:
+      want = vkitti_to_cityscapes.get(name, name.lower())
+      assert ref.VKITTI_KITTI_10_NAMES[index] == want
 
 
 # ----------------------------------------------------------------------- label spaces, LUTs
 
 
-def test_cityscapes_19_names_and_colours():
-  names = [name for _, name in sorted(CITYSCAPES_TRAIN_IDS.values())]
-  assert labels.CITYSCAPES_19.class_names == tuple(names)
-  assert labels.CITYSCAPES_19.colours[0] == (128, 64, 128)
-  assert labels.CITYSCAPES_19.colours[13] == (0, 0, 142)
-  assert labels.CITYSCAPES_19.colours[18] == (119, 11, 32)
-  assert labels.CITYSCAPES_MAX_LABEL_ID == 33
+@pytest.mark.parametrize("space, names, starred", [
+    (labels.CITYSCAPES_19, ref.CITYSCAPES_19_NAMES, ()),
+    (labels.SYNTHIA_CITYSCAPES_16, ref.SYNTHIA_CITYSCAPES_16_NAMES, ref.MIOU13_CLASSES),
+    (labels.VKITTI_KITTI_10, ref.VKITTI_KITTI_10_NAMES, ()),
+])
+def test_label_spaces_names_colours_and_starred_classes(space, names, starred):
+  assert space.class_names == names
+  assert space.num_classes == len(names)
+  assert space.colours == tuple(ref.CITYSCAPES_COLOURS[name] for name in names)
+  assert space.starred_classes == starred
+  assert labels.label_space_for(len(names)) is space
+  palette = space.palette()
+  np.testing.assert_array_equal(palette[:len(names)], [ref.CITYSCAPES_COLOURS[n] for n in names])
+  assert not palette[len(names):].any()
 
 
-def test_label_id_to_train_id_lut_is_the_official_table():
-  reference = {label_id: train_id for label_id, (train_id, _) in CITYSCAPES_TRAIN_IDS.items()}
-  lut = labels.cityscapes_label_id_to_train_id_lut()
-  assert lut.dtype == np.uint8 and lut.shape == (256,)
-  np.testing.assert_array_equal(lut, expected_lut(reference))
-
-
-def test_synthia_cityscapes_16_space():
-  space = labels.SYNTHIA_CITYSCAPES_16
-  assert space.class_names == (
-      "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-      "vegetation", "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle")
-  assert space.colours[9] == (70, 130, 180)  # sky
-  assert space.colours[13] == (0, 60, 100)  # bus
-
-
-def test_miou13_drops_wall_fence_pole():
-  names = labels.SYNTHIA_CITYSCAPES_16.class_names
-  assert labels.MIOU13_CLASSES == (0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-  dropped = set(range(16)) - set(labels.MIOU13_CLASSES)
-  assert sorted(names[i] for i in dropped) == ["fence", "pole", "wall"]
-
-
-def test_vkitti_kitti_10_is_a_subset_of_cityscapes():
-  train_ids = labels.VKITTI_KITTI_10_TRAIN_IDS
-  assert labels.VKITTI_KITTI_10.class_names == tuple(
-      labels.CITYSCAPES_19.class_names[t] for t in train_ids)
-  assert labels.VKITTI_KITTI_10.colours == tuple(labels.CITYSCAPES_19.colours[t] for t in train_ids)
+def test_miou13_classes_and_max_ids():
+  assert labels.MIOU13_CLASSES == ref.MIOU13_CLASSES
+  assert labels.CITYSCAPES_MAX_LABEL_ID == ref.CITYSCAPES_MAX_LABEL_ID
+  assert labels.SYNTHIA_MAX_ID == ref.SYNTHIA_MAX_ID
 
 
 @pytest.mark.parametrize("build, reference", [
-    (labels.cityscapes_label_id_to_16_lut, CITYSCAPES_TO_16),
-    (labels.synthia_id_to_16_lut, SYNTHIA_TO_16),
-    (labels.kitti_label_id_to_10_lut, KITTI_TO_10),
+    (labels.cityscapes_label_id_to_train_id_lut, ref.CITYSCAPES_LABEL_ID_TO_19),
+    (labels.cityscapes_label_id_to_16_lut, ref.CITYSCAPES_LABEL_ID_TO_16),
+    (labels.synthia_id_to_16_lut, ref.SYNTHIA_ID_TO_16),
+    (labels.kitti_label_id_to_10_lut, ref.KITTI_LABEL_ID_TO_10),
 ])
 def test_luts_match_reference_tables(build, reference):
   lut = build()
-  assert lut.dtype == np.uint8 and lut.shape == (256,)
-  np.testing.assert_array_equal(lut, expected_lut(reference))
+  assert lut.shape == (256,)
+  np.testing.assert_array_equal(lut, ref.lut(reference))  # also checks the uint8 values
 
 
-def test_16_class_names_agree_with_cityscapes_names():
-  lut = labels.cityscapes_label_id_to_16_lut()
-  for label_id, (_, name) in CITYSCAPES_TRAIN_IDS.items():
-    if lut[label_id] != IGNORE:
-      assert labels.SYNTHIA_CITYSCAPES_16.class_names[lut[label_id]] == name
+def test_vkitti_name_table_is_the_reference():
+  assert labels.VKITTI_NAME_TO_10 == ref.VKITTI_NAME_TO_10
 
 
 # ---------------------------------------------------------------------------------- decisions
 
 
 def test_decision_van_is_car_caravan_and_trailer_are_ignored():
-  car = labels.VKITTI_KITTI_10.class_names.index("car")
-  assert labels.VKITTI_NAME_TO_10["Van"] == car
-  assert labels.VKITTI_NAME_TO_10["Car"] == car
+  assert labels.VKITTI_NAME_TO_10["Van"] == labels.VKITTI_NAME_TO_10["Car"] == 8  # car
   lut = labels.kitti_label_id_to_10_lut()
-  assert lut[26] == car
+  assert lut[26] == 8
   assert lut[29] == IGNORE and lut[30] == IGNORE  # caravan, trailer
 
 
@@ -117,8 +113,7 @@ def test_decision_guard_rail_misc_undefined_polegroup_are_ignored():
 
 
 def test_decision_tree_and_vegetation_are_vegetation():
-  vegetation = labels.VKITTI_KITTI_10.class_names.index("vegetation")
-  assert labels.VKITTI_NAME_TO_10["Tree"] == labels.VKITTI_NAME_TO_10["Vegetation"] == vegetation
+  assert labels.VKITTI_NAME_TO_10["Tree"] == labels.VKITTI_NAME_TO_10["Vegetation"] == 5
 
 
 def test_every_10_class_exists_on_both_sides():
@@ -131,7 +126,6 @@ def test_synthia_ids_without_counterpart_are_ignored():
   lut = labels.synthia_id_to_16_lut()
   for synthia_id in (0, 13, 14, 16, 18, 20, 22):  # void, parking, road-work, terrain, truck, ...
     assert lut[synthia_id] == IGNORE
-  assert labels.SYNTHIA_MAX_ID == 22
 
 
 # ------------------------------------------------------------------- Virtual KITTI encodings

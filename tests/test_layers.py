@@ -48,6 +48,10 @@ def test_instance_norm_keeps_bf16_dtype_with_float32_statistics():
   assert y.dtype == jnp.bfloat16
   # Per-pixel values are ~1000 apart by 1: bf16 statistics would collapse them.
   assert float(jnp.std(y.astype(jnp.float32))) == pytest.approx(1.0, rel=0.02)
+  # Each value, against float64 statistics of the same bf16 input (bf16 output rounding).
+  x64 = np.asarray(x.astype(jnp.float32), np.float64)
+  want = (x64 - x64.mean()) / np.sqrt(x64.var() + 1e-5)
+  np.testing.assert_allclose(np.asarray(y.astype(jnp.float32)), want, rtol=0, atol=0.02)
 
 
 def test_reflect_pad_does_not_repeat_the_edge():

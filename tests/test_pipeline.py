@@ -31,8 +31,11 @@ def _indices(batch) -> list[int]:
 def test_preprocess_ranges_and_mask():
   out = pipeline.preprocess(SOURCE[3], SPEC, None)
   assert out["image"].shape == (HEIGHT, WIDTH, 3) and out["image"].dtype == np.float32
-  assert out["image"].min() >= -1.0 and out["image"].max() <= 1.0
+  # uint8 0..255 -> [-1, 1], channels in order: 0 -> -1, 255 -> 1, 90 -> 90 / 127.5 - 1.
+  np.testing.assert_allclose(out["image"], SOURCE[3]["image"] / 127.5 - 1.0, rtol=0, atol=1e-6)
+  assert pipeline.normalise_image(np.array([0, 255], np.uint8)).tolist() == [-1.0, 1.0]
   assert out["label"].dtype == np.int32
+  np.testing.assert_array_equal(out["label"], SOURCE[3]["label"][..., 0])
   np.testing.assert_allclose(out["depth"][0, 1, 0], 107 / 1000)
   assert out["depth_mask"][0, 0, 0] == 0 and out["depth_mask"][1, 1, 0] == 1
 

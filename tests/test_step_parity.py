@@ -4,7 +4,6 @@ Losses to 1e-4 relative, the updated parameters of all four networks to 1e-5 max
 """
 
 import jax
-import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -70,4 +69,8 @@ def test_step_parity_detects_a_wrong_weight(monkeypatch):
   monkeypatch.setattr(torch_ref.StepConfig, "__init__", torch_with_paper_lambda)
   errors = real_check(config, HEIGHT, WIDTH)
   assert errors.loss_relative["loss_g"] > 1e-4
-  assert np.isfinite(errors.param_max_abs["task_net"])
+  # The parameters show it too, beyond the 1e-5 tolerance (measured: 4e-4, Adam's first step
+  # flipping sign where the depth term turns the gradient), in the networks that λ_depth
+  # reaches, and only there: the discriminators' update does not involve it.
+  assert errors.param_max_abs["task_net"] > 1e-4 and errors.param_max_abs["generator"] > 1e-4
+  assert errors.param_max_abs["d_img"] <= 1e-5 and errors.param_max_abs["d_out"] <= 1e-5

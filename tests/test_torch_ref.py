@@ -114,9 +114,15 @@ def test_width_scales_hidden_channels():
 def test_resnet_generator_keeps_odd_sizes(size):
   net = ResnetGenerator(3, n_blocks=2, width=0.125).eval()
   x = torch.rand(1, 3, *size) * 2 - 1
+  head = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+  captured = []
+  head.register_forward_hook(lambda module, inputs, output: captured.append(output))
   y = net(x)
   assert y.shape == (1, 3, *size)
-  assert y.abs().max() <= 1.0
+  # The output is tanh of the last conv (not a clip, not the identity), at the input's size.
+  (pre,) = captured
+  torch.testing.assert_close(y, torch.tanh(pre), rtol=0, atol=1e-6)
+  assert pre.abs().max() > 0.5  # where tanh is far from the identity and from a clip
 
 
 def test_resnet_generator_matches_plain_sequential_on_multiples_of_4():
