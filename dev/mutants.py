@@ -48,7 +48,8 @@ WEAK = "weak assertion"
 EARLIER = "caught before issue 16"
 
 STEP_PARITY = ("tests/test_step_parity.py",)
-LABELS = ("tests/test_labels.py", "tests/test_builders.py")
+LABELS = ("tests/test_labels.py", "tests/test_builders.py", "tests/test_formats.py")
+STREAMS_TESTS = ("tests/test_domain_streams.py", "tests/test_pipeline.py")
 
 MUTANTS = (
     # 1. The optimiser after step 1: Adam's first update is ~lr * sign(g) whatever the betas.
@@ -81,6 +82,10 @@ MUTANTS = (
     # 2. Class tables.
     Mutant("vkitti_van_is_truck", TABLE, "gio_ada_jax/data/labels.py",
            '"Car": 8, "Van": 8,', '"Car": 8, "Van": 9,', LABELS),
+    Mutant("vkitti_pole_traffic_light_swapped", TABLE, "gio_ada_jax/data/labels.py",
+           '"Pole": 2, "TrafficLight": 3,', '"Pole": 3, "TrafficLight": 2,', LABELS),
+    Mutant("car_truck_colours_swapped", TABLE, "gio_ada_jax/data/labels.py",
+           "(0, 0, 142), (0, 0, 70)),", "(0, 0, 70), (0, 0, 142)),", LABELS),
     Mutant("synthia_road_sidewalk_swapped", TABLE, "gio_ada_jax/data/labels.py",
            "_SYNTHIA_ID_TO_16 = {3: 0, 4: 1,", "_SYNTHIA_ID_TO_16 = {3: 1, 4: 0,", LABELS),
     Mutant("miou13_keeps_pole", TABLE, "gio_ada_jax/data/labels.py",
@@ -137,12 +142,13 @@ MUTANTS = (
            ("tests/test_cyclegan.py", "-k", "pmap")),
     # 6. The two domains' streams.
     Mutant("target_uses_source_seed", STREAMS, "gio_ada_jax/data/pipeline.py",
-           "seed=config.seed * 2 + offset,", "seed=config.seed * 2,",
-           ("tests/test_pipeline.py",)),
+           "seed=config.seed * 2 + offset,", "seed=config.seed * 2,", STREAMS_TESTS),
     Mutant("target_stream_is_source", STREAMS, "gio_ada_jax/data/pipeline.py",
            'self._iterators = {"source": iter(source), "target": iter(target)}',
-           'self._iterators = {"source": iter(source), "target": iter(source)}',
-           ("tests/test_pipeline.py",)),
+           'self._iterators = {"source": iter(source), "target": iter(source)}', STREAMS_TESTS),
+    Mutant("resume_both_at_source_position", STREAMS, "gio_ada_jax/data/pipeline.py",
+           "it.set_state(_rebatched_position(state[name],",
+           'it.set_state(_rebatched_position(state["source"],', STREAMS_TESTS),
     # 7. Weak assertions.
     Mutant("generator_without_tanh", WEAK, "gio_ada_jax/models/generator.py",
            'return jnp.tanh(conv(reflect_pad(x, 3), 3, 7, name="head"))',
