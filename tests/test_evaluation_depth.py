@@ -77,13 +77,22 @@ def _expected_depth_metrics(predicted_m: list[np.ndarray], true_cm: list[np.ndar
   return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
 
 
-@pytest.mark.parametrize("min_m,max_m", [(1e-3, 0.0), (4.0, 40.0)],
-                         ids=["defaults", "capped"])
-def test_depth_metrics_equal_numpy_on_a_target_with_its_own_depth_range(
-    trained_run, kitti_like_target, tmp_path, min_m, max_m):
+# (eval.depth_min_m, eval.depth_max_m, eval.at_label_resolution, eval.per_device_batch); the
+# procedural labels have the network's input size, so both resolutions score the same pixels.
+CASES = {"defaults": (1e-3, 0.0, True, 1), "capped": (4.0, 40.0, True, 2),
+         "input_resolution": (1e-3, 0.0, False, 1)}
+
+
+@pytest.mark.parametrize("min_m,max_m,at_label_resolution,per_device_batch", CASES.values(),
+                         ids=CASES.keys())
+def test_depth_metrics_equal_numpy_on_another_depth_range(
+    trained_run, kitti_like_target, tmp_path, min_m, max_m, at_label_resolution,
+    per_device_batch):
   data_dir, target_max_cm = kitti_like_target
   config = tiny_training_config(data_dir, 6)
   config.eval.depth_min_m, config.eval.depth_max_m = min_m, max_m
+  config.eval.at_label_resolution = at_label_resolution
+  config.eval.per_device_batch = per_device_batch
   workdir = tmp_path / "work"
   shutil.copytree(trained_run[1], workdir)
   [report] = evaluator.evaluate(config, str(workdir), step=6, progress=False)
@@ -102,6 +111,8 @@ def test_depth_metrics_equal_numpy_on_a_target_with_its_own_depth_range(
   predicted_m = [np.asarray(p[..., 0]) * source_max_cm / 100.0 for p in predicted]
   expected = _expected_depth_metrics(predicted_m, [e["depth"] for e in examples], min_m, max_m)
 
+  assert report["resolution"] == ("label" if at_label_resolution else "input")
+  assert report["depth_range_m"] == [min_m, max_m]
   reported = report["metrics"]["depth"]
   assert reported["num_images"] == len(examples)
   assert set(reported) - {"num_images"} == set(expected)
