@@ -91,11 +91,11 @@ def test_cyclegan_adam_uses_its_betas_rate_and_decay():
   optimisers equal Adam by hand with the linear decay from decay_from * num_steps."""
   config = test_config.get_config()
   cg = config.cyclegan
-  cg.betas, cg.learning_rate, cg.decay_from, cg.num_steps = (0.3, 0.9), 1e-2, 0.4, 5
+  cg.betas, cg.learning_rate, cg.decay_from, cg.num_steps = (0.3, 0.9), 1e-2, 0.6, 5
   config.train.adam_eps = 1e-4
 
-  def rate(step):  # constant to step 2 (= int(0.4 * 5)), then linear to 0 at step 5
-    return 1e-2 * min(max(1.0 - (step - 2) / 3, 0.0), 1.0)
+  def rate(step):  # constant to step 3 (= int(0.6 * 5)), then linear to 0 at step 5
+    return 1e-2 * min(max(1.0 - (step - 3) / 2, 0.0), 1.0)
 
   expected = _adam_by_hand(GRADIENTS, rate, 0.3, 0.9, 1e-4)
   for name, optimizer in cyclegan.make_optimizers(config).items():
