@@ -6,7 +6,9 @@ point, as a KITTI-like dataset without a far clip would (about 430 m; the source
 clip, 655.35 m). Predictions are in the source's normalised units, ground truth in the target's, so
 a swapped, shared or mis-scaled conversion moves every metric. The expected values are computed
 here from the raw stored depths (uint16 centimetres) and G_task's raw output, with the metric
-definitions written out (monodepth's), not with the library's metric functions.
+definitions written out (monodepth's), not with the library's metric functions. The tiny
+run predicts nearly the same depth everywhere; one case rescales its depth head (written as an
+export) so that the predictions spread, half of them beyond the source's range.
 """
 
 import json
@@ -18,7 +20,7 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import evaluator, models, variants  # noqa: E402
+from gio_ada_jax import evaluator, models, trainer, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
@@ -77,37 +79,60 @@ def _expected_depth_metrics(predicted_m: list[np.ndarray], true_cm: list[np.ndar
   return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
 
 
-# (eval.depth_min_m, eval.depth_max_m, eval.at_label_resolution, eval.per_device_batch); the
-# procedural labels have the network's input size, so both resolutions score the same pixels.
-CASES = {"defaults": (1e-3, 0.0, True, 1), "capped": (4.0, 40.0, True, 2),
-         "input_resolution": (1e-3, 0.0, False, 1)}
+# (eval.depth_min_m, eval.depth_max_m, eval.at_label_resolution, eval.per_device_batch, whether
+# the weights are the run's export with the depth head rescaled so that the predictions spread
+# and about half of them lie beyond the source's range, 1); the procedural labels have the
+# network's input size, so both resolutions score the same pixels.
+CASES = {"defaults": (1e-3, 0.0, True, 1, False), "capped": (4.0, 40.0, True, 2, False),
+         "input_resolution": (1e-3, 0.0, False, 1, False),
+         "beyond_the_source_range": (1e-3, 0.0, True, 1, True)}
 
 
-@pytest.mark.parametrize("min_m,max_m,at_label_resolution,per_device_batch", CASES.values(),
-                         ids=CASES.keys())
+def _rescaled_depth_head(params, scale: float, offset: float):
+  """`params` whose depth output is `scale` * the output + `offset` everywhere (the head's
+  ASPP branches are linear and summed, and bilinear upsampling keeps affine maps)."""
+  head = dict(params["depth_head"])
+  for name in head:
+    head[name] = {"kernel": head[name]["kernel"] * scale,
+                  "bias": head[name]["bias"] * scale + offset / len(head)}
+  return {**params, "depth_head": head}
+
+
+@pytest.mark.parametrize(
+    "min_m,max_m,at_label_resolution,per_device_batch,shifted", CASES.values(), ids=CASES.keys())
 def test_depth_metrics_equal_numpy_on_another_depth_range(
     trained_run, kitti_like_target, tmp_path, min_m, max_m, at_label_resolution,
-    per_device_batch):
+    per_device_batch, shifted):
   data_dir, target_max_cm = kitti_like_target
   config = tiny_training_config(data_dir, 6)
   config.eval.depth_min_m, config.eval.depth_max_m = min_m, max_m
   config.eval.at_label_resolution = at_label_resolution
   config.eval.per_device_batch = per_device_batch
-  workdir = tmp_path / "work"
-  shutil.copytree(trained_run[1], workdir)
-  [report] = evaluator.evaluate(config, str(workdir), step=6, progress=False)
-
   # The source's depth unit: the maximum over every stored source depth (the far clip, where
   # the sky shows), which is what the training targets were divided by.
   source_max_cm = max(int(e["depth"].max()) for split in ("train", "validation")
                       for e in _raw_examples(data_dir, "procedural/source", split))
   assert source_max_cm > 1.4 * target_max_cm  # the two ranges really differ
   built = models.build_models(config.model, variants.from_config(config))
-  params = next(evaluator.checkpoint_weights(built, config, str(workdir), step=6)).params
+  params = next(evaluator.checkpoint_weights(built, config, trained_run[1], step=6)).params
   examples = _raw_examples(data_dir, "procedural/target", config.data.target_eval_split)
   assert examples[0]["depth"].shape == (config.data.height, config.data.width)  # no resizing
   images = np.stack([e["image"].astype(np.float32) / 127.5 - 1.0 for e in examples])
   _, predicted = built.task_net.apply({"params": params}, images)  # [N, H, W, 1], normalised
+  scored = np.stack([(e["depth"] > 0) & (e["depth"] != FAR_CLIP_CM) for e in examples])
+  if shifted:
+    values = np.asarray(predicted)[..., 0][scored]  # the tiny run's are all close to 1
+    scale = 1.0 / (np.percentile(values, 90) - np.percentile(values, 10))
+    params = _rescaled_depth_head(params, scale, 1.0 - scale * float(np.median(values)))
+    _, predicted = built.task_net.apply({"params": params}, images)
+    assert 0.2 < float(np.mean(np.asarray(predicted)[..., 0][scored] > 1.0)) < 0.8
+    workdir = tmp_path / "export_only"  # evaluated from its export, no checkpoints
+    trainer.export_task_net(params, config.model, str(workdir / "export"))
+    [report] = evaluator.evaluate(config, str(workdir), progress=False)
+  else:
+    workdir = tmp_path / "work"
+    shutil.copytree(trained_run[1], workdir)
+    [report] = evaluator.evaluate(config, str(workdir), step=6, progress=False)
   predicted_m = [np.asarray(p[..., 0]) * source_max_cm / 100.0 for p in predicted]
   expected = _expected_depth_metrics(predicted_m, [e["depth"] for e in examples], min_m, max_m)
 
