@@ -633,10 +633,7 @@ INVENTORY = {
         "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
         "test_evaluation.py::test_the_depth_cap_drops_farther_ground_truth_and_clips_predictions",
     ],
-    "model.num_classes": [
-        "test_models.py::test_gio_ada_forward_shapes_on_kitti_like_odd_size",
-        "test_parity.py::test_adaptsegnet_deeplab_vgg_in_its_own_setting",
-    ],
+    "model.num_classes": ["test_parity.py::test_adaptsegnet_deeplab_vgg_in_its_own_setting"],
     "model.dtype": [
         "test_models.py::test_bf16_compute_stays_close_to_float32",
         "test_train_step.py::test_mixed_precision_step_keeps_float32_params_and_losses",
