@@ -49,6 +49,7 @@ EARLIER = "caught before issue 16"
 
 STEP_PARITY = ("tests/test_step_parity.py",)
 LABELS = ("tests/test_labels.py", "tests/test_builders.py", "tests/test_formats.py")
+DEPTH_TESTS = ("tests/test_evaluation.py", "tests/test_evaluation_depth.py")
 STREAMS_TESTS = ("tests/test_domain_streams.py", "tests/test_pipeline.py")
 
 MUTANTS = (
@@ -100,32 +101,50 @@ MUTANTS = (
     Mutant("random_flip_ignored", BRANCH, "gio_ada_jax/data/pipeline.py",
            "if rng is not None and spec.random_flip and rng.random() < 0.5:",
            "if rng is not None and rng.random() < 0.5:",
-           ("tests/test_pipeline.py", "tests/test_config_branches.py")),
+           ("tests/test_pipeline.py", "tests/test_config_branches.py::"
+            "test_data_mode_flip_batch_and_seed_reach_the_batches")),
     Mutant("caffe_norm_keeps_rgb", BRANCH, "gio_ada_jax/models/task_net.py",
            "  if flip:\n    images = images[..., ::-1]\n", "",
-           ("tests/test_parity.py", "tests/test_models.py", "tests/test_config_branches.py")),
+           ("tests/test_layers.py", "tests/test_parity.py::test_task_net_variants")),
     Mutant("depth_cap_ignored", BRANCH, "gio_ada_jax/evaluation.py",
-           "cap = max_m if max_m > 0 else jnp.inf", "cap = jnp.inf",
-           ("tests/test_evaluation.py",)),
+           "cap = max_m if max_m > 0 else jnp.inf", "cap = jnp.inf", DEPTH_TESTS),
     Mutant("depth_min_ignored", BRANCH, "gio_ada_jax/evaluation.py",
            "valid = (mask > 0) & (true_m >= min_m) & (true_m <= cap)",
-           "valid = (mask > 0) & (true_m <= cap)", ("tests/test_evaluation.py",
-                                                    "tests/test_config_branches.py")),
+           "valid = (mask > 0) & (true_m <= cap)", DEPTH_TESTS),
+    Mutant("keep_checkpoints_ignored", BRANCH, "gio_ada_jax/trainer.py",
+           "train.keep_checkpoints)", "3)",
+           ("tests/test_config_branches.py::test_training_loop_paces_logs_checkpoints_pictures_"
+            "prefetch",)),
+    Mutant("image_every_ignored", BRANCH, "gio_ada_jax/trainer.py",
+           "step % train.image_every == 0", "step % 3 == 0",
+           ("tests/test_config_branches.py::test_training_loop_paces_logs_checkpoints_pictures_"
+            "prefetch",)),
+    Mutant("output_adversary_always_bce", BRANCH, "gio_ada_jax/train_step.py",
+           "loss_output_adv += losses.gan_loss(logits, False, train_config.gan_loss)",
+           'loss_output_adv += losses.gan_loss(logits, False, "bce")',
+           ("tests/test_config_branches.py::test_losses_follow_the_weights_and_gan_loss",)),
+    Mutant("sun_intensity_ignored", BRANCH, "gio_ada_jax/data/procedural.py",
+           "light = look.ambient + look.sun_intensity * np.maximum(lambert, 0.0)",
+           "light = look.ambient + 0.8 * np.maximum(lambert, 0.0)",
+           ("tests/test_config_branches.py", "-k", "procedural_field")),
+    Mutant("label_resolution_ignored", BRANCH, "gio_ada_jax/evaluator.py",
+           "split = pipeline.target_eval_split(config, config.eval.at_label_resolution)",
+           "split = pipeline.target_eval_split(config, True)", DEPTH_TESTS),
     # 4. Evaluation's depth path.
     Mutant("depth_scales_swapped", DEPTH, "gio_ada_jax/evaluator.py",
            "DepthScales(predicted_m=predicted_cm / 100, true_m=true_cm / 100,",
            "DepthScales(predicted_m=true_cm / 100, true_m=predicted_cm / 100,",
-           ("tests/test_evaluate.py", "tests/test_config_branches.py")),
+           DEPTH_TESTS),
     Mutant("depth_scale_in_cm", DEPTH, "gio_ada_jax/evaluator.py",
            "true_m=true_cm / 100,", "true_m=true_cm / 10,",
-           ("tests/test_evaluate.py", "tests/test_config_branches.py")),
+           DEPTH_TESTS),
     Mutant("sq_rel_without_true_depth", DEPTH, "gio_ada_jax/evaluation.py",
            "mean(difference**2 / true_m),", "mean(difference**2),",
-           ("tests/test_evaluation.py", "tests/test_evaluate.py")),
+           DEPTH_TESTS),
     Mutant("delta_threshold", DEPTH, "gio_ada_jax/evaluation.py",
            "mean((ratio < 1.25**2).astype(jnp.float32)),",
            "mean((ratio < 1.25 * 2).astype(jnp.float32)),",
-           ("tests/test_evaluation.py", "tests/test_evaluate.py")),
+           DEPTH_TESTS),
     # 5. Data parallel.
     Mutant("no_gradient_pmean", PARALLEL, "gio_ada_jax/train_step.py",
            "    grads = jax.lax.pmean(grads, axis_name)\n", "    pass\n",
