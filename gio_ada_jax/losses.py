@@ -1,4 +1,5 @@
-"""The GIO-Ada losses as pure functions (float32; NHWC logits, int labels with 255 = ignore)."""
+"""The GIO-Ada losses as pure functions (float32, float64 for float64 inputs; NHWC logits, int
+labels with 255 = ignore)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +12,9 @@ from gio_ada_jax.models.layers import at_least_float32
 def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean cross-entropy over pixels whose label is not 255 (0 when there are none).
 
-  logits [..., C] (any float dtype, computed in float32), labels [...] int.
+  logits [..., C] (any float dtype, computed in at least float32), labels [...] int.
   """
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   valid = labels != IGNORE_LABEL
   safe_labels = jnp.where(valid, labels, 0)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -23,8 +24,8 @@ def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Arra
 
 def masked_l1(prediction: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean |prediction - target| over pixels where mask is 1 (0 when there are none)."""
-  mask = mask.astype(jnp.float32)
-  error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)) * mask
+  mask = at_least_float32(mask)
+  error = jnp.abs(at_least_float32(prediction) - at_least_float32(target)) * mask
   return jnp.sum(error) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
