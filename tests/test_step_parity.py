@@ -3,7 +3,7 @@
 float32 on the tiny test networks, 3 steps of every variant row: the losses of every step to
 1e-4 relative, the parameters of all four networks after the last step to 1e-5 max abs, Adam's
 first and second moments to 1e-3 relative (per tensor, to its largest entry: float32 leaves up
-to ~1e-4) and every step count. float64 at the paper's widths to ~1e-10. Then the wrong Adam
+to ~1e-4) and every step count. float64 at the paper's widths to 1e-10. Then the wrong Adam
 betas, learning rate and loss weights that these tolerances exist to catch, each made on the
 PyTorch side only, and each failing them.
 """
@@ -79,11 +79,17 @@ def test_paper_width_steps_match_pytorch_in_float64():
   """The final model at the paper's widths (configs/default.py: G_img ngf 64 with 9 blocks,
   the VGG16 task net, PatchGANs of 64) in float64, 3 steps at 24x32 (the smallest input the
   PatchGANs take): what float32 cannot compare entry by entry at this size agrees to rounding.
+
+  Measured: losses 9e-13 relative, parameters 3e-12, moments 8e-12. That is float64's
+  rounding in the two frameworks' different summation orders, grown through 3 steps of ~40
+  layers and Adam's m / sqrt(v) on small gradients; the learning rate, a Python float, is
+  exact on both sides. The wrong settings below move these by 1e-4 and more.
   """
   config = default.get_config("+sd,joint")
   config.model.task_net.encoder_init = "random"  # the ImageNet file is not needed here
   errors = parity.check_step(config, 24, 32, num_steps=NUM_STEPS, dtype="float64")
-  assert exceeded(errors, {"loss": 1e-12, "params": 1e-11, "moments": 1e-10}) == {}, (
+  assert errors.count_errors == [] and len(errors.loss_relative_per_step) == NUM_STEPS
+  assert exceeded(errors, {"loss": 1e-10, "params": 1e-10, "moments": 1e-10}) == {}, (
       errors)
   assert jnp.zeros(()).dtype == jnp.float32  # x64 mode did not leak out of the check
 
