@@ -21,6 +21,7 @@ its largest entry (--step_moment_tolerance), and any step count that is not --nu
 Exits 1 when one fails. Adam's first update is about lr * sign(g) whatever its betas, so only
 several steps check the betas, the learning rate and the relative weights of the losses.
 """
+
 import collections
 import contextlib
 import dataclasses
