@@ -159,6 +159,19 @@ def query_pool(pool: ImagePool, images: jax.Array, uniforms: jax.Array,
   return jax.lax.scan(one, pool, (images, uniforms, indices))
 
 
+def pool_keys(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+  """The keys of step `step`'s draws for the pools "s" and "t"."""
+  step_key = jax.random.fold_in(rng, step)
+  return {"s": jax.random.fold_in(step_key, 0), "t": jax.random.fold_in(step_key, 1)}
+
+
+def pool_draws(key: jax.Array, count: int, size: int) -> tuple[jax.Array, jax.Array]:
+  """(uniforms, indices) for `count` images queried into a pool of `size` (query_pool)."""
+  uniform_key, index_key = jax.random.split(key)
+  return (jax.random.uniform(uniform_key, (count,)),
+          jax.random.randint(index_key, (count,), 0, max(size, 1)))
+
+
 def pooled(pool: ImagePool, fakes: jax.Array, key: jax.Array,
            axis_name: str | None) -> tuple[ImagePool, jax.Array]:
   """The pool after this step's translations and this device's images for D.
@@ -168,10 +181,7 @@ def pooled(pool: ImagePool, fakes: jax.Array, key: jax.Array,
   (and checkpoints whole), as upstream's pool over a DataParallel batch.
   """
   everyone = fakes if axis_name is None else jax.lax.all_gather(fakes, axis_name, tiled=True)
-  uniform_key, index_key = jax.random.split(key)
-  count = everyone.shape[0]
-  uniforms = jax.random.uniform(uniform_key, (count,))
-  indices = jax.random.randint(index_key, (count,), 0, max(pool.images.shape[0], 1))
+  uniforms, indices = pool_draws(key, everyone.shape[0], pool.images.shape[0])
   pool, returned = query_pool(pool, everyone.astype(pool.images.dtype), uniforms, indices)
   if axis_name is not None:
     per_device = fakes.shape[0]
@@ -234,11 +244,9 @@ def train_step(state: CycleGanState, batch: dict[str, jax.Array], *, models: Cyc
   (_, (fakes, metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
       g_params, d_params, source, target, **common)
   fakes = jax.lax.stop_gradient(fakes)
-  step_key = jax.random.fold_in(state.rng, state.step)
-  pool_s, fake_s = pooled(state.pools["s"], fakes["fake_s"], jax.random.fold_in(step_key, 0),
-                          axis_name)
-  pool_t, fake_t = pooled(state.pools["t"], fakes["fake_t"], jax.random.fold_in(step_key, 1),
-                          axis_name)
+  keys = pool_keys(state.rng, state.step)
+  pool_s, fake_s = pooled(state.pools["s"], fakes["fake_s"], keys["s"], axis_name)
+  pool_t, fake_t = pooled(state.pools["t"], fakes["fake_t"], keys["t"], axis_name)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
       d_params, fake_s, fake_t, source, target, **common)
   # The generators have G_img's layout, the discriminators D_img's.

@@ -1,4 +1,5 @@
-"""The GIO-Ada losses as pure functions (float32; NHWC logits, int labels with 255 = ignore)."""
+"""The GIO-Ada losses as pure functions (float32, float64 for float64 inputs; NHWC logits, int
+labels with 255 = ignore)."""
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +29,9 @@ def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array,
   """Mean cross-entropy over pixels whose label is not 255 (0 when there are none), over the
   devices of `axis_name` too (see _mean_over_all_devices).
 
-  logits [..., C] (any float dtype, computed in float32), labels [...] int.
+  logits [..., C] (any float dtype, computed in at least float32), labels [...] int.
   """
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   valid = labels != IGNORE_LABEL
   safe_labels = jnp.where(valid, labels, 0)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -42,8 +43,8 @@ def masked_l1(prediction: jax.Array, target: jax.Array, mask: jax.Array,
               axis_name: str | None = None) -> jax.Array:
   """Mean |prediction - target| over pixels where mask is 1 (0 when there are none), over the
   devices of `axis_name` too (see _mean_over_all_devices)."""
-  mask = mask.astype(jnp.float32)
-  error = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)) * mask
+  mask = at_least_float32(mask)
+  error = jnp.abs(at_least_float32(prediction) - at_least_float32(target)) * mask
   return _mean_over_all_devices(jnp.sum(error), jnp.sum(mask), axis_name)
 
 

@@ -1,15 +1,29 @@
-"""Numerical parity of the Flax networks with the PyTorch reference.
+"""Numerical parity of the Flax networks and training steps with the PyTorch reference.
 
     python -m gio_ada_jax.parity --network task_net --checkpoint model.pth [--image img.png]
     python -m gio_ada_jax.parity --network all          # every network, random weights
-    python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48
-    python -m gio_ada_jax.parity --cyclegan_step --config configs/test.py --height 32 --width 48
+    python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48 \
+        [--num_steps 3] [--dtype float32|float64]
+    python -m gio_ada_jax.parity --cyclegan_step --config configs/test.py --height 32 \
+        --width 48 [--num_steps 4] [--dtype float64]
 
-Loads a PyTorch checkpoint (or random reference weights), converts it with `convert.py`, runs
-both frameworks on the same input in float32 and prints the max abs and relative error of every
-output. Exits 1 when an error exceeds --tolerance, 2 when the checkpoint does not fit.
+Networks: loads a PyTorch checkpoint (or random reference weights), converts it with
+`convert.py`, runs both frameworks on the same input in float32 and prints the max abs and
+relative error of every output. Exits 1 when an error exceeds --tolerance, 2 when the
+checkpoint does not fit.
+
+Steps (--step, --cyclegan_step): --num_steps training steps in both frameworks from the same
+weights, a new random batch each step, in --dtype (float64: JAX's x64 mode and float64 PyTorch
+networks). Prints the worst relative error of each loss over the steps (against --tolerance),
+then after the last step the max abs error of each network's parameters
+(--step_param_tolerance), the relative error of Adam's first and second moments, per tensor to
+its largest entry (--step_moment_tolerance), and any step count that is not --num_steps.
+Exits 1 when one fails. Adam's first update is about lr * sign(g) whatever its betas, so only
+several steps check the betas, the learning rate and the relative weights of the losses.
 """
 
+import collections
+import contextlib
 import dataclasses
 import functools
 import sys
@@ -17,6 +31,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import optax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -261,13 +276,66 @@ def format_table(errors: list[OutputError], tolerance: float) -> str:
 
 # --------------------------------------------------------------------- whole-step parity
 
+DTYPES = ("float32", "float64")
+
 
 @dataclasses.dataclass
 class StepErrors:
-  """How far one JAX training step is from the PyTorch reference step."""
+  """How far N training steps in JAX are from the PyTorch reference's N steps."""
 
-  loss_relative: dict[str, float]  # |jax - torch| / max(|torch|, 1e-12) per loss
-  param_max_abs: dict[str, float]  # max abs difference of each network's updated params
+  loss_relative: dict[str, float]  # worst over the steps of |jax - torch| / max(|torch|, 1e-12)
+  param_max_abs: dict[str, float]  # max abs difference of each network's params after step N
+  # After step N, per network, the worst over its tensors of max |jax - torch| / max |torch| of
+  # Adam's first moment ("NETWORK/mu", PyTorch's exp_avg) and second ("NETWORK/nu", exp_avg_sq).
+  moment_relative: dict[str, float] = dataclasses.field(default_factory=dict)
+  # Every step count that is not N (the state's, each Adam's, each PyTorch parameter's) and
+  # every parameter PyTorch's Adam holds no state for: [] when all agree.
+  count_errors: list[str] = dataclasses.field(default_factory=list)
+  loss_relative_per_step: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class JaxSteps:
+  """N JAX training steps from one initial state: what the PyTorch side replays and compares."""
+
+  config: Any  # resolved, with model.dtype and param_dtype set to `dtype`
+  dtype: str
+  initial_params: dict[str, Any]  # numpy
+  batches: list[dict[str, np.ndarray]]  # one per step, in `dtype`
+  metrics: list[dict[str, float]]  # one per step
+  params: dict[str, Any]  # numpy, after the last step
+  opt_states: dict[str, Any]  # numpy, after the last step
+  step: int
+  # CycleGAN: each step's pool draws {"s": (uniforms, indices), "t": ...} and the final pools
+  # {"s": (images, count), ...}.
+  draws: list[dict[str, tuple[np.ndarray, np.ndarray]]] = dataclasses.field(default_factory=list)
+  pools: dict[str, tuple[np.ndarray, int]] = dataclasses.field(default_factory=dict)
+
+
+def precision(dtype: str):
+  """The context both frameworks' runs need: JAX's x64 mode for "float64", nothing for
+  "float32". The mode ends with the block."""
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype={dtype!r} must be one of {DTYPES}.")
+  if dtype == "float32":
+    return contextlib.nullcontext()
+  # jax.enable_x64 is the config's context manager (jax.experimental.enable_x64 in older
+  # releases).
+  x64 = getattr(jax, "enable_x64", None)
+  if x64 is None:
+    from jax.experimental import enable_x64 as x64  # pylint: disable=g-import-not-at-top
+  return x64(True)
+
+
+def _in_dtype(batch: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+  """The batch's float arrays in `dtype` (labels stay integers)."""
+  return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in batch.items()}
+
+
+def _with_dtype(config, dtype: str):
+  config = config.copy_and_resolve_references()
+  config.model.dtype = config.model.param_dtype = dtype
+  return config
 
 
 def _d_out_network(model_config, channels: int):
@@ -280,14 +348,15 @@ def _d_out_network(model_config, channels: int):
   return "fc_discriminator", torch_ref.FCDiscriminator(channels, d_out.ndf, model_config.width)
 
 
-def torch_networks(config, params):
-  """PyTorch twins of every network in `params` (config.variant's), loaded with the same
-  weights."""
+def torch_networks(config, params, dtype: str = "float32"):
+  """PyTorch twins of every network in `params` (config.variant's), in `dtype`, loaded with the
+  same weights."""
   import torch  # pylint: disable=g-import-not-at-top
   model_config = config.model
   variant = variants.from_config(config)
 
   def load(module, layout, flax_params):
+    module = module.to(getattr(torch, dtype))
     module.load_state_dict({k: torch.from_numpy(v) for k, v in
                             convert.flax_to_torch(flax_params, layout).items()})
     return module
@@ -309,27 +378,111 @@ def torch_networks(config, params):
   return networks
 
 
-def _torch_params_as_flax(config, networks, template):
-  """The PyTorch networks' current weights converted back into Flax trees like `template`."""
-  out = {name: {} for name in template}
+def _gio_ada_parts(config, networks) -> list[tuple[tuple[str, ...], str, Any]]:
+  """(path in the Flax params, layout, PyTorch module) of every present network's module."""
+  parts = []
   if networks["generator"] is not None:
-    out["generator"] = convert.torch_to_flax(_numpy_state(networks["generator"]), "generator",
-                                             template["generator"])
-    out["d_img"] = convert.torch_to_flax(_numpy_state(networks["d_img"]),
-                                         "patch_discriminator", template["d_img"])
-  out["task_net"] = convert.torch_to_flax(_numpy_state(networks["task_net"]), "task_net",
-                                          template["task_net"])
+    parts += [(("generator",), "generator", networks["generator"]),
+              (("d_img",), "patch_discriminator", networks["d_img"])]
+  parts.append((("task_net",), "task_net", networks["task_net"]))
   d_out = networks["d_out"]
   if d_out is not None:
-    modules = d_out if isinstance(d_out, dict) else {"main": d_out}
     layout = "patch_discriminator" if config.model.d_out.kind == "patch" else "fc_discriminator"
-    out["d_out"] = {name: convert.torch_to_flax(_numpy_state(m), layout, template["d_out"][name])
-                    for name, m in modules.items()}
-  return out
+    modules = d_out if isinstance(d_out, dict) else {"main": d_out}
+    parts += [(("d_out", name), layout, module) for name, module in modules.items()]
+  return parts
 
 
 def _numpy_state(module) -> dict[str, np.ndarray]:
   return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def _adam_tensors(module, adam_state, key: str) -> dict[str, np.ndarray]:
+  """PyTorch Adam's `key` ("exp_avg", "exp_avg_sq") of each named parameter of `module`
+  (zeros where Adam holds no state; _count_errors names those)."""
+  return {name: (adam_state[p][key] if p in adam_state else p.new_zeros(p.shape)).detach().numpy()
+          for name, p in module.named_parameters()}
+
+
+def _adam_state(opt_state):
+  """The ScaleByAdamState (count, mu, nu) inside an optax Adam state."""
+  found = [s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+           if isinstance(s, optax.ScaleByAdamState)]
+  if len(found) != 1:
+    raise ValueError(f"expected one optax ScaleByAdamState in an Adam state, found {len(found)}")
+  return found[0]
+
+
+def _get(tree, path: tuple[str, ...]):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _max_abs(ours, theirs) -> float:
+  pairs = zip(jax.tree.leaves(ours), jax.tree.leaves(theirs))
+  return max((float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs), default=0.0)
+
+
+def _max_relative(ours, theirs) -> float:
+  """Worst over the tensors of max |ours - theirs| / max |theirs| (the abs error where theirs
+  is all 0, as the moments of the biases an InstanceNorm cancels)."""
+  worst = 0.0
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    scale = float(np.max(np.abs(b), initial=0.0))
+    worst = max(worst, float(np.max(np.abs(np.asarray(a) - b), initial=0.0)) / (scale or 1.0))
+  return worst
+
+
+def _loss_errors(jax_metrics, torch_losses) -> list[dict[str, float]]:
+  return [{name: abs(float(ours[name]) - value) / max(abs(value), 1e-12)
+           for name, value in theirs.items()} for ours, theirs in zip(jax_metrics, torch_losses)]
+
+
+def _count_errors(num_steps: int, jax_step: int, jax_counts: Mapping[str, int], parts,
+                  adam_state) -> list[str]:
+  """Every step count that is not num_steps, and every parameter without PyTorch Adam state."""
+  errors = []
+  if jax_step != num_steps:
+    errors.append(f"the JAX state's step is {jax_step}, not {num_steps}")
+  errors += [f"the JAX Adam of {name} counts {count} steps, not {num_steps}"
+             for name, count in jax_counts.items() if count != num_steps]
+  for path, _, module in parts:
+    for name, p in module.named_parameters():
+      where = "/".join(path + (name,))
+      if p not in adam_state:
+        errors.append(f"PyTorch's Adam holds no state for {where} (never stepped)")
+      elif float(adam_state[p]["step"]) != num_steps:
+        errors.append(f"PyTorch's Adam of {where} counts {float(adam_state[p]['step']):g} "
+                      f"steps, not {num_steps}")
+  return errors
+
+
+def _step_errors(run: JaxSteps, torch_losses, parts, optimisers, moments,
+                 jax_counts: Mapping[str, int], networks: tuple[str, ...]) -> StepErrors:
+  """Losses at every step; params, Adam moments and counts after the last step.
+
+  `moments` maps "mu" and "nu" to JAX trees shaped like run.params; `parts` lists
+  (path in the params, layout, PyTorch module).
+  """
+  adam_state = {p: s for optimiser in optimisers.values() for p, s in optimiser.state.items()}
+  per_step = _loss_errors(run.metrics, torch_losses)
+  loss_relative = {name: max(step[name] for step in per_step) for name in per_step[0]}
+  param_max_abs = {name: 0.0 for name in networks}
+  moment_relative = {}
+  for path, layout, module in parts:
+    name = path[0]
+    ours = _get(run.params, path)
+    theirs = convert.torch_to_flax(_numpy_state(module), layout, ours)
+    param_max_abs[name] = max(param_max_abs[name], _max_abs(ours, theirs))
+    for moment, key in (("mu", "exp_avg"), ("nu", "exp_avg_sq")):
+      ours = _get(moments[moment], path)
+      theirs = convert.torch_to_flax(_adam_tensors(module, adam_state, key), layout, ours)
+      moment_relative[f"{name}/{moment}"] = max(moment_relative.get(f"{name}/{moment}", 0.0),
+                                                _max_relative(ours, theirs))
+  counts = _count_errors(len(run.batches), run.step, jax_counts, parts, adam_state)
+  return StepErrors(loss_relative, param_max_abs, moment_relative, counts, per_step)
 
 
 def torch_reference_step(config, networks):
@@ -374,37 +527,65 @@ def step_batch(num_classes: int, height: int, width: int, seed: int = 0,
           "target_image": rng.uniform(-1, 1, shape + (3,)).astype(np.float32)}
 
 
-def check_step(config, height: int, width: int, seed: int = 0) -> StepErrors:
-  """One GIO-Ada step in JAX and in the PyTorch reference from identical weights and batch."""
+def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1,
+              dtype: str = "float32") -> JaxSteps:
+  """`num_steps` GIO-Ada steps in JAX from a fresh state (seed), step k on step_batch(seed + k),
+  in `dtype` (float64: JAX's x64 mode, for this call only)."""
   from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
-  config = config.copy_and_resolve_references()
-  config.model.dtype = config.model.param_dtype = "float32"
-  variant = variants.from_config(config)
-  built = models.build_models(config.model, variant)
-  state = state_lib.create_state(built, variant, config, jax.random.key(seed), height, width)
-  params = jax.tree.map(np.asarray, state.params)
-  batch = step_batch(config.model.num_classes, height, width, seed)
+  with precision(dtype):
+    config = _with_dtype(config, dtype)
+    variant = variants.from_config(config)
+    built = models.build_models(config.model, variant)
+    state = state_lib.create_state(built, variant, config, jax.random.key(seed), height, width)
+    initial_params = jax.tree.map(np.asarray, state.params)
+    step = jax.jit(functools.partial(
+        train_step.train_step, models=built, optimizers=state_lib.make_optimizers(config.train),
+        train_config=config.train, variant=variant, axis_name=None))
+    batches, metrics = [], []
+    with jax.default_matmul_precision("highest"):
+      for k in range(num_steps):
+        batches.append(_in_dtype(step_batch(config.model.num_classes, height, width, seed + k),
+                                 dtype))
+        state, step_metrics = step(state, batches[-1])
+        metrics.append({name: float(v) for name, v in step_metrics.items()})
+    return JaxSteps(config, dtype, initial_params, batches, metrics,
+                    jax.tree.map(np.asarray, state.params),
+                    jax.tree.map(np.asarray, state.opt_states), int(state.step))
 
-  step = functools.partial(train_step.train_step, models=built,
-                           optimizers=state_lib.make_optimizers(config.train),
-                           train_config=config.train, variant=variant, axis_name=None)
-  with jax.default_matmul_precision("highest"):
-    new_state, metrics = jax.jit(step)(state, batch)
 
-  networks = torch_networks(config, params)
-  reference = torch_reference_step(config, networks)
-  torch_losses = reference.step(torch_batch(batch))
+def torch_steps(run: JaxSteps, reference=None):
+  """The PyTorch reference over run's batches from run's initial weights: (networks, the
+  reference step, its losses at every step). `reference(config, networks)` builds the step
+  (default torch_reference_step; another one shows what a difference in it does)."""
+  networks = torch_networks(run.config, run.initial_params, run.dtype)
+  step = (reference or torch_reference_step)(run.config, networks)
+  losses = [step.step(torch_batch(batch)) for batch in run.batches]
+  return networks, step, losses
 
-  loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
-                   for name, value in torch_losses.items()}
-  torch_params = _torch_params_as_flax(config, networks, params)
-  param_max_abs = {}
-  for name in state_lib.NETWORKS:
-    pairs = zip(jax.tree.leaves(new_state.params[name]), jax.tree.leaves(torch_params[name]))
-    param_max_abs[name] = max((float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs),
-                              default=0.0)
-  return StepErrors(loss_relative, param_max_abs)
+
+def compare_steps(run: JaxSteps, reference=None) -> StepErrors:
+  """run's JAX steps against the PyTorch reference's (torch_steps) over the same batches."""
+  networks, step, losses = torch_steps(run, reference)
+  adam = {name: _adam_state(run.opt_states[name]) for name in variants.NETWORKS}
+  moments = {"mu": {name: s.mu for name, s in adam.items()},
+             "nu": {name: s.nu for name, s in adam.items()}}
+  counts = {name: int(s.count) for name, s in adam.items()}
+  return _step_errors(run, losses, _gio_ada_parts(run.config, networks), step.optimisers,
+                      moments, counts, variants.NETWORKS)
+
+
+def check_step(config, height: int, width: int, seed: int = 0, num_steps: int = 1,
+               dtype: str = "float32", reference=None) -> StepErrors:
+  """`num_steps` GIO-Ada steps in JAX and in the PyTorch reference from identical weights and
+  batches (step k on step_batch(seed + k)), in `dtype` in both frameworks.
+
+  Adam's first update is about lr * sign(g) whatever its betas, so one step checks little of
+  the optimiser; from the second step on, the betas, the learning rate and the relative weights
+  of the losses all move the parameters, and the Adam moments show them at every step.
+  `reference` builds the PyTorch step (torch_steps).
+  """
+  return compare_steps(jax_steps(config, height, width, seed, num_steps, dtype), reference)
 
 
 def cyclegan_batch(height: int, width: int, seed: int = 0,
@@ -416,9 +597,9 @@ def cyclegan_batch(height: int, width: int, seed: int = 0,
           "target_image": rng.uniform(-1, 1, shape).astype(np.float32)}
 
 
-def torch_cyclegan_step(config, params, dtype: str = "float32"):
+def torch_cyclegan_step(config, params, dtype: str = "float32", draw=None):
   """torch_ref.CycleGanTorchStep with upstream's networks, in `dtype`, loaded with `params`
-  (JAX names)."""
+  (JAX names); `draw` gives its pools' random draws (torch_ref.ImagePool)."""
   import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
@@ -439,62 +620,93 @@ def torch_cyclegan_step(config, params, dtype: str = "float32"):
       networks["g_st"], networks["g_ts"], networks["d_s"], networks["d_t"],
       lr=cg.learning_rate, betas=tuple(cg.betas), eps=config.train.adam_eps,
       lambda_cycle=cg.lambda_cycle, lambda_identity=cg.lambda_identity, gan_mode=cg.gan_loss,
-      pool_size=cg.pool_size)
+      pool_size=cg.pool_size, draw=draw)
+
+
+def cyclegan_jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1,
+                       dtype: str = "float32") -> JaxSteps:
+  """`num_steps` CycleGAN steps in JAX (step k on cyclegan_batch(seed + k)) with the pool
+  draws of each step, in `dtype`."""
+  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
+  with precision(dtype):
+    config = _with_dtype(config, dtype)
+    built = cyclegan.build_models(config)
+    state = cyclegan.create_state(built, config, jax.random.key(seed), height, width)
+    initial_params = jax.tree.map(np.asarray, state.params)
+    step = jax.jit(functools.partial(cyclegan.train_step, models=built,
+                                     optimizers=cyclegan.make_optimizers(config),
+                                     cyclegan_config=config.cyclegan, axis_name=None))
+    batches, metrics, draws = [], [], []
+    with jax.default_matmul_precision("highest"):
+      for k in range(num_steps):
+        batches.append(_in_dtype(cyclegan_batch(height, width, seed + k), dtype))
+        keys = cyclegan.pool_keys(state.rng, state.step)
+        count = batches[-1]["source_image"].shape[0]
+        draws.append({domain: tuple(np.asarray(a) for a in cyclegan.pool_draws(
+            keys[domain], count, config.cyclegan.pool_size)) for domain in ("s", "t")})
+        state, step_metrics = step(state, batches[-1])
+        metrics.append({name: float(v) for name, v in step_metrics.items()})
+    pools = {domain: (np.asarray(pool.images), int(pool.count))
+             for domain, pool in state.pools.items()}
+    return JaxSteps(config, dtype, initial_params, batches, metrics,
+                    jax.tree.map(np.asarray, state.params),
+                    jax.tree.map(np.asarray, state.opt_states), int(state.step), draws, pools)
+
+
+def compare_cyclegan_steps(run: JaxSteps) -> StepErrors:
+  """run's CycleGAN steps against the PyTorch reference's, which takes each step's learning
+  rate from the schedule and draws what JAX drew: each step's draws for the images that find
+  their pool full (the only ones upstream draws for)."""
+  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
+  queue = collections.deque()
+  reference = torch_cyclegan_step(run.config, run.initial_params, run.dtype, queue.popleft)
+  size = run.config.cyclegan.pool_size
+  losses = []
+  for k, (batch, draws) in enumerate(zip(run.batches, run.draws)):
+    for optimiser in reference.optimisers.values():  # the schedule, as upstream's scheduler
+      for group in optimiser.param_groups:
+        group["lr"] = cyclegan.learning_rate_at(run.config.cyclegan, k)
+    for domain in ("s", "t"):
+      stored = len(reference.pools[domain].images)
+      queue.extend((float(u), int(i)) for j, (u, i) in enumerate(zip(*draws[domain]))
+                   if size and stored + j >= size)
+    tensors = torch_batch(batch)
+    losses.append(reference.step(tensors["source_image"], tensors["target_image"]))
+    if queue:
+      raise AssertionError(f"the PyTorch pools used {len(queue)} draws fewer than expected")
+  parts = [((name,), "generator" if name in cyclegan.GENERATORS else "patch_discriminator",
+            module) for name, module in reference.networks.items()]
+  adam = {group: _adam_state(s) for group, s in run.opt_states.items()}
+  moments = {"mu": {k: v for s in adam.values() for k, v in s.mu.items()},
+             "nu": {k: v for s in adam.values() for k, v in s.nu.items()}}
+  counts = {group: int(s.count) for group, s in adam.items()}
+  errors = _step_errors(run, losses, parts, reference.optimisers, moments, counts,
+                        cyclegan.NETWORKS)
+  for domain, pool in reference.pools.items():  # the pools hold the same translations
+    images, count = run.pools[domain]
+    if count != len(pool.images):
+      errors.count_errors.append(f"the JAX pool {domain!r} holds {count} images, PyTorch's "
+                                 f"{len(pool.images)}")
+    if pool.images:
+      theirs = np.concatenate([p.numpy() for p in pool.images]).transpose(0, 2, 3, 1)
+      errors.param_max_abs[f"pool_{domain}"] = float(
+          np.max(np.abs(images[:len(pool.images)] - theirs)))
+  return errors
 
 
 def check_cyclegan_step(config, height: int, width: int, seed: int = 0,
-                        dtype: str = "float32") -> StepErrors:
-  """One CycleGAN step in JAX and in the PyTorch reference from identical weights and batch
-  (the pools start empty, so both store and return this step's translations).
+                        dtype: str = "float32", num_steps: int = 1) -> StepErrors:
+  """`num_steps` CycleGAN steps in JAX and in the PyTorch reference from identical weights and
+  batches; the pools start empty and persist across the steps, and PyTorch's pools take JAX's
+  draws.
 
   `dtype` "float64" runs both frameworks in double precision (JAX's x64 mode): at paper size
   the first Adam step, about lr * sign(g), is ill-conditioned in float32 (PyTorch's own float32
   gradients differ from its float64 ones by up to 17% in some tensors, JAX's by 0.2%), so only
   float64 compares the updates entry by entry there.
   """
-  if dtype == "float64":
-    # jax.enable_x64 is the config's context manager (jax.experimental.enable_x64 in older
-    # releases).
-    x64 = getattr(jax, "enable_x64", None)
-    if x64 is None:
-      from jax.experimental import enable_x64 as x64  # pylint: disable=g-import-not-at-top
-    with x64(True):
-      return _check_cyclegan_step(config, height, width, seed, dtype)
-  return _check_cyclegan_step(config, height, width, seed, dtype)
-
-
-def _check_cyclegan_step(config, height, width, seed, dtype) -> StepErrors:
-  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
-  config = config.copy_and_resolve_references()
-  config.model.dtype = config.model.param_dtype = dtype
-  built = cyclegan.build_models(config)
-  state = cyclegan.create_state(built, config, jax.random.key(seed), height, width)
-  params = jax.tree.map(np.asarray, state.params)
-  batch = {k: v.astype(dtype) for k, v in cyclegan_batch(height, width, seed).items()}
-  step = functools.partial(cyclegan.train_step, models=built,
-                           optimizers=cyclegan.make_optimizers(config),
-                           cyclegan_config=config.cyclegan, axis_name=None)
-  with jax.default_matmul_precision("highest"):
-    new_state, metrics = jax.jit(step)(state, batch)
-
-  reference = torch_cyclegan_step(config, params, dtype)
-  tensors = torch_batch(batch)
-  torch_losses = reference.step(tensors["source_image"], tensors["target_image"])
-  loss_relative = {name: abs(float(metrics[name]) - value) / max(abs(value), 1e-12)
-                   for name, value in torch_losses.items()}
-  param_max_abs = {}
-  for name, module in reference.networks.items():
-    layout = "generator" if name in cyclegan.GENERATORS else "patch_discriminator"
-    theirs = convert.torch_to_flax(_numpy_state(module), layout, params[name])
-    pairs = zip(jax.tree.leaves(new_state.params[name]), jax.tree.leaves(theirs))
-    param_max_abs[name] = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in pairs)
-  for name, pool in reference.pools.items():  # the pools hold the same translations
-    if not pool.images:
-      continue
-    ours = np.asarray(new_state.pools[name].images[:len(pool.images)])
-    theirs = np.concatenate([p.numpy() for p in pool.images]).transpose(0, 2, 3, 1)
-    param_max_abs[f"pool_{name}"] = float(np.max(np.abs(ours - theirs)))
-  return StepErrors(loss_relative, param_max_abs)
+  return compare_cyclegan_steps(cyclegan_jax_steps(config, height, width, seed, num_steps,
+                                                   dtype))
 
 
 FLAGS = flags.FLAGS
@@ -513,42 +725,66 @@ def _define_flags() -> None:
   flags.DEFINE_integer("width", 61, "Input width.")
   flags.DEFINE_float("tolerance", 1e-4, "Largest allowed max abs error.")
   flags.DEFINE_integer("seed", 0, "Seed for random weights and inputs.")
-  flags.DEFINE_bool("step", False, "Compare one whole training step (losses and the updated "
-                    "parameters of all four networks) instead of forward passes; uses "
-                    "config.variant and --height/--width.")
-  flags.DEFINE_bool("cyclegan_step", False, "Compare one whole CycleGAN step ('cg': losses, "
-                    "the four updated networks, the pools) with config.cyclegan's settings.")
-  flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Precision of both frameworks "
-                    "in --cyclegan_step (float64: JAX's x64 mode).")
-  flags.DEFINE_float("step_param_tolerance", 1e-5, "Largest allowed max abs difference of "
-                     "updated parameters with --step.")
+  flags.DEFINE_bool("step", False, "Compare whole training steps (the losses of every step, "
+                    "then the parameters, Adam moments and step counts of all four networks) "
+                    "instead of forward passes; uses config.variant and --height/--width.")
+  flags.DEFINE_bool("cyclegan_step", False, "Compare whole CycleGAN steps ('cg': losses, "
+                    "the four networks, their Adam moments, the pools) with config.cyclegan's "
+                    "settings.")
+  flags.DEFINE_integer("num_steps", 3, "Steps with --step / --cyclegan_step (Adam's first "
+                       "update is about lr * sign(g) whatever its betas: use >= 3).")
+  flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Precision of both frameworks in --step "
+                    "and --cyclegan_step (float64: JAX's x64 mode).")
+  flags.DEFINE_float("step_param_tolerance", 2e-5, "Largest allowed max abs difference of "
+                     "the parameters after the last step.")
+  flags.DEFINE_float("step_moment_tolerance", 1e-3, "Largest allowed relative difference "
+                     "(per tensor, to its largest entry) of the Adam moments after the last "
+                     "step.")
 
 
-def format_step_errors(errors: StepErrors, loss_tolerance: float,
-                       param_tolerance: float) -> str:
-  """Losses (relative error) and updated parameters (max abs error) with ok / FAIL."""
-  lines = [f"{'loss':<20} {'rel err':>10}  status"]
-  for name, err in errors.loss_relative.items():
-    lines.append(f"{name:<20} {err:>10.3e}  {'ok' if err <= loss_tolerance else 'FAIL'}")
-  lines.append(f"{'updated params':<20} {'max abs':>10}")
-  for name, err in errors.param_max_abs.items():
-    lines.append(f"{name:<20} {err:>10.3e}  {'ok' if err <= param_tolerance else 'FAIL'}")
+def format_step_errors(errors: StepErrors, loss_tolerance: float, param_tolerance: float,
+                       moment_tolerance: float = 1e-3) -> str:
+  """Losses (worst relative error over the steps), parameters (max abs error), Adam moments
+  (relative error) with ok / FAIL, then the step counts that disagree."""
+  def rows(values, tolerance):
+    return [f"{name:<20} {err:>10.3e}  {'ok' if err <= tolerance else 'FAIL'}"
+            for name, err in values.items()]
+
+  lines = [f"{'loss (worst step)':<20} {'rel err':>10}  status"]
+  lines += rows(errors.loss_relative, loss_tolerance)
+  lines.append(f"{'params':<20} {'max abs':>10}")
+  lines += rows(errors.param_max_abs, param_tolerance)
+  if errors.moment_relative:
+    lines.append(f"{'Adam moments':<20} {'rel err':>10}")
+    lines += rows(errors.moment_relative, moment_tolerance)
+  lines += [f"FAIL: {error}" for error in errors.count_errors]
   return "\n".join(lines)
 
 
+def step_errors_pass(errors: StepErrors, loss_tolerance: float, param_tolerance: float,
+                     moment_tolerance: float) -> bool:
+  """Whether every error is within its tolerance and every step count agrees."""
+  return (max(errors.loss_relative.values(), default=0.0) <= loss_tolerance
+          and max(errors.param_max_abs.values(), default=0.0) <= param_tolerance
+          and max(errors.moment_relative.values(), default=0.0) <= moment_tolerance
+          and not errors.count_errors)
+
+
 def _main_step() -> int:
+  steps = f"{FLAGS.num_steps} step{'s' if FLAGS.num_steps != 1 else ''}"
   if FLAGS.cyclegan_step:
     errors = check_cyclegan_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed,
-                                 FLAGS.dtype)
-    print(f"one CycleGAN step, {FLAGS.height}x{FLAGS.width}, {FLAGS.dtype}")
+                                 FLAGS.dtype, FLAGS.num_steps)
+    print(f"{steps} of CycleGAN, {FLAGS.height}x{FLAGS.width}, {FLAGS.dtype}")
   else:
-    errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed)
+    errors = check_step(FLAGS.config, FLAGS.height, FLAGS.width, FLAGS.seed, FLAGS.num_steps,
+                        FLAGS.dtype)
     variant = variants.from_config(FLAGS.config)
-    print(f"one GIO-Ada step, input level {variant.input_level!r}, output level "
-          f"{variant.output_level!r}, {FLAGS.height}x{FLAGS.width}")
-  print(format_step_errors(errors, FLAGS.tolerance, FLAGS.step_param_tolerance))
-  ok = (max(errors.loss_relative.values()) <= FLAGS.tolerance
-        and max(errors.param_max_abs.values()) <= FLAGS.step_param_tolerance)
+    print(f"{steps} of GIO-Ada, input level {variant.input_level!r}, output level "
+          f"{variant.output_level!r}, {FLAGS.height}x{FLAGS.width}, {FLAGS.dtype}")
+  tolerances = (FLAGS.tolerance, FLAGS.step_param_tolerance, FLAGS.step_moment_tolerance)
+  print(format_step_errors(errors, *tolerances))
+  ok = step_errors_pass(errors, *tolerances)
   print("PASS" if ok else "FAIL")
   return 0 if ok else 1
 
@@ -570,6 +806,10 @@ def with_cli_advice(error: Exception, network: str, checkpoint: str) -> Exceptio
 
 def main(argv):
   del argv
+  if FLAGS.num_steps < 1:
+    print(f"parity: --num_steps={FLAGS.num_steps} must be at least 1 (3 or more compare "
+          "Adam's betas).", file=sys.stderr)
+    return 2
   jax.config.update("jax_default_matmul_precision", "highest")
   if FLAGS.step or FLAGS.cyclegan_step:
     return _main_step()

@@ -443,7 +443,7 @@ INVENTORY = {
     "variant": [
         "test_variants.py::test_every_variant_matches_the_paper",
         "test_train_step.py::test_every_ablation_variant_steps",
-        "test_step_parity.py::test_step_matches_pytorch",
+        "test_step_parity.py::test_steps_match_pytorch",
     ],
     "data.data_dir": [
         "test_builders.py::test_config_driven_iterators_on_the_procedural_benchmark",
@@ -512,7 +512,7 @@ INVENTORY = {
        for field in PROCEDURAL_FIELDS},
     "train.lambda_depth": [
         "test_config_branches.py::test_losses_follow_the_weights_and_gan_loss",
-        "test_step_parity.py::test_step_parity_detects_a_wrong_weight",
+        "test_step_parity.py::test_multi_step_parity_fails_for_a_wrong_optimiser_setting_or_loss_weight",
     ],
     "train.lambda_input": [
         "test_config_branches.py::test_losses_follow_the_weights_and_gan_loss",
@@ -521,7 +521,7 @@ INVENTORY = {
     "train.lambda_output": ["test_config_branches.py::test_losses_follow_the_weights_and_gan_loss"],
     "train.gan_loss": [
         "test_config_branches.py::test_losses_follow_the_weights_and_gan_loss",
-        "test_step_parity.py::test_step_matches_pytorch",
+        "test_step_parity.py::test_steps_match_pytorch",
         "test_losses.py::test_gan_losses",
     ],
     "train.learning_rate": [
@@ -676,7 +676,7 @@ INVENTORY = {
     "model.d_img.n_layers": ["test_config_branches.py::test_network_sizes_follow_their_fields"],
     "model.d_out.kind": [
         "test_config_branches.py::test_network_sizes_follow_their_fields",
-        "test_step_parity.py::test_step_matches_pytorch",
+        "test_step_parity.py::test_steps_match_pytorch",
     ],
     "model.d_out.ndf": ["test_config_branches.py::test_network_sizes_follow_their_fields"],
     "model.d_out.n_layers": ["test_config_branches.py::test_network_sizes_follow_their_fields"],

@@ -42,7 +42,7 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
-def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
+def align_corners_matrix(in_size: int, out_size: int, dtype=np.float32) -> np.ndarray:
   """[out, in] linear-interpolation weights with align_corners=True source coordinates."""
   if out_size == 1 or in_size == 1:
     src = np.zeros(out_size)
@@ -54,7 +54,7 @@ def align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
   weights = np.zeros((out_size, in_size), np.float64)
   weights[np.arange(out_size), lo] += 1.0 - frac
   weights[np.arange(out_size), hi] += frac
-  return weights.astype(np.float32)
+  return weights.astype(dtype)
 
 
 def resize_bilinear_align_corners(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -66,8 +66,10 @@ def resize_bilinear_align_corners(x: jax.Array, height: int, width: int) -> jax.
   in_h, in_w = x.shape[1], x.shape[2]
   if (in_h, in_w) == (height, width):
     return x
-  rows = jnp.asarray(align_corners_matrix(in_h, height), x.dtype)
-  cols = jnp.asarray(align_corners_matrix(in_w, width), x.dtype)
+  # float32 weights (float64 for float64 x, which float32 weights would round to 1e-8).
+  weights_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  rows = jnp.asarray(align_corners_matrix(in_h, height, weights_dtype), x.dtype)
+  cols = jnp.asarray(align_corners_matrix(in_w, width, weights_dtype), x.dtype)
   precision = jax.lax.Precision.HIGHEST
   x = jnp.einsum("oh,nhwc->nowc", rows, x, precision=precision)
   return jnp.einsum("pw,nowc->nopc", cols, x, precision=precision)

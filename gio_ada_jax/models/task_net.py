@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.config_checks import ConfigError
-from gio_ada_jax.models.layers import Dtype, conv2d, resize_bilinear_align_corners, scale_width
+from gio_ada_jax.models.layers import (Dtype, at_least_float32, conv2d,
+                                      resize_bilinear_align_corners, scale_width)
 
 # The fixed input normalisation that maps the [-1, 1] RGB images of this project to what the
 # encoder's pretrained weights expect: (channel order, pixel scale, per-channel mean, std).
@@ -127,7 +128,8 @@ class ASPP(nn.Module):
 class TaskNet(nn.Module):
   """G_task: images in [-1, 1] (NHWC) -> (segmentation logits, depth), both at input size.
 
-  Outputs are float32 whatever the compute dtype, since they feed softmax and the losses.
+  Outputs are float32 whatever the compute dtype (float64 in float64), since they feed softmax
+  and the losses.
   """
 
   num_classes: int
@@ -144,13 +146,13 @@ class TaskNet(nn.Module):
     """(logits, depth) at the input size; with `upsample_to_input=False` at the heads' own
     (output stride 8) size, for evaluation, which upsamples once, straight to the labels'."""
     height, width = images.shape[1], images.shape[2]
-    x = normalise_input(images.astype(jnp.float32), self.input_norm).astype(self.dtype)
+    x = normalise_input(at_least_float32(images), self.input_norm).astype(self.dtype)
     features = VggEncoder(self.width, self.dtype, self.param_dtype, name="encoder")(x)
     head = dict(dilations=tuple(self.aspp_dilations), summed_branches=self.aspp_summed_branches,
                 dtype=self.dtype, param_dtype=self.param_dtype)
     seg_logits = ASPP(self.num_classes, name="seg_head", **head)(features)
     depth = ASPP(1, name="depth_head", **head)(features)
-    seg_logits, depth = seg_logits.astype(jnp.float32), depth.astype(jnp.float32)
+    seg_logits, depth = at_least_float32(seg_logits), at_least_float32(depth)
     if not upsample_to_input:
       return seg_logits, depth
     seg_logits = resize_bilinear_align_corners(seg_logits, height, width)
