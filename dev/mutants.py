@@ -7,9 +7,10 @@
 
 Each mutant replaces one exact piece of text (it must occur exactly once in its file, or the
 run stops and names it) in a copy of the tracked files, then runs its tests there with
-`make test`'s environment. "killed" means a test failed; "survived" means every test passed,
-which is a gap in the suite unless docs/development.md explains it. The repository itself is
-never modified. tests/test_mutants.py checks that every mutant still applies.
+`make test`'s environment. Each distinct test selection first runs once without any mutant and
+must pass. "killed" means a test then failed; "survived" means every test passed, which is a
+gap in the suite unless docs/development.md explains it. The repository itself is never
+modified. tests/test_mutants.py checks that every mutant still applies.
 """
 
 import argparse
@@ -81,7 +82,7 @@ MUTANTS = (
            "+ 10 * train_config.lambda_output * loss_output_adv)", STEP_PARITY),
     Mutant("cyclegan_identity_weight", OPTIMISER, "gio_ada_jax/cyclegan.py",
            "+ lam * lam_idt * (identity_s + identity_t))", "+ lam_idt * (identity_s + identity_t))",
-           ("tests/test_cyclegan.py", "-k", "pytorch")),
+           ("tests/test_cyclegan.py", "-k", "matches_pytorch or match_pytorch")),
     # 2. Class tables.
     Mutant("vkitti_van_is_truck", TABLE, "gio_ada_jax/data/labels.py",
            '"Car": 8, "Van": 8,', '"Car": 8, "Van": 9,', LABELS),
@@ -189,7 +190,7 @@ MUTANTS = (
     Mutant("cycle_weight", EARLIER, "gio_ada_jax/cyclegan.py",
            "total = (gan_st + gan_ts + lam * (cycle_s + cycle_t)",
            "total = (gan_st + gan_ts + (cycle_s + cycle_t)",
-           ("tests/test_cyclegan.py", "-k", "pytorch")),
+           ("tests/test_cyclegan.py", "-k", "matches_pytorch or match_pytorch")),
 )
 
 
@@ -215,27 +216,52 @@ def tracked_copy(destination: str) -> None:
       shutil.copy2(source, os.path.join(destination, name))
 
 
-def run(mutant: Mutant, copy: str) -> tuple[str, float]:
-  """("killed" | "survived" | "error N", seconds) for `mutant` applied inside `copy`."""
+def pytest(tests: tuple[str, ...], copy: str) -> subprocess.CompletedProcess:
+  """`tests` run in `copy` with make test's environment, stopping at the first failure."""
+  env = {**os.environ, **TEST_ENV, "PYTHONPATH": copy}
+  return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                         *tests], cwd=copy, env=env, capture_output=True, text=True)
+
+
+def outcome_of(result: subprocess.CompletedProcess, baseline: str) -> str:
+  """killed (a test failed), survived (all passed), or what else happened."""
+  if baseline != "passes":
+    return f"not run: its tests {baseline} without the mutant"
+  if result.returncode not in (0, 1):
+    print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
+  return {0: "survived", 1: "killed"}.get(result.returncode,
+                                          f"error (pytest exit {result.returncode})")
+
+
+def baselines(mutants, copy: str) -> dict[tuple[str, ...], str]:
+  """Each distinct test selection run once unmutated: "passes", or why not (a mutant counts
+  as killed only when its tests pass without it)."""
+  verdicts = {}
+  for tests in dict.fromkeys(m.tests for m in mutants):
+    result = pytest(tests, copy)
+    verdicts[tests] = "passes" if result.returncode == 0 else (
+        f"fail (pytest exit {result.returncode})")
+    print(f"baseline {' '.join(tests)}: {verdicts[tests]}", file=sys.stderr, flush=True)
+  return verdicts
+
+
+def run(mutant: Mutant, copy: str, baseline: str) -> tuple[str, float]:
+  """(outcome, seconds) of `mutant` applied inside `copy`."""
+  if baseline != "passes":
+    return outcome_of(None, baseline), 0.0
   path = os.path.join(copy, mutant.path)
   with open(path) as f:
     original = f.read()
   mutated = check(mutant, copy)
   with open(path, "w") as f:
     f.write(mutated)
-  env = {**os.environ, **TEST_ENV, "PYTHONPATH": copy}
   start = time.monotonic()
   try:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                             *mutant.tests], cwd=copy, env=env, capture_output=True, text=True)
+    result = pytest(mutant.tests, copy)
   finally:
     with open(path, "w") as f:
       f.write(original)
-  seconds = time.monotonic() - start
-  outcome = {0: "survived", 1: "killed"}.get(result.returncode, f"error {result.returncode}")
-  if outcome.startswith("error"):
-    print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
-  return outcome, seconds
+  return outcome_of(result, baseline), time.monotonic() - start
 
 
 def main() -> int:
@@ -261,13 +287,16 @@ def main() -> int:
   lines = ["| mutant | class | file | tests | outcome | seconds |", "|---|---|---|---|---|---|"]
   with tempfile.TemporaryDirectory(prefix="mutants-") as copy:
     tracked_copy(copy)
+    verdicts = baselines(chosen, copy)
     for mutant in chosen:
-      outcome, seconds = run(mutant, copy)
+      outcome, seconds = run(mutant, copy, verdicts[mutant.tests])
       lines.append(f"| {mutant.name} | {mutant.kind} | {mutant.path} | "
                    f"{' '.join(mutant.tests)} | {outcome} | {seconds:.0f} |")
       print(lines[-1], flush=True)
-  survivors = sum("survived" in line for line in lines[2:])
-  summary = f"{len(chosen)} mutants, {len(chosen) - survivors} killed, {survivors} survived"
+  outcomes = [line.split(" | ")[4] for line in lines[2:]]
+  summary = (f"{len(chosen)} mutants: {outcomes.count('killed')} killed, "
+             f"{outcomes.count('survived')} survived, "
+             f"{len(chosen) - outcomes.count('killed') - outcomes.count('survived')} not decided")
   print(summary)
   if args.output:
     with open(args.output, "w") as f:
