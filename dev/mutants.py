@@ -76,7 +76,9 @@ MUTANTS = (
            "loss_d_img = 0.5 * (gan(", "loss_d_img = 1.0 * (gan(", STEP_PARITY),
     Mutant("lambda_depth_for_input", OPTIMISER, "gio_ada_jax/train_step.py",
            "+ train_config.lambda_input * loss_input_adv",
-           "+ train_config.lambda_depth * loss_input_adv", STEP_PARITY),
+           "+ train_config.lambda_depth * loss_input_adv",
+           STEP_PARITY + ("tests/test_step_parity.py::"
+                          "test_steps_match_pytorch_with_distinct_loss_weights",)),
     Mutant("lambda_output_10x", OPTIMISER, "gio_ada_jax/train_step.py",
            "+ train_config.lambda_output * loss_output_adv)",
            "+ 10 * train_config.lambda_output * loss_output_adv)", STEP_PARITY),

@@ -78,6 +78,16 @@ def test_steps_match_pytorch(variant, gan_loss, d_out_kind, request):
   assert exceeded(errors) == {}, exceeded(errors)
 
 
+def test_steps_match_pytorch_with_distinct_loss_weights():
+  """The paper's λ_depth and λ_input are both 0.1, so at its weights a step that read one for
+  the other would match the reference; here every weight differs (and none is the paper's)."""
+  config = row_config(*FINAL)
+  config.train.lambda_depth, config.train.lambda_input = 0.3, 0.05
+  config.train.lambda_output = 0.004
+  errors = parity.check_step(config, HEIGHT, WIDTH, num_steps=NUM_STEPS)
+  assert exceeded(errors) == {}, exceeded(errors)
+
+
 def test_paper_width_steps_match_pytorch_in_float64():
   """The final model at the paper's widths (configs/default.py: G_img ngf 64 with 9 blocks,
   the VGG16 task net, PatchGANs of 64) in float64, 3 steps at 24x32 (the smallest input the
