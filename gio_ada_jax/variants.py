@@ -107,10 +107,6 @@ class Variant:
     """Whether a CycleGAN is trained first and translates the source set (cg)."""
     return self._input.trains_cyclegan
 
-  def generator_input_channels(self, num_classes: int) -> int:
-    """Channels of G_img's input: RGB, then one-hot labels, then depth."""
-    return 3 + (num_classes if self.uses_labels else 0) + (1 if self.uses_depth else 0)
-
   @property
   def d_out_inputs(self) -> dict[str, tuple[str, ...]]:
     """Each output discriminator's name -> what it sees ("seg", "depth"), in channel order."""
