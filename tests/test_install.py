@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The installed dependencies (jax, flax, tensorflow, ...) are reused, not installed again: the
 # fresh venv sees this environment's site-packages through a plain path in a .pth file, so
 # that folder's own .pth files (the editable install of a checkout among them) are not run.
-DEPENDENCIES = sysconfig.get_paths()["purelib"]
+DEPENDENCIES = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
 
 # Run from the fresh venv, in a folder outside the repository: the imports of train.py and
 # evaluate.py (spliced in) and the trainer's; then one program is imported and its own flags
@@ -77,14 +77,16 @@ def venv_python(tmp_path_factory):
   venv = root / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
   python = venv / "bin" / "python"
-  site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        capture_output=True, text=True, check=True).stdout.strip()
-  Path(site, "dependencies.pth").write_text(DEPENDENCIES + "\n")
+  site = subprocess.run(
+      [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+      capture_output=True, text=True, check=True).stdout.strip()
+  Path(site, "dependencies.pth").write_text("".join(path + "\n" for path in DEPENDENCIES))
   install = subprocess.run(
       [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-       "--ignore-installed", "--no-index", "."],
+       "--ignore-installed", "--no-index", "--no-cache-dir", "."],
       cwd=source, env=_environment(), capture_output=True, text=True, check=False)
   assert install.returncode == 0, install.stderr
+  (root / "elsewhere").mkdir()  # the programs' working folder: empty, outside the repository
   return python
 
 
@@ -92,12 +94,12 @@ def _environment() -> dict:
   """This environment without what would put the repository on sys.path."""
   env = {k: v for k, v in os.environ.items()
          if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
-  env["JAX_PLATFORMS"] = "cpu"
+  env.update(JAX_PLATFORMS="cpu", PIP_DISABLE_PIP_VERSION_CHECK="1")
   return env
 
 
 def _run(python, *args):
-  return subprocess.run([python, *args], cwd=python.parents[2], env=_environment(),
+  return subprocess.run([python, *args], cwd=python.parents[2] / "elsewhere", env=_environment(),
                         capture_output=True, text=True, check=False)
 
 
