@@ -31,8 +31,6 @@ from gio_ada_jax.train_step import AXIS_NAME, pmap_step, zero_instance_norm_bias
 GENERATORS = ("g_st", "g_ts")
 DISCRIMINATORS = ("d_s", "d_t")
 NETWORKS = GENERATORS + DISCRIMINATORS
-# Upstream's file names for each network (latest_net_G_A.pth, ...), A being the source.
-UPSTREAM_NAMES = {"g_st": "G_A", "g_ts": "G_B", "d_t": "D_A", "d_s": "D_B"}
 
 
 class CycleGanModels(NamedTuple):

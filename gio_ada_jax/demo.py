@@ -4,7 +4,9 @@ them on the target domain and show the paper's Table 1 and Figures 3-4 for them.
     python -m gio_ada_jax.demo [--output_dir demo_output] [--seeds 0,1,2] [--oracle]
         [--cyclegan] [--config configs/demo.py] [--config.train.num_steps=N ...]
 
-Rows (configs/demo.py with a variant): the non-adapted baseline (na,na), input level only
+The default config is the package's gio_ada_jax/configs/demo.py (configs/demo.py in the
+repository), so the demo runs wherever the package is installed.
+Rows (that config with a variant): the non-adapted baseline (na,na), input level only
 (+sd,na), output level only (na,joint), GIO-Ada (+sd,joint), with --cyclegan Table 2's 'cg'
 (cg,na: a CycleGAN's translation of the source set instead of G_img; not in `make demo`, which
 must stay within 20 minutes), and with --oracle a task net trained on the target's own labels
@@ -26,8 +28,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, evaluator, models, pictures, reports,
-                         train_step, trainer, variants, workdir as workdir_lib, workdir_lock)
+from gio_ada_jax import (checkpoint, config_checks, configs, evaluator, models, pictures,
+                         reports, train_step, trainer, variants, workdir as workdir_lib,
+                         workdir_lock)
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
@@ -220,7 +223,7 @@ def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,
   return table
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "The demo config.")
+_CONFIG = config_flags.DEFINE_config_file("config", configs.path("demo"), "The demo config.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where everything goes.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each row is trained once per seed.")
 _ORACLE = flags.DEFINE_bool("oracle", False, "Add the target oracle row (trained on target "

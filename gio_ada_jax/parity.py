@@ -35,7 +35,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import convert, models, variants
+from gio_ada_jax import configs, convert, models, variants
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.models.task_net import input_normalisation_affine
 
@@ -715,7 +715,8 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
   """Command-line flags, defined only when this module runs as a program."""
   config_flags.DEFINE_config_file(
-      "config", "configs/default.py", "Model config; override fields with --config.model.X=v.")
+      "config", configs.path("default"),
+      "Model config; override fields with --config.model.X=v.")
   flags.DEFINE_enum("network", "all", NETWORKS + ("all",), "Network to check.")
   flags.DEFINE_string("checkpoint", None, "PyTorch .pth state_dict (default: the reference's "
                       "random initialisation).")

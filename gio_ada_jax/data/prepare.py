@@ -21,6 +21,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from gio_ada_jax import configs
 from gio_ada_jax.data import formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
@@ -120,7 +121,7 @@ def summary(builder, class_names) -> str:
 
 def _define_flags() -> None:
   """Command-line flags, defined only when this module runs as a program."""
-  config_flags.DEFINE_config_file("config", "configs/default.py",
+  config_flags.DEFINE_config_file("config", configs.path("default"),
                                   "Config (data.data_dir, data.procedural).")
   flags.DEFINE_enum("dataset", None, DATASETS, "Dataset to prepare.")
   flags.DEFINE_string("manual_dir", None, "Extracted official download (not for procedural).")

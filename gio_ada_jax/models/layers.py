@@ -4,7 +4,7 @@ Each block reproduces one PyTorch op exactly (see ../shared notes, 'Known numeri
 reflection padding, InstanceNorm2d(affine=False), bilinear upsampling with align_corners=True.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -135,8 +135,3 @@ def crop_to(x: jax.Array, height: int, width: int) -> jax.Array:
 def leaky_relu(x: jax.Array) -> jax.Array:
   """LeakyReLU(0.2), the slope used by every GIO-Ada discriminator."""
   return nn.leaky_relu(x, negative_slope=0.2)
-
-
-def spatial_sizes(x: jax.Array) -> Sequence[int]:
-  """(height, width) of an NHWC map."""
-  return x.shape[1], x.shape[2]
