@@ -28,7 +28,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(PY) -m gio_ada_jax.demo --output_dir demo_output
 
-# Seeded one-line bugs, each against the tests that concern it (dev/mutants.py; about an hour
+# Seeded one-line bugs, each against the tests that concern it (dev/mutants.py; about 20 min
 # on 2 cores). The table of killed and surviving mutants is in docs/development.md.
 mutants: $(STAMP)
 	$(PY) dev/mutants.py --output mutants.md
