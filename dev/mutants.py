@@ -32,7 +32,7 @@ TEST_ENV = {
 @dataclasses.dataclass(frozen=True)
 class Mutant:
   name: str
-  kind: str  # which class of bug (issue 16's list, or an earlier seeded bug)
+  kind: str  # which class of bug (the classes of docs/development.md, or an earlier seeded bug)
   path: str  # file under the repository root
   find: str  # exact text, present once
   replace: str
@@ -46,7 +46,7 @@ DEPTH = "evaluation depth path"
 PARALLEL = "data parallel"
 STREAMS = "domain streams"
 WEAK = "weak assertion"
-EARLIER = "caught before issue 16"
+EARLIER = "seeded earlier"
 
 # The final model's and the least-squares 'sep' row's 3-step parity (tests/test_step_parity.py).
 STEP_PARITY = ("tests/test_step_parity.py::test_steps_match_pytorch[+sd,joint-bce-patch]",
@@ -182,7 +182,7 @@ MUTANTS = (
            "  return jnp.concatenate(parts, axis=-1)\n",
            "  return jnp.concatenate(parts[::-1], axis=-1)\n",
            ("tests/test_parity.py", "tests/test_models.py")),
-    # Earlier seeded bugs (the issue's list of what was caught), kept so that they stay caught.
+    # Bugs seeded by hand before this list existed, all caught then, kept so they stay caught.
     Mutant("iou_formula", EARLIER, "gio_ada_jax/evaluation.py",
            "iou = diag / (rows + cols - diag)", "iou = diag / (rows + cols)",
            ("tests/test_evaluation.py",)),
