@@ -27,7 +27,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import models, parity, train_step, variants
+from gio_ada_jax import models, train_step, variants
+from gio_ada_jax.interop import parity
 from gio_ada_jax import state as state_lib
 from gio_ada_jax.distributed import put_sharded, replicate
 

@@ -21,8 +21,9 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports, run_config,
+from gio_ada_jax import (checkpoint, evaluation, models, pictures, reports, run_config,
                          state as state_lib, variants, workdir as workdir_lib)
+from gio_ada_jax.interop import convert
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process

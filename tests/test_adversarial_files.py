@@ -25,7 +25,7 @@ from gio_ada_jax.data import pipeline
 
 def _save_torch_generator(config, path, seed: int) -> None:
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top  (imports torch)
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (imports torch)
   torch.manual_seed(seed)
   generator = torch_ref.init_cyclegan_weights(torch_ref.ResnetGenerator(
       3, 3, config.cyclegan.ngf, config.cyclegan.num_blocks, width=config.model.width))

@@ -20,7 +20,8 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from gio_ada_jax import convert, models, reports, variants  # noqa: E402
+from gio_ada_jax.interop import convert  # noqa: E402
+from gio_ada_jax import models, reports, variants  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -130,7 +131,8 @@ def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch
 def test_translate_and_parity_refuse_a_hostile_pth_and_name_their_own_flags(tmp_path):
   """What translate --torch_generator and parity --checkpoint print (both exit 2 on any
   ConversionError)."""
-  from gio_ada_jax import parity, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import parity  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
   hostile = _hostile_pth(tmp_path / "hostile.pth")
   task_net = _task_net_pth(tmp_path / "task_net.pth", width=0.0625)
   config = tiny_training_config("unused", 1)

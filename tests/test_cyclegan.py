@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax import checkpoint, cyclegan, parity
+from gio_ada_jax import checkpoint, cyclegan
+from gio_ada_jax.interop import parity
 
 HEIGHT, WIDTH = 32, 48
 
@@ -28,7 +29,7 @@ def _step(config, built, axis_name=None):
 def test_pool_fills_then_swaps_as_upstream_image_pool():
   """The JAX pool against torch_ref's transcription of upstream's ImagePool, same draws."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax.torch_ref.cyclegan_step import ImagePool  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop.torch_ref.cyclegan_step import ImagePool  # pylint: disable=g-import-not-at-top
   size, batches, per_batch = 3, 5, 2
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (batches, per_batch, 2, 2, 3)).astype(np.float32)
@@ -257,7 +258,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   """A PyTorch CycleGAN G_A state_dict (upstream keys) through convert.py: the translated
   dataset holds what the PyTorch generator itself outputs."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   config, _, _ = cg_run
   torch.manual_seed(0)
   generator = torch_ref.init_cyclegan_weights(torch_ref.ResnetGenerator(

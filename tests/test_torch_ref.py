@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from gio_ada_jax.models.task_net import input_normalisation_affine  # noqa: E402
-from gio_ada_jax.torch_ref import (  # noqa: E402
+from gio_ada_jax.interop.torch_ref import (  # noqa: E402
     FC_DISCRIMINATOR_KEY_MAP,
     VGG16,
     Classifier_Module,

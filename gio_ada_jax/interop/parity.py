@@ -1,10 +1,10 @@
 """Numerical parity of the Flax networks and training steps with the PyTorch reference.
 
-    python -m gio_ada_jax.parity --network task_net --checkpoint model.pth [--image img.png]
-    python -m gio_ada_jax.parity --network all          # every network, random weights
-    python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48 \
+    python -m gio_ada_jax.interop.parity --network task_net --checkpoint model.pth [--image img.png]
+    python -m gio_ada_jax.interop.parity --network all          # every network, random weights
+    python -m gio_ada_jax.interop.parity --step --config configs/test.py --height 32 --width 48 \
         [--num_steps 3] [--dtype float32|float64]
-    python -m gio_ada_jax.parity --cyclegan_step --config configs/test.py --height 32 \
+    python -m gio_ada_jax.interop.parity --cyclegan_step --config configs/test.py --height 32 \
         --width 48 [--num_steps 4] [--dtype float64]
 
 Networks: loads a PyTorch checkpoint (or random reference weights), converts it with
@@ -35,7 +35,8 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import configs, convert, models, variants
+from gio_ada_jax import configs, models, variants
+from gio_ada_jax.interop import convert
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.models.task_net import input_normalisation_affine
 
@@ -82,7 +83,7 @@ def torch_network(network: str, model_config, input_channels: int,
                   variant: variants.Variant = variants.FINAL):
   """The PyTorch reference module with the upstream state_dict layout of `network` (G_img
   with the inputs of `variant`)."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   width, num_classes = model_config.width, model_config.num_classes
   if network == "generator":
     gen = model_config.generator
@@ -340,7 +341,7 @@ def _with_dtype(config, dtype: str):
 
 def _d_out_network(model_config, channels: int):
   """D_out in the config's kind and layout name, as a Flax module's PyTorch twin."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   d_out = model_config.d_out
   if d_out.kind == "patch":
     return "patch_discriminator", torch_ref.NLayerDiscriminator(channels, d_out.ndf,
@@ -488,7 +489,7 @@ def _step_errors(run: JaxSteps, torch_losses, parts, optimisers, moments,
 def torch_reference_step(config, networks):
   """torch_ref.GioAdaTorchStep over `networks` (torch_networks' dict) with config.variant and
   config.train's λs, learning rate and per-network Adam settings."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   train = config.train
   optimisers = torch_ref.make_optimisers(
       networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
@@ -602,7 +603,7 @@ def torch_cyclegan_step(config, params, dtype: str = "float32", draw=None):
   (JAX names); `draw` gives its pools' random draws (torch_ref.ImagePool)."""
   import torch  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   cg, width = config.cyclegan, config.model.width
   networks = {}
   for name in cyclegan.NETWORKS:

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from gio_ada_jax.torch_ref.step import frozen, gan_loss, instance_norm_biases
+from gio_ada_jax.interop.torch_ref.step import frozen, gan_loss, instance_norm_biases
 
 
 class ImagePool:
