@@ -28,9 +28,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, configs, evaluator, models, pictures,
-                         reports, train_step, trainer, variants, workdir as workdir_lib,
-                         workdir_lock)
+from gio_ada_jax import (checkpoint, config_checks, configs, models, train_step, trainer, variants,
+                         workdir as workdir_lib, workdir_lock)
+from gio_ada_jax.eval import evaluate, pictures, reports
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 
@@ -90,13 +90,13 @@ def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
       print(f"SIGTERM: {name} is checkpointed in {workdir}, not finished; rerun the same "
             "command to resume.", flush=True)
       sys.exit(trainer.PREEMPTED_EXIT_CODE)
-  [report] = evaluator.evaluate(config, workdir, name=name)
+  [report] = evaluate.evaluate(config, workdir, name=name)
   return report
 
 
 def _task_net_predictions(config, workdir: str, images: np.ndarray) -> np.ndarray:
   built = models.build_models(config.model, variants.from_config(config))
-  weights = evaluator.export_weights(built, config, workdir)
+  weights = evaluate.export_weights(built, config, workdir)
   logits, _ = jax.jit(built.task_net.apply)({"params": weights.params}, images)
   return np.asarray(np.argmax(logits, axis=-1))
 
@@ -136,7 +136,7 @@ def _gio_ada_translations(base_config, data_dir: str, workdir: str,
   config = run_config(base_config, ROWS[3], 0, data_dir)
   variant = variants.from_config(config)
   built = models.build_models(config.model, variant)
-  params = evaluator.checkpoint_params(built, config, workdir)
+  params = evaluate.checkpoint_params(built, config, workdir)
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
            "source_depth": np.stack([e["depth"] for e in src])}

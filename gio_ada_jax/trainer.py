@@ -23,8 +23,9 @@ from absl import logging
 
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, config_checks, cyclegan, models, pictures, run_config,
+from gio_ada_jax import (checkpoint, config_checks, cyclegan, models, run_config,
                          state as state_lib, summaries, train_step, variants)
+from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax import workdir_lock

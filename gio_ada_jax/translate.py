@@ -31,8 +31,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, cyclegan, pictures, run_config,
-                         workdir as workdir_lib)
+from gio_ada_jax import checkpoint, config_checks, cyclegan, run_config, workdir as workdir_lib
+from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax.data import interrupts, pipeline, prepare
 

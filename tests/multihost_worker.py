@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from gio_ada_jax import distributed, evaluation
+from gio_ada_jax import distributed
+from gio_ada_jax.eval import metrics as evaluation
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import state as state_lib
 from gio_ada_jax import trainer

@@ -127,7 +127,8 @@ def test_evaluating_with_another_config_is_refused_by_name(run_copy, procedural_
 
 
 def test_images_dir_and_export_are_checked_too(run_copy, procedural_data_dir):
-  from gio_ada_jax import evaluator, models, variants  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import evaluate as evaluator  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import models, variants  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(procedural_data_dir, 6)
   config.data.height = 64
   built = models.build_models(config.model, variants.from_config(config))

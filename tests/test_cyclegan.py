@@ -207,7 +207,8 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
 
 
 def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run):
-  from gio_ada_jax import pictures, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, _ = translate.generator_from_checkpoint(config, translate.cyclegan_workdir(workdir))
@@ -368,7 +369,8 @@ def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
 def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_run, tmp_path):
   """source | CycleGAN | GIO-Ada | target, from a 'cg' run and a '+sd,joint' run."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import demo, pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import demo  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   config, cg_workdir, _ = cg_run
   _, gio_ada_workdir = trained_run
   path = tmp_path / "figure.png"
