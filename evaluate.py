@@ -31,7 +31,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, models, run_config, variants
+from gio_ada_jax import distributed, models, variants
+from gio_ada_jax.train import run_config
 from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax import workdir as workdir_lib
 

@@ -15,8 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, distributed, run_config, trainer,
-                         translate, workdir_lock)
+from gio_ada_jax.train import checkpoint, run_config, trainer, workdir_lock
+from gio_ada_jax import config_checks, distributed, translate
 from gio_ada_jax.data import interrupts, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",

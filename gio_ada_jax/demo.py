@@ -28,8 +28,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, configs, models, train_step, trainer, variants,
-                         workdir as workdir_lib, workdir_lock)
+from gio_ada_jax.train import checkpoint, step as train_step, trainer, workdir_lock
+from gio_ada_jax import config_checks, configs, models, variants, workdir as workdir_lib
 from gio_ada_jax.eval import evaluate, pictures, reports
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for

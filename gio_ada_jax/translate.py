@@ -31,7 +31,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import checkpoint, config_checks, cyclegan, run_config, workdir as workdir_lib
+from gio_ada_jax.train import checkpoint, run_config
+from gio_ada_jax import config_checks, cyclegan, workdir as workdir_lib
 from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax.data import interrupts, pipeline, prepare
@@ -293,7 +294,7 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   recorded digest is replaced; process 0 writes, the others wait). The task net then trains
   on that copy as in 'na'.
   """
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   cyclegan_dir = cyclegan_workdir(workdir)
   num_steps = config.cyclegan.num_steps

@@ -20,7 +20,8 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import (checkpoint, config_checks, models, run_config, trainer, variants)  # noqa: E402
+from gio_ada_jax.train import checkpoint, run_config, trainer  # noqa: E402
+from gio_ada_jax import config_checks, models, variants  # noqa: E402
 from gio_ada_jax.eval import evaluate as evaluator  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from configs import test as test_config
-from gio_ada_jax import (checkpoint, cyclegan, models, translate, variants, run_config,
-                         workdir as workdir_lib)
+from gio_ada_jax.train import checkpoint, run_config
+from gio_ada_jax import cyclegan, models, translate, variants, workdir as workdir_lib
 from gio_ada_jax.eval import evaluate as evaluator, pictures
 from gio_ada_jax.data import pipeline
 

@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import config_checks, run_config  # noqa: E402
+from gio_ada_jax import config_checks  # noqa: E402
+from gio_ada_jax.train import run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -215,7 +216,7 @@ def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
   """num_steps 3 on a run at step 6 used to say "Resumed from step 6", exit 0 and export the
   step-6 task net as a 3-step run (for the 'cg' CycleGAN stage: exit 75, "stopped by SIGTERM",
   forever); now a ConfigError naming the field, before the record or the export is touched."""
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   before = _snapshot(run_copy)
   with pytest.raises(config_checks.ConfigError) as raised:
     trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 3), str(run_copy))

@@ -14,7 +14,8 @@ import pytest
 from configs import default as default_config
 from configs import procedural as procedural_config_lib
 from configs import test as test_config
-from gio_ada_jax import cyclegan, models, state, train_step, trainer, variants
+from gio_ada_jax import cyclegan, models, variants
+from gio_ada_jax.train import state, step as train_step, trainer
 from gio_ada_jax.data import pipeline, procedural
 
 HEIGHT, WIDTH = 32, 48

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax import checkpoint, cyclegan
+from gio_ada_jax.train import checkpoint
+from gio_ada_jax import cyclegan
 from gio_ada_jax.interop import parity
 
 HEIGHT, WIDTH = 32, 48
@@ -165,7 +166,7 @@ def cg_run(procedural_data_dir, tmp_path_factory):
   """(config, workdir, final state) of a whole 'cg,na' run: CycleGAN 4 steps, translation,
   task net 6 steps."""
   pytest.importorskip("tensorflow_datasets")
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   config = test_config.get_config("cg,na")
   config.data.data_dir = procedural_data_dir
   workdir = str(tmp_path_factory.mktemp("cg_run"))
@@ -223,7 +224,8 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
 
 
 def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
-  from gio_ada_jax import trainer, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   info_file = os.path.join(translate.translated_data_dir(workdir), "procedural", "source",
@@ -237,7 +239,8 @@ def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
 def test_cyclegan_training_resumes_exactly(cg_run, tmp_path):
   """Checkpoint 3 of the 4-step CycleGAN, resumed: the same parameters, Adam states and
   pools as the uninterrupted run."""
-  from gio_ada_jax import trainer, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   straight_dir = translate.cyclegan_workdir(workdir)
   resumed_dir = tmp_path / "cyclegan"

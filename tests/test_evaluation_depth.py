@@ -21,7 +21,8 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 from gio_ada_jax.eval import evaluate as evaluator  # noqa: E402
-from gio_ada_jax import models, trainer, variants  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
+from gio_ada_jax.train import trainer  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 

@@ -12,7 +12,7 @@ from flax import serialization
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import checkpoint, trainer  # noqa: E402
+from gio_ada_jax.train import checkpoint, trainer  # noqa: E402
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, models, run_config, state as state_lib, variants,
-                         workdir as workdir_lib)
+from gio_ada_jax.train import checkpoint, run_config, state as state_lib
+from gio_ada_jax import models, variants, workdir as workdir_lib
 from gio_ada_jax.eval import metrics, pictures, reports
 from gio_ada_jax.interop import convert
 from gio_ada_jax.data import pipeline
@@ -372,7 +372,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
 
 def _write_tensorboard(workdir: str, report: dict[str, Any]) -> None:
   """The report's curve scalars as eval/* (eval_input/* at input resolution) at its step."""
-  from gio_ada_jax import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  from gio_ada_jax.train import (summaries)  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   prefix = "eval" if report["resolution"] == "label" else "eval_input"
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir, "eval"))
   for key, value in reports.curve_point(report).items():

@@ -532,8 +532,8 @@ def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1
               dtype: str = "float32") -> JaxSteps:
   """`num_steps` GIO-Ada steps in JAX from a fresh state (seed), step k on step_batch(seed + k),
   in `dtype` (float64: JAX's x64 mode, for this call only)."""
-  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import step as train_step  # pylint: disable=g-import-not-at-top
   with precision(dtype):
     config = _with_dtype(config, dtype)
     variant = variants.from_config(config)

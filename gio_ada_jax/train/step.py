@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax import losses
+from gio_ada_jax.train import losses
 from gio_ada_jax.models import GioAdaModels, check_generator_inputs, instance_norm_bias_mask
-from gio_ada_jax.state import GioAdaState
+from gio_ada_jax.train.state import GioAdaState
 from gio_ada_jax.variants import NETWORKS, Variant
 
 AXIS_NAME = "data"

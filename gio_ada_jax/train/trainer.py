@@ -23,12 +23,13 @@ from absl import logging
 
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, config_checks, cyclegan, models, run_config,
-                         state as state_lib, summaries, train_step, variants)
+from gio_ada_jax.train import (checkpoint, run_config, state as state_lib, summaries,
+                               step as train_step)
+from gio_ada_jax import config_checks, cyclegan, models, variants
 from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax import workdir_lock
+from gio_ada_jax.train import workdir_lock
 from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.data import pipeline
 

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Iterable
 
-from gio_ada_jax.checkpoint import CHECKSUMS_ITEM
+from gio_ada_jax.train.checkpoint import CHECKSUMS_ITEM
 from gio_ada_jax.config_checks import ConfigError
 
 RECORD = "config.json"  # inside the workdir: the whole config of the run

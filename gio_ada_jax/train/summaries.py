@@ -15,7 +15,7 @@ import numpy as np
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.models import GioAdaModels
 from gio_ada_jax.eval.pictures import colourise, depth_colours, display_scale, image_to_uint8
-from gio_ada_jax.train_step import translate
+from gio_ada_jax.train.step import translate
 from gio_ada_jax.variants import Variant
 
 
