@@ -82,7 +82,7 @@ MUTANTS = (
     Mutant("lambda_output_10x", OPTIMISER, "gio_ada_jax/train/step.py",
            "+ train_config.lambda_output * loss_output_adv)",
            "+ 10 * train_config.lambda_output * loss_output_adv)", STEP_PARITY),
-    Mutant("cyclegan_identity_weight", OPTIMISER, "gio_ada_jax/cyclegan.py",
+    Mutant("cyclegan_identity_weight", OPTIMISER, "gio_ada_jax/cyclegan/model.py",
            "+ lam * lam_idt * (identity_s + identity_t))", "+ lam_idt * (identity_s + identity_t))",
            ("tests/test_cyclegan.py", "-k", "matches_pytorch or match_pytorch")),
     # 2. Class tables.
@@ -161,7 +161,7 @@ MUTANTS = (
            "  if axis_name is None:\n    return total / jnp.maximum(count, 1)\n",
            "  if True:\n    return total / jnp.maximum(count, 1)\n",
            ("tests/test_train_step.py", "-k", "device")),
-    Mutant("cyclegan_no_gradient_pmean", PARALLEL, "gio_ada_jax/cyclegan.py",
+    Mutant("cyclegan_no_gradient_pmean", PARALLEL, "gio_ada_jax/cyclegan/model.py",
            "    grads = jax.lax.pmean(grads, axis_name)\n", "    pass\n",
            ("tests/test_cyclegan.py", "-k", "pmap")),
     # 6. The two domains' streams.
@@ -189,7 +189,7 @@ MUTANTS = (
     Mutant("joint_flip_image_only", EARLIER, "gio_ada_jax/data/pipeline.py",
            "image, label = image[:, ::-1], label[:, ::-1]", "image = image[:, ::-1]",
            ("tests/test_pipeline.py",)),
-    Mutant("cycle_weight", EARLIER, "gio_ada_jax/cyclegan.py",
+    Mutant("cycle_weight", EARLIER, "gio_ada_jax/cyclegan/model.py",
            "total = (gan_st + gan_ts + lam * (cycle_s + cycle_t)",
            "total = (gan_st + gan_ts + (cycle_s + cycle_t)",
            ("tests/test_cyclegan.py", "-k", "matches_pytorch or match_pytorch")),

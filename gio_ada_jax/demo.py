@@ -28,11 +28,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax.train import checkpoint, step as train_step, trainer, workdir_lock
 from gio_ada_jax import config_checks, configs, models, variants, workdir as workdir_lib
-from gio_ada_jax.eval import evaluate, pictures, reports
+from gio_ada_jax.cyclegan import model as cyclegan, translate
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.eval import evaluate, pictures, reports
+from gio_ada_jax.train import checkpoint, loop, step as train_step, trainer, workdir_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
     if trainer.train_and_evaluate(config, workdir) is None:
       print(f"SIGTERM: {name} is checkpointed in {workdir}, not finished; rerun the same "
             "command to resume.", flush=True)
-      sys.exit(trainer.PREEMPTED_EXIT_CODE)
+      sys.exit(loop.PREEMPTED_EXIT_CODE)
   [report] = evaluate.evaluate(config, workdir, name=name)
   return report
 
@@ -159,7 +160,6 @@ def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
 def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str) -> None:
   """Figure 4 of the paper as a comparison: source | CycleGAN ('cg') | GIO-Ada's G_img |
   a target image, the same source images in both translations."""
-  from gio_ada_jax import cyclegan, translate  # pylint: disable=g-import-not-at-top
   config = run_config(base_config, CYCLEGAN, 0, data_dir)
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)
@@ -260,7 +260,7 @@ def main(argv):
   except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
     print("SIGTERM: stopped before the data being written was complete; rerun the same "
           "command to resume.", file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+    return loop.PREEMPTED_EXIT_CODE
   return 0
 
 

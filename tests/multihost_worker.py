@@ -22,7 +22,6 @@ from gio_ada_jax import distributed
 from gio_ada_jax.eval import metrics as evaluation
 from gio_ada_jax import models as models_lib
 from gio_ada_jax.train import state as state_lib
-from gio_ada_jax.train import trainer
 from gio_ada_jax.train import step as step_lib
 from gio_ada_jax import variants
 from gio_ada_jax.data import pipeline
@@ -122,7 +121,7 @@ def main():
   initial = leaves(state.params)
   p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
                                       config.train, variant)
-  replicated = trainer.replicate(state)
+  replicated = distributed.replicate(state)
   for step in range(STEPS):
     batch = local_batch(global_batch(step), args.process_id, args.num_processes, args.devices)
     replicated, metrics = p_step(replicated, batch)

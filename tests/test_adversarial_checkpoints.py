@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax.train import checkpoint, run_config, trainer  # noqa: E402
+from gio_ada_jax.train import checkpoint, loop, run_config  # noqa: E402
 from gio_ada_jax import config_checks, models, variants  # noqa: E402
 from gio_ada_jax.eval import evaluate as evaluator  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
@@ -105,7 +105,7 @@ def test_training_resumes_from_the_previous_checkpoint_and_sets_the_damaged_one_
   files = _files(bad)
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
-    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+    restored = loop.resume(checkpointer, trained_run[0], str(workdir))
     assert restored.step == int(restored.state.step) == 3 and restored.verified
     assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3},
                            "global_batch": 4, "process_count": 1}
@@ -129,7 +129,7 @@ def test_a_step_damaged_twice_is_set_aside_twice(trained_run, workdir, capsys):
   try:
     for _ in range(2):
       _flip_bytes(workdir / "checkpoints" / "6")
-      restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+      restored = loop.resume(checkpointer, trained_run[0], str(workdir))
       checkpointer.save(6, restored.state, restored.data)
       checkpointer.wait()
   finally:
@@ -150,7 +150,7 @@ def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
   (step_folder / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
-    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+    restored = loop.resume(checkpointer, trained_run[0], str(workdir))
   finally:
     checkpointer.close()
   assert restored.step == 6 and not restored.verified

@@ -17,7 +17,8 @@ from PIL import Image
 
 from configs import test as test_config
 from gio_ada_jax.train import checkpoint, run_config
-from gio_ada_jax import cyclegan, models, translate, variants, workdir as workdir_lib
+from gio_ada_jax.cyclegan import model as cyclegan, stage, translate
+from gio_ada_jax import models, variants, workdir as workdir_lib
 from gio_ada_jax.eval import evaluate as evaluator, pictures
 from gio_ada_jax.data import pipeline
 
@@ -118,16 +119,16 @@ def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_p
   output = translate.translated_data_dir(workdir)
   info_file = pipeline.dataset_dir(output, config.data.source) / "dataset_info.json"
   first = _save_cyclegan_checkpoint(config, translate.cyclegan_workdir(workdir), seed=0)
-  assert translate.with_cyclegan_source(config, workdir).data.source_data_dir == output
+  assert stage.with_cyclegan_source(config, workdir).data.source_data_dir == output
   recorded = _stored_provenance(output, config)
   assert recorded[translate.DIGEST] == translate.params_sha256(first)
   assert recorded["step"] == config.cyclegan.num_steps
   written = info_file.stat().st_mtime_ns
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert info_file.stat().st_mtime_ns == written
 
   second = _save_cyclegan_checkpoint(config, translate.cyclegan_workdir(workdir), seed=1)
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert _stored_provenance(output, config)[translate.DIGEST] == translate.params_sha256(second)
   assert translate.params_sha256(second) != translate.params_sha256(first)
   expected = pictures.image_to_uint8(np.asarray(cyclegan.translate(
@@ -138,7 +139,7 @@ def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_p
 
   _set_stored_provenance(output, config, {"cyclegan_checkpoint": translate.cyclegan_workdir(
       workdir), "step": config.cyclegan.num_steps})
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert _stored_provenance(output, config)[translate.DIGEST] == translate.params_sha256(second)
 
 

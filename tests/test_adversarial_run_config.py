@@ -253,7 +253,7 @@ def test_translate_from_a_workdir_that_holds_no_cyclegan_names_the_right_one(
   """A 'cg' run's own workdir, or a run of another variant, used to fail at the restore with
   a structure-mismatch excerpt that blamed the config."""
   from configs import test  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
   config = test.get_config("cg,na")
   cg_run = tmp_path / "cg_run"
   (cg_run / "cyclegan" / "checkpoints" / "4").mkdir(parents=True)

@@ -15,7 +15,7 @@ import pytest
 
 from configs import test as test_config
 from gio_ada_jax.train import checkpoint
-from gio_ada_jax import cyclegan
+from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.interop import parity
 
 HEIGHT, WIDTH = 32, 48
@@ -181,7 +181,8 @@ def _examples(data_dir, name, split):
 
 
 def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
-  from gio_ada_jax import translate, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, state = cg_run
   assert int(state.step) == config.train.num_steps
@@ -209,7 +210,7 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
 
 def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run):
   from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, _ = translate.generator_from_checkpoint(config, translate.cyclegan_workdir(workdir))
@@ -225,7 +226,7 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
 
 def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
   from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   info_file = os.path.join(translate.translated_data_dir(workdir), "procedural", "source",
@@ -239,8 +240,8 @@ def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
 def test_cyclegan_training_resumes_exactly(cg_run, tmp_path):
   """Checkpoint 3 of the 4-step CycleGAN, resumed: the same parameters, Adam states and
   pools as the uninterrupted run."""
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   straight_dir = translate.cyclegan_workdir(workdir)
   resumed_dir = tmp_path / "cyclegan"
@@ -270,7 +271,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   generator.eval()
   torch.save(generator.state_dict(), tmp_path / "latest_net_G_A.pth")
   output_dir = tmp_path / "translated"
-  command = [sys.executable, "-m", "gio_ada_jax.translate", "--config", "configs/test.py",
+  command = [sys.executable, "-m", "gio_ada_jax.cyclegan.translate", "--config", "configs/test.py",
              f"--config.data.data_dir={config.data.data_dir}",
              f"--output_dir={output_dir}"]
   result = subprocess.run(command + [f"--torch_generator={tmp_path / 'latest_net_G_A.pth'}"],
@@ -292,7 +293,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   assert again.returncode == 2 and "no CycleGAN checkpoint" in again.stderr
   neither = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
   assert neither.returncode == 2 and "exactly one of" in neither.stderr
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.cyclegan.residual_output = True  # not an upstream generator
   with pytest.raises(translate.TranslationError, match="residual_output=False"):
@@ -300,7 +301,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
 
 
 def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_path):
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
       config, translate.cyclegan_workdir(workdir))
@@ -313,7 +314,7 @@ def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_p
 def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):
   """Even with --overwrite: not the source's own root, not a folder holding other data, not a
   prepared dataset without a recorded generator."""
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
@@ -341,7 +342,7 @@ def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):
 
 
 def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
@@ -392,7 +393,7 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
 def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_data_dir,
                                                                      tmp_path):
   """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 75
-  (trainer.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
+  (loop.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
   test_cyclegan_training_resumes_exactly)."""
   pytest.importorskip("tensorflow_datasets")
   from tests.test_trainer import SUBPROCESS_ENV, _stop_after  # pylint: disable=g-import-not-at-top

@@ -21,14 +21,14 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax.train import checkpoint, run_config, state as state_lib
 from gio_ada_jax import models, variants, workdir as workdir_lib
-from gio_ada_jax.eval import metrics, pictures, reports
-from gio_ada_jax.interop import convert
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.eval import metrics, pictures, reports
+from gio_ada_jax.interop import convert
 from gio_ada_jax.models.layers import align_corners_matrix
+from gio_ada_jax.train import checkpoint, run_config, state as state_lib, summaries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff",
                   ".webp")
@@ -372,7 +372,6 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
 
 def _write_tensorboard(workdir: str, report: dict[str, Any]) -> None:
   """The report's curve scalars as eval/* (eval_input/* at input resolution) at its step."""
-  from gio_ada_jax.train import (summaries)  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   prefix = "eval" if report["resolution"] == "label" else "eval_input"
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir, "eval"))
   for key, value in reports.curve_point(report).items():
