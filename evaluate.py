@@ -32,9 +32,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import distributed, models, variants
-from gio_ada_jax.train import run_config
-from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.eval import evaluate, reports
+from gio_ada_jax.train import run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
                                           lock_config=True)

@@ -15,10 +15,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax.train import checkpoint, loop, run_config, trainer, workdir_lock
 from gio_ada_jax import config_checks, distributed
 from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import interrupts, pipeline
+from gio_ada_jax.train import checkpoint, loop, run_config, trainer, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)

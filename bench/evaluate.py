@@ -19,9 +19,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax.eval import metrics
 from gio_ada_jax import models, variants
 from gio_ada_jax.distributed import put_sharded, replicate
+from gio_ada_jax.eval import metrics
 
 # The evaluation settings of the benchmark configs: (input size, label size, classes).
 BENCHMARKS = {

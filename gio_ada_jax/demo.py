@@ -141,7 +141,7 @@ def _gio_ada_translations(base_config, data_dir: str, workdir: str,
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
            "source_depth": np.stack([e["depth"] for e in src])}
-  return np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
+  return np.asarray(jax.jit(train_step.translated_source, static_argnums=(0, 3))(
       built, params, batch, variant))
 
 
@@ -165,8 +165,8 @@ def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str
   tgt = _validation_examples(config, data_dir, config.data.target)
   params, _ = translate.generator_from_checkpoint(
       config, translate.cyclegan_workdir(runs["cyclegan"]))
-  by_cyclegan = np.asarray(cyclegan.translate(cyclegan.build_models(config).generator, params,
-                                              np.stack([e["image"] for e in src])))
+  by_cyclegan = np.asarray(cyclegan.apply_generator(cyclegan.build_models(config).generator,
+                                                    params, np.stack([e["image"] for e in src])))
   by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src)
   pictures.write_png(path, pictures.panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),

@@ -19,12 +19,12 @@ import numpy as np
 
 from configs import test as test_config
 from gio_ada_jax import distributed
-from gio_ada_jax.eval import metrics as evaluation
 from gio_ada_jax import models as models_lib
-from gio_ada_jax.train import state as state_lib
-from gio_ada_jax.train import step as step_lib
 from gio_ada_jax import variants
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.eval import metrics as evaluation
+from gio_ada_jax.train import state as state_lib
+from gio_ada_jax.train import step as step_lib
 
 GLOBAL_BATCH, HEIGHT, WIDTH, STEPS = 4, 32, 48, 3
 

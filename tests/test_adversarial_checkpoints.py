@@ -20,9 +20,9 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax.train import checkpoint, loop, run_config  # noqa: E402
 from gio_ada_jax import config_checks, models, variants  # noqa: E402
 from gio_ada_jax.eval import evaluate as evaluator  # noqa: E402
+from gio_ada_jax.train import checkpoint, loop, run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}

@@ -20,9 +20,9 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from gio_ada_jax.interop import convert  # noqa: E402
 from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.eval import reports  # noqa: E402
+from gio_ada_jax.interop import convert  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}

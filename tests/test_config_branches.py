@@ -14,10 +14,10 @@ import pytest
 from configs import default as default_config
 from configs import procedural as procedural_config_lib
 from configs import test as test_config
-from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax import models, variants
-from gio_ada_jax.train import loop as loop_lib, state, step as train_step
+from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import pipeline, procedural
+from gio_ada_jax.train import loop as loop_lib, state, step as train_step
 
 HEIGHT, WIDTH = 32, 48
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax.train import checkpoint
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.interop import parity
+from gio_ada_jax.train import checkpoint
 
 HEIGHT, WIDTH = 32, 48
 
@@ -30,7 +30,8 @@ def _step(config, built, axis_name=None):
 def test_pool_fills_then_swaps_as_upstream_image_pool():
   """The JAX pool against torch_ref's transcription of upstream's ImagePool, same draws."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax.interop.torch_ref.cyclegan_step import ImagePool  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop.torch_ref.cyclegan_step import (  # pylint: disable=g-import-not-at-top
+      ImagePool)
   size, batches, per_batch = 3, 5, 2
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (batches, per_batch, 2, 2, 3)).astype(np.float32)
@@ -218,7 +219,7 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
   translated, _ = _examples(translate.translated_data_dir(workdir), config.data.source,
                             "validation")
   generator = cyclegan.build_models(config).generator
-  expected = pictures.image_to_uint8(np.asarray(cyclegan.translate(
+  expected = pictures.image_to_uint8(np.asarray(cyclegan.apply_generator(
       generator, params, pipeline.normalise_image(np.stack([o["image"] for o in originals])))))
   got = np.stack([t["image"] for t in translated])
   assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batch-size rounding

@@ -14,11 +14,11 @@ from PIL import Image
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax.interop import convert  # noqa: E402
-from gio_ada_jax.eval import metrics as evaluation, evaluate as evaluator, reports  # noqa: E402
 from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.data.labels import VKITTI_KITTI_10  # noqa: E402
+from gio_ada_jax.eval import metrics as evaluation, evaluate as evaluator, reports  # noqa: E402
+from gio_ada_jax.interop import convert  # noqa: E402
 from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gio_ada_jax.eval import metrics as evaluation, reports
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import MIOU13_CLASSES, SYNTHIA_CITYSCAPES_16, LabelSpace
+from gio_ada_jax.eval import metrics as evaluation, reports
 from gio_ada_jax.models import TaskNet
 from gio_ada_jax.models.layers import resize_bilinear_align_corners
 

@@ -211,7 +211,8 @@ def test_package_imports_without_torch_or_tensorflow():
       "import sys\n"
       "sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
       "sys.modules['tensorflow'] = None\n"
-      "import gio_ada_jax, gio_ada_jax.models, gio_ada_jax.interop.convert, gio_ada_jax.interop.parity\n"
+      "import gio_ada_jax, gio_ada_jax.models, gio_ada_jax.interop.convert\n"
+      "import gio_ada_jax.interop.parity\n"
       "try:\n"
       "  import gio_ada_jax.interop.torch_ref\n"
       "except ImportError as e:\n"

@@ -9,9 +9,9 @@ import pytest
 
 from configs import test as test_config
 from gio_ada_jax import models as models_lib
+from gio_ada_jax import variants
 from gio_ada_jax.train import state as state_lib
 from gio_ada_jax.train import step as step_lib
-from gio_ada_jax import variants
 
 HEIGHT, WIDTH = 32, 48  # the PatchGANs need >= 24 pixels per side
 

@@ -189,7 +189,7 @@ def test_g_img_sees_exactly_its_variants_inputs(input_level, label_changes, dept
            "source_depth": rng.uniform(0, 1, (1, HEIGHT, WIDTH, 1)).astype(np.float32)}
   other_labels = {**batch, "source_label": (batch["source_label"] + 1) % C}
   other_depth = {**batch, "source_depth": 1.0 - batch["source_depth"]}
-  translate = jax.jit(train_step.translate, static_argnums=(0, 3))
+  translate = jax.jit(train_step.translated_source, static_argnums=(0, 3))
   base = np.asarray(translate(built, params, batch, variant))
   assert (not np.array_equal(base, translate(built, params, other_labels, variant))
           ) == label_changes

@@ -36,8 +36,8 @@ def train_cyclegan(config, workdir: str, allow_config_change: Sequence[str] = ()
 
 def cyclegan_pictures(built: cyclegan.CycleGanModels, params, batch) -> dict[str, np.ndarray]:
   """Source, source -> target, target, target -> source (uint8) for TensorBoard."""
-  to_target = cyclegan.translate(built.generator, params["g_st"], batch["source_image"])
-  to_source = cyclegan.translate(built.generator, params["g_ts"], batch["target_image"])
+  to_target = cyclegan.apply_generator(built.generator, params["g_st"], batch["source_image"])
+  to_source = cyclegan.apply_generator(built.generator, params["g_ts"], batch["target_image"])
   return {"source": pictures.image_to_uint8(batch["source_image"]),
           "source_translated": pictures.image_to_uint8(np.asarray(to_target)),
           "target": pictures.image_to_uint8(batch["target_image"]),

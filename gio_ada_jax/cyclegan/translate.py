@@ -203,7 +203,7 @@ def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
   params = jax.device_put(params)
 
   def translate_images(images: np.ndarray) -> np.ndarray:
-    translated = cyclegan.translate(generator, params, pipeline.normalise_image(images))
+    translated = cyclegan.apply_generator(generator, params, pipeline.normalise_image(images))
     return pictures.image_to_uint8(np.asarray(translated))
 
   return translate_images
