@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 from gio_ada_jax import config_checks, models, variants  # noqa: E402
-from gio_ada_jax.eval import evaluate as evaluator  # noqa: E402
+from gio_ada_jax.eval import evaluate  # noqa: E402
 from gio_ada_jax.train import checkpoint, loop, run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
@@ -184,18 +184,18 @@ def test_evaluation_falls_back_and_leaves_the_damaged_checkpoint_in_place(
   bad = workdir / "checkpoints" / "6"
   _flip_bytes(bad)
   files = _files(bad)
-  [weights] = evaluator.checkpoint_weights(built, config, str(workdir))
+  [weights] = evaluate.checkpoint_weights(built, config, str(workdir))
   assert (weights.step, weights.checkpoint) == (3, "checkpoints/3")
   out = capsys.readouterr().out
   assert (f"Skipped checkpoint {bad}: it cannot be restored (checksum mismatch, damaged files: "
           in out and "; left in place.\n" in out), out
-  assert [w.step for w in evaluator.checkpoint_weights(built, config, str(workdir),
+  assert [w.step for w in evaluate.checkpoint_weights(built, config, str(workdir),
                                                        all_steps=True)] == [3]
   assert f"Skipped checkpoint {bad}" in capsys.readouterr().out
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=rf"--step 6: {bad} cannot be restored \(checksum mismatch.*The "
                      r"newest kept step that restores is 3 \(--step 3; kept: \[3, 6\]\)"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+    next(evaluate.checkpoint_weights(built, config, str(workdir), step=6))
   assert _files(bad) == files
   assert not (workdir / "checkpoints_unrestorable").exists()
 
@@ -222,7 +222,7 @@ def test_no_restorable_checkpoint_is_an_evaluation_error_naming_the_export(
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: step 6 \(ValueError: .*step 3 "
                      r"\(ValueError: .*The export .*task_net.msgpack is not used instead"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+    next(evaluate.checkpoint_weights(built, config, str(workdir)))
 
 
 def test_an_export_without_a_complete_checkpoint_is_evaluated(
@@ -232,14 +232,14 @@ def test_an_export_without_a_complete_checkpoint_is_evaluated(
   shutil.copytree(os.path.join(trained_run[1], "export"), workdir / "export")
   unfinished = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1796025401"  # a killed save
   unfinished.mkdir(parents=True)
-  [report] = evaluator.evaluate(config, str(workdir), progress=False)
+  [report] = evaluate.evaluate(config, str(workdir), progress=False)
   assert report["checkpoint"] == "export/task_net.msgpack" and report["step"] is None
   assert (f"{workdir / 'checkpoints'} holds no complete checkpoint; using the export "
           f"{workdir / 'export' / 'task_net.msgpack'}.") in capsys.readouterr().out
   assert unfinished.is_dir()  # not cleaned up: it was not written by evaluate
   with pytest.raises(FileNotFoundError, match=r"no complete checkpoint in .*checkpoints, so "
                      r"--step has no checkpoint to read; its export .* is evaluated without"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+    next(evaluate.checkpoint_weights(built, config, str(workdir), step=6))
 
 
 def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_config, capsys):
@@ -250,11 +250,11 @@ def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_c
   config.model.width = 0.125
   built = models.build_models(config.model, variants.FINAL)
   with pytest.raises(config_checks.ConfigError, match=r"model.width \(run: 0.0625, now: 0.125\)"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+    next(evaluate.checkpoint_weights(built, config, str(workdir)))
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: steps 6, 3 \(its arrays have other "
                      r"shapes than this config's: .*\(4, 4, 3, 4\) \(config: \(4, 4, 3, 8\)\).*"
                      r"the config may not be the one the run was trained with"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir),
+    next(evaluate.checkpoint_weights(built, config, str(workdir),
                                       allow_config_change=["model.width"]))
   assert "Skipped" not in capsys.readouterr().out

@@ -105,7 +105,7 @@ def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch
   """evaluate.py --torch_checkpoint: a hostile file and one of another width each exit 2 with
   one message and no traceback; the hostile one without torch's advice, the other suggesting
   evaluate.py's flags and the config's fields, never the Python API's keywords. (With
-  --images_dir, which needs no prepared data, the file is read by the same evaluator.torch_weights
+  --images_dir, which needs no prepared data, the file is read by the same evaluate.torch_weights
   as for an evaluation.)"""
   hostile = _hostile_pth(tmp_path / "hostile.pth")
   other_width = _task_net_pth(tmp_path / "task_net.pth", width=0.125)

@@ -128,17 +128,17 @@ def test_evaluating_with_another_config_is_refused_by_name(run_copy, procedural_
 
 
 def test_images_dir_and_export_are_checked_too(run_copy, procedural_data_dir):
-  from gio_ada_jax.eval import evaluate as evaluator  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import evaluate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import models, variants  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(procedural_data_dir, 6)
   config.data.height = 64
   built = models.build_models(config.model, variants.from_config(config))
   with pytest.raises(config_checks.ConfigError, match=r"data.height \(run: 32, now: 64\)"):
-    evaluator.latest_weights(built, config, str(run_copy))  # evaluate.py --images_dir
+    evaluate.latest_weights(built, config, str(run_copy))  # evaluate.py --images_dir
   config.data.height, config.model.dtype = 32, "bfloat16"
   with pytest.raises(config_checks.ConfigError, match="model.dtype .run: 'float32'"):
-    evaluator.export_weights(built, config, str(run_copy))
-  allowed = evaluator.export_weights(built, config, str(run_copy), ["model.dtype"])
+    evaluate.export_weights(built, config, str(run_copy))
+  allowed = evaluate.export_weights(built, config, str(run_copy), ["model.dtype"])
   assert allowed.source == "export"
 
 
