@@ -211,7 +211,7 @@ def test_several_devices_give_what_one_device_gives(tiny_task_net, monkeypatch):
   np.testing.assert_array_equal(many.confusion, one.confusion)
   np.testing.assert_allclose(many.depth_sums, one.depth_sums, rtol=1e-6)
   # Moving the int32 device counts to the host after every step changes nothing.
-  monkeypatch.setattr(evaluation, "_INT32_MAX", 1)
+  monkeypatch.setattr(metrics_lib, "_INT32_MAX", 1)
   flushed = _run(net, params, jax.local_devices(), per_device_batch=1)
   np.testing.assert_array_equal(flushed.confusion, one.confusion)
   np.testing.assert_allclose(flushed.depth_sums, one.depth_sums, rtol=1e-6)
