@@ -116,11 +116,11 @@ MUTANTS = (
     Mutant("depth_min_ignored", BRANCH, "gio_ada_jax/eval/metrics.py",
            "valid = (mask > 0) & (true_m >= min_m) & (true_m <= cap)",
            "valid = (mask > 0) & (true_m <= cap)", DEPTH_TESTS),
-    Mutant("keep_checkpoints_ignored", BRANCH, "gio_ada_jax/train/trainer.py",
+    Mutant("keep_checkpoints_ignored", BRANCH, "gio_ada_jax/train/loop.py",
            "train.keep_checkpoints)", "3)",
            ("tests/test_config_branches.py::test_training_loop_paces_logs_checkpoints_pictures_"
             "prefetch",)),
-    Mutant("image_every_ignored", BRANCH, "gio_ada_jax/train/trainer.py",
+    Mutant("image_every_ignored", BRANCH, "gio_ada_jax/train/loop.py",
            "step % train.image_every == 0", "step % 3 == 0",
            ("tests/test_config_branches.py::test_training_loop_paces_logs_checkpoints_pictures_"
             "prefetch",)),
