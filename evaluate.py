@@ -17,7 +17,7 @@ which report each row used.
 .webp; not recursive: other files and subfolders are listed as skipped) and writes
 NAME_segmentation.png, NAME_depth.png and NAME_panel.png for each file NAME (the whole name:
 a.png and a.jpg both keep theirs) into OUT (default DIR/eval/images). Any PIL mode is read as
-8-bit RGB (16-bit scaled, alpha dropped; gio_ada_jax/pictures.py read_rgb); a file that cannot
+8-bit RGB (16-bit scaled, alpha dropped; gio_ada_jax/eval/pictures.py read_rgb); a file that cannot
 be read correctly stops the run before anything is written. OUT must not be, be inside or
 contain FOLDER, and may hold only pictures an earlier --images_dir run wrote there (listed in
 OUT/.predict_images.json).
@@ -31,8 +31,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, evaluator, models, reports, run_config, variants
+from gio_ada_jax import distributed, models, variants
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.eval import evaluate, reports
+from gio_ada_jax.train import run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (as for train.py).",
                                           lock_config=True)
@@ -44,8 +46,8 @@ _ALL_STEPS = flags.DEFINE_bool("all_steps", False, "Evaluate every kept checkpoi
                                "the curve (eval/curve.json and TensorBoard).")
 _TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", "", "Evaluate this PyTorch .pth "
                                         "instead of the workdir's checkpoints.")
-_TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", evaluator.TORCH_LAYOUTS[0],
-                                  list(evaluator.TORCH_LAYOUTS),
+_TORCH_LAYOUT = flags.DEFINE_enum("torch_layout", evaluate.TORCH_LAYOUTS[0],
+                                  list(evaluate.TORCH_LAYOUTS),
                                   "Layout of --torch_checkpoint (see convert.py).")
 _SAVE_PREDICTIONS = flags.DEFINE_integer("save_predictions", 0, "Write pictures of this many "
                                          "evaluated images (segmentation, depth, panels).")
@@ -90,26 +92,26 @@ def _evaluate() -> int:
     if not distributed.is_main_process():
       return 0  # a folder of images is small work: process 0 alone predicts and writes it
     output_dir = _OUTPUT_DIR.value or os.path.join(workdir_lib.evaluation(workdir), "images")
-    evaluator.check_image_folders(_IMAGES_DIR.value, output_dir)  # before loading weights
+    evaluate.check_image_folders(_IMAGES_DIR.value, output_dir)  # before loading weights
     built = models.build_models(config.model, variants.from_config(config))
-    weights = (evaluator.torch_weights(built, config, _TORCH_CHECKPOINT.value,
+    weights = (evaluate.torch_weights(built, config, _TORCH_CHECKPOINT.value,
                                        _TORCH_LAYOUT.value) if _TORCH_CHECKPOINT.value
-               else evaluator.latest_weights(built, config, workdir, step=_STEP.value,
+               else evaluate.latest_weights(built, config, workdir, step=_STEP.value,
                                              allow_config_change=_ALLOW_CONFIG_CHANGE.value))
-    folder = evaluator.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
+    folder = evaluate.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
     print(f"Predicted {len(folder.images)} images with {weights.checkpoint} -> {output_dir}")
     if folder.skipped:
       print(f"Skipped in {_IMAGES_DIR.value} (not images by their suffix): "
             f"{', '.join(folder.skipped)}")
     return 0
-  written = evaluator.evaluate(
+  written = evaluate.evaluate(
       config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,
       torch_checkpoint=_TORCH_CHECKPOINT.value, torch_layout=_TORCH_LAYOUT.value,
       save_predictions=_SAVE_PREDICTIONS.value, name=_NAME.value,
       allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   if distributed.is_main_process():
     print()
-    print(evaluator.tables(written))
+    print(evaluate.tables(written))
     print(f"\nReports in {workdir_lib.evaluation(workdir)}")
   return 0
 

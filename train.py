@@ -15,9 +15,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, distributed, run_config, trainer,
-                         translate, workdir_lock)
+from gio_ada_jax import config_checks, distributed
+from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import interrupts, pipeline
+from gio_ada_jax.train import checkpoint, loop, run_config, trainer, workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -50,19 +51,19 @@ def main(argv):
           checkpoint.UnrestorableCheckpoint) as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 2
-  except trainer.NonFiniteError as e:
+  except loop.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 3
   except interrupts.Terminated:  # while the 'cg' variant translated its source set
     print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
-          f"CycleGAN is checkpointed; exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the "
+          f"CycleGAN is checkpointed; exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the "
           "same command to resume.", file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+    return loop.PREEMPTED_EXIT_CODE
   if final is None:
     print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
-          f"finished (exit status {trainer.PREEMPTED_EXIT_CODE}). Rerun the same command to "
+          f"finished (exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the same command to "
           "resume.", file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+    return loop.PREEMPTED_EXIT_CODE
   return 0
 
 

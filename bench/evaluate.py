@@ -19,8 +19,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import evaluation, models, variants
+from gio_ada_jax import models, variants
 from gio_ada_jax.distributed import put_sharded, replicate
+from gio_ada_jax.eval import metrics
 
 # The evaluation settings of the benchmark configs: (input size, label size, classes).
 BENCHMARKS = {
@@ -77,13 +78,13 @@ def main(argv):
   devices = jax.local_devices()  # one process
   params = jax.jit(task_net.init)(jax.random.key(0), jnp.zeros((1,) + input_size + (3,)))
   params = params["params"]
-  depth = (evaluation.DepthScales(predicted_m=80.0, true_m=80.0, min_m=1e-3, max_m=0.0)
+  depth = (metrics.DepthScales(predicted_m=80.0, true_m=80.0, min_m=1e-3, max_m=0.0)
            if _DEPTH.value else None)
   batch = _batch(len(devices), _BATCH.value, input_size, label_size, num_classes, depth)
   device_batch = put_sharded(batch, devices)
-  p_eval = evaluation.make_split_evaluator(task_net, num_classes, depth, devices)
+  p_eval = metrics.make_split_evaluator(task_net, num_classes, depth, devices)
   replicated = replicate(params, devices)
-  zeros = evaluation.zero_accumulators(num_classes, depth is not None)
+  zeros = metrics.zero_accumulators(num_classes, depth is not None)
   state = {"accumulators": replicate(zeros, devices)}
 
   def step():

@@ -8,7 +8,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -c "import jax, flax, optax, orbax.checkpoint, torch, numpy; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__, jax.devices())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m gio_ada_jax.parity --network all --height 375 --width 1242 2>&1 | grep -v "^I1" | tee "$out/parity.txt"
+python3 -m gio_ada_jax.interop.parity --network all --height 375 --width 1242 2>&1 | grep -v "^I1" | tee "$out/parity.txt"
 for size in "512 1024" "375 1242"; do
   set -- $size
   for dtype in float32 bfloat16; do

@@ -27,9 +27,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import models, parity, train_step, variants
-from gio_ada_jax import state as state_lib
+from gio_ada_jax import models, variants
 from gio_ada_jax.distributed import put_sharded, replicate
+from gio_ada_jax.interop import parity
+from gio_ada_jax.train import step as train_step
+from gio_ada_jax.train import state as state_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
                                           "Config (variant with :INPUT,OUTPUT).")

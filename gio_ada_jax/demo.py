@@ -28,11 +28,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, configs, evaluator, models, pictures,
-                         reports, train_step, trainer, variants, workdir as workdir_lib,
-                         workdir_lock)
+from gio_ada_jax import config_checks, configs, models, variants, workdir as workdir_lib
+from gio_ada_jax.cyclegan import model as cyclegan, translate
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.eval import evaluate, pictures, reports
+from gio_ada_jax.train import checkpoint, loop, step as train_step, trainer, workdir_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +90,14 @@ def train_and_evaluate_row(config, workdir: str, name: str) -> dict:
     if trainer.train_and_evaluate(config, workdir) is None:
       print(f"SIGTERM: {name} is checkpointed in {workdir}, not finished; rerun the same "
             "command to resume.", flush=True)
-      sys.exit(trainer.PREEMPTED_EXIT_CODE)
-  [report] = evaluator.evaluate(config, workdir, name=name)
+      sys.exit(loop.PREEMPTED_EXIT_CODE)
+  [report] = evaluate.evaluate(config, workdir, name=name)
   return report
 
 
 def _task_net_predictions(config, workdir: str, images: np.ndarray) -> np.ndarray:
   built = models.build_models(config.model, variants.from_config(config))
-  weights = evaluator.export_weights(built, config, workdir)
+  weights = evaluate.export_weights(built, config, workdir)
   logits, _ = jax.jit(built.task_net.apply)({"params": weights.params}, images)
   return np.asarray(np.argmax(logits, axis=-1))
 
@@ -136,11 +137,11 @@ def _gio_ada_translations(base_config, data_dir: str, workdir: str,
   config = run_config(base_config, ROWS[3], 0, data_dir)
   variant = variants.from_config(config)
   built = models.build_models(config.model, variant)
-  params = evaluator.checkpoint_params(built, config, workdir)
+  params = evaluate.checkpoint_params(built, config, workdir)
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
            "source_depth": np.stack([e["depth"] for e in src])}
-  return np.asarray(jax.jit(train_step.translate, static_argnums=(0, 3))(
+  return np.asarray(jax.jit(train_step.translated_source, static_argnums=(0, 3))(
       built, params, batch, variant))
 
 
@@ -159,14 +160,13 @@ def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
 def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str) -> None:
   """Figure 4 of the paper as a comparison: source | CycleGAN ('cg') | GIO-Ada's G_img |
   a target image, the same source images in both translations."""
-  from gio_ada_jax import cyclegan, translate  # pylint: disable=g-import-not-at-top
   config = run_config(base_config, CYCLEGAN, 0, data_dir)
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)
   params, _ = translate.generator_from_checkpoint(
       config, translate.cyclegan_workdir(runs["cyclegan"]))
-  by_cyclegan = np.asarray(cyclegan.translate(cyclegan.build_models(config).generator, params,
-                                              np.stack([e["image"] for e in src])))
+  by_cyclegan = np.asarray(cyclegan.apply_generator(cyclegan.build_models(config).generator,
+                                                    params, np.stack([e["image"] for e in src])))
   by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src)
   pictures.write_png(path, pictures.panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),
@@ -260,7 +260,7 @@ def main(argv):
   except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
     print("SIGTERM: stopped before the data being written was complete; rerun the same "
           "command to resume.", file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+    return loop.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -34,5 +34,5 @@ def evaluation(workdir: str) -> str:
 
 
 def lock(workdir: str) -> str:
-  """The training run's lock file (gio_ada_jax/workdir_lock.py)."""
+  """The training run's lock file (gio_ada_jax/train/workdir_lock.py)."""
   return os.path.join(workdir, "train.lock")

@@ -16,8 +16,9 @@ import os
 import jax
 from jax.experimental import multihost_utils
 
-from gio_ada_jax import distributed, workdir_lock
+from gio_ada_jax import distributed
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.train import workdir_lock
 
 
 def main():

@@ -18,13 +18,13 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from gio_ada_jax import distributed, evaluation
+from gio_ada_jax import distributed
 from gio_ada_jax import models as models_lib
-from gio_ada_jax import state as state_lib
-from gio_ada_jax import trainer
-from gio_ada_jax import train_step as step_lib
 from gio_ada_jax import variants
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.eval import metrics as metrics_lib
+from gio_ada_jax.train import state as state_lib
+from gio_ada_jax.train import step as step_lib
 
 GLOBAL_BATCH, HEIGHT, WIDTH, STEPS = 4, 32, 48, 3
 
@@ -67,15 +67,15 @@ def eval_split() -> list[dict[str, np.ndarray]]:
   return examples
 
 
-def evaluate(task_net, params) -> evaluation.SplitResult:
+def evaluate(task_net, params) -> metrics_lib.SplitResult:
   """The whole eval split over every device of every process, at label resolution."""
   split = eval_split()
-  depth = evaluation.DepthScales(predicted_m=50.0, true_m=50.0, min_m=1e-3, max_m=0.0)
-  p_eval = evaluation.make_split_evaluator(task_net, 10, depth, jax.devices())
+  depth = metrics_lib.DepthScales(predicted_m=50.0, true_m=50.0, min_m=1e-3, max_m=0.0)
+  p_eval = metrics_lib.make_split_evaluator(task_net, 10, depth, jax.devices())
   batches = pipeline.eval_batches(
       split, pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=5000.0), per_device_batch=1,
       label_size=(32, 48))
-  result = evaluation.evaluate_split(p_eval, params, batches, num_examples=len(split),
+  result = metrics_lib.evaluate_split(p_eval, params, batches, num_examples=len(split),
                                      num_classes=10, with_depth=True, devices=jax.devices(),
                                      num_pictures=3, progress=False)
   # Pictures come from this process's own examples (its shard: every N-th image).
@@ -121,7 +121,7 @@ def main():
   initial = leaves(state.params)
   p_step = step_lib.make_p_train_step(models, state_lib.make_optimizers(config.train),
                                       config.train, variant)
-  replicated = trainer.replicate(state)
+  replicated = distributed.replicate(state)
   for step in range(STEPS):
     batch = local_batch(global_batch(step), args.process_id, args.num_processes, args.devices)
     replicated, metrics = p_step(replicated, batch)

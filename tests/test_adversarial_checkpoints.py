@@ -20,8 +20,9 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import (checkpoint, config_checks, evaluator, models, run_config,  # noqa: E402
-                         trainer, variants)
+from gio_ada_jax import config_checks, models, variants  # noqa: E402
+from gio_ada_jax.eval import evaluate  # noqa: E402
+from gio_ada_jax.train import checkpoint, loop, run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -104,7 +105,7 @@ def test_training_resumes_from_the_previous_checkpoint_and_sets_the_damaged_one_
   files = _files(bad)
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
-    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+    restored = loop.resume(checkpointer, trained_run[0], str(workdir))
     assert restored.step == int(restored.state.step) == 3 and restored.verified
     assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3},
                            "global_batch": 4, "process_count": 1}
@@ -128,7 +129,7 @@ def test_a_step_damaged_twice_is_set_aside_twice(trained_run, workdir, capsys):
   try:
     for _ in range(2):
       _flip_bytes(workdir / "checkpoints" / "6")
-      restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+      restored = loop.resume(checkpointer, trained_run[0], str(workdir))
       checkpointer.save(6, restored.state, restored.data)
       checkpointer.wait()
   finally:
@@ -149,7 +150,7 @@ def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
   (step_folder / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
-    restored = trainer.resume(checkpointer, trained_run[0], str(workdir))
+    restored = loop.resume(checkpointer, trained_run[0], str(workdir))
   finally:
     checkpointer.close()
   assert restored.step == 6 and not restored.verified
@@ -183,18 +184,18 @@ def test_evaluation_falls_back_and_leaves_the_damaged_checkpoint_in_place(
   bad = workdir / "checkpoints" / "6"
   _flip_bytes(bad)
   files = _files(bad)
-  [weights] = evaluator.checkpoint_weights(built, config, str(workdir))
+  [weights] = evaluate.checkpoint_weights(built, config, str(workdir))
   assert (weights.step, weights.checkpoint) == (3, "checkpoints/3")
   out = capsys.readouterr().out
   assert (f"Skipped checkpoint {bad}: it cannot be restored (checksum mismatch, damaged files: "
           in out and "; left in place.\n" in out), out
-  assert [w.step for w in evaluator.checkpoint_weights(built, config, str(workdir),
+  assert [w.step for w in evaluate.checkpoint_weights(built, config, str(workdir),
                                                        all_steps=True)] == [3]
   assert f"Skipped checkpoint {bad}" in capsys.readouterr().out
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=rf"--step 6: {bad} cannot be restored \(checksum mismatch.*The "
                      r"newest kept step that restores is 3 \(--step 3; kept: \[3, 6\]\)"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+    next(evaluate.checkpoint_weights(built, config, str(workdir), step=6))
   assert _files(bad) == files
   assert not (workdir / "checkpoints_unrestorable").exists()
 
@@ -221,7 +222,7 @@ def test_no_restorable_checkpoint_is_an_evaluation_error_naming_the_export(
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: step 6 \(ValueError: .*step 3 "
                      r"\(ValueError: .*The export .*task_net.msgpack is not used instead"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+    next(evaluate.checkpoint_weights(built, config, str(workdir)))
 
 
 def test_an_export_without_a_complete_checkpoint_is_evaluated(
@@ -231,14 +232,14 @@ def test_an_export_without_a_complete_checkpoint_is_evaluated(
   shutil.copytree(os.path.join(trained_run[1], "export"), workdir / "export")
   unfinished = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1796025401"  # a killed save
   unfinished.mkdir(parents=True)
-  [report] = evaluator.evaluate(config, str(workdir), progress=False)
+  [report] = evaluate.evaluate(config, str(workdir), progress=False)
   assert report["checkpoint"] == "export/task_net.msgpack" and report["step"] is None
   assert (f"{workdir / 'checkpoints'} holds no complete checkpoint; using the export "
           f"{workdir / 'export' / 'task_net.msgpack'}.") in capsys.readouterr().out
   assert unfinished.is_dir()  # not cleaned up: it was not written by evaluate
   with pytest.raises(FileNotFoundError, match=r"no complete checkpoint in .*checkpoints, so "
                      r"--step has no checkpoint to read; its export .* is evaluated without"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir), step=6))
+    next(evaluate.checkpoint_weights(built, config, str(workdir), step=6))
 
 
 def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_config, capsys):
@@ -249,11 +250,11 @@ def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_c
   config.model.width = 0.125
   built = models.build_models(config.model, variants.FINAL)
   with pytest.raises(config_checks.ConfigError, match=r"model.width \(run: 0.0625, now: 0.125\)"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir)))
+    next(evaluate.checkpoint_weights(built, config, str(workdir)))
   with pytest.raises(checkpoint.UnrestorableCheckpoint,
                      match=r"no checkpoint can be restored: steps 6, 3 \(its arrays have other "
                      r"shapes than this config's: .*\(4, 4, 3, 4\) \(config: \(4, 4, 3, 8\)\).*"
                      r"the config may not be the one the run was trained with"):
-    next(evaluator.checkpoint_weights(built, config, str(workdir),
+    next(evaluate.checkpoint_weights(built, config, str(workdir),
                                       allow_config_change=["model.width"]))
   assert "Skipped" not in capsys.readouterr().out

@@ -16,16 +16,18 @@ import pytest
 from PIL import Image
 
 from configs import test as test_config
-from gio_ada_jax import (checkpoint, cyclegan, evaluator, models, pictures, translate, variants,
-                         run_config, workdir as workdir_lib)
+from gio_ada_jax import models, variants, workdir as workdir_lib
+from gio_ada_jax.cyclegan import model as cyclegan, stage, translate
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.eval import evaluate, pictures
+from gio_ada_jax.train import checkpoint, run_config
 
 # ------------------------------------------------------------------ translate: by content
 
 
 def _save_torch_generator(config, path, seed: int) -> None:
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top  (imports torch)
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (imports torch)
   torch.manual_seed(seed)
   generator = torch_ref.init_cyclegan_weights(torch_ref.ResnetGenerator(
       3, 3, config.cyclegan.ngf, config.cyclegan.num_blocks, width=config.model.width))
@@ -117,19 +119,19 @@ def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_p
   output = translate.translated_data_dir(workdir)
   info_file = pipeline.dataset_dir(output, config.data.source) / "dataset_info.json"
   first = _save_cyclegan_checkpoint(config, translate.cyclegan_workdir(workdir), seed=0)
-  assert translate.with_cyclegan_source(config, workdir).data.source_data_dir == output
+  assert stage.with_cyclegan_source(config, workdir).data.source_data_dir == output
   recorded = _stored_provenance(output, config)
   assert recorded[translate.DIGEST] == translate.params_sha256(first)
   assert recorded["step"] == config.cyclegan.num_steps
   written = info_file.stat().st_mtime_ns
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert info_file.stat().st_mtime_ns == written
 
   second = _save_cyclegan_checkpoint(config, translate.cyclegan_workdir(workdir), seed=1)
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert _stored_provenance(output, config)[translate.DIGEST] == translate.params_sha256(second)
   assert translate.params_sha256(second) != translate.params_sha256(first)
-  expected = pictures.image_to_uint8(np.asarray(cyclegan.translate(
+  expected = pictures.image_to_uint8(np.asarray(cyclegan.apply_generator(
       cyclegan.build_models(config).generator, second,
       pipeline.normalise_image(_translated_images(config.data.data_dir, config)))))
   got = _translated_images(output, config)
@@ -137,7 +139,7 @@ def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_p
 
   _set_stored_provenance(output, config, {"cyclegan_checkpoint": translate.cyclegan_workdir(
       workdir), "step": config.cyclegan.num_steps})
-  translate.with_cyclegan_source(config, workdir)
+  stage.with_cyclegan_source(config, workdir)
   assert _stored_provenance(output, config)[translate.DIGEST] == translate.params_sha256(second)
 
 
@@ -280,8 +282,8 @@ def init_weights():
   """(config, TaskNetWeights) of a freshly initialised G_task: enough to compare pictures."""
   config = test_config.get_config()
   built = models.build_models(config.model, variants.from_config(config))
-  params = evaluator._task_net_template(built, config)  # pylint: disable=protected-access
-  return config, evaluator.TaskNetWeights(params, "init", None, "init")
+  params = evaluate._task_net_template(built, config)  # pylint: disable=protected-access
+  return config, evaluate.TaskNetWeights(params, "init", None, "init")
 
 
 def _read(path) -> np.ndarray:
@@ -302,8 +304,8 @@ def test_16_bit_images_give_the_pictures_of_their_8_bit_versions(init_weights, t
   Image.fromarray(rgb8).save(folder / "rgb8.png")
   _png(folder / "rgb16.png", rgb8.astype(np.uint16) * 257, colour_type=2)
   assert Image.open(folder / "gray16.png").mode == "I;16"
-  evaluator.predict_images(config, weights, str(folder), str(output))
-  for kind in evaluator.PICTURE_KINDS:
+  evaluate.predict_images(config, weights, str(folder), str(output))
+  for kind in evaluate.PICTURE_KINDS:
     for eight, sixteen in (("gray8", "gray16"), ("rgb8", "rgb16")):
       np.testing.assert_array_equal(_read(output / f"{sixteen}.png_{kind}.png"),
                                     _read(output / f"{eight}.png_{kind}.png"))
@@ -322,12 +324,12 @@ def test_same_stems_keep_their_own_pictures_and_skipped_files_are_listed(init_we
   Image.fromarray(jpg).save(folder / "a.jpg")
   (folder / "notes.txt").write_text("not an image")
   (folder / "more").mkdir()
-  found = evaluator.predict_images(config, weights, str(folder), str(output))
+  found = evaluate.predict_images(config, weights, str(folder), str(output))
   assert [p.name for p in found.images] == ["a.jpg", "a.png"]
   assert found.skipped == ["more/", "notes.txt"]
   assert sorted(os.listdir(output)) == sorted(
-      [evaluator.IMAGES_MANIFEST] + [f"a.{ext}_{kind}.png" for ext in ("jpg", "png")
-                                     for kind in evaluator.PICTURE_KINDS])
+      [evaluate.IMAGES_MANIFEST] + [f"a.{ext}_{kind}.png" for ext in ("jpg", "png")
+                                     for kind in evaluate.PICTURE_KINDS])
   np.testing.assert_array_equal(_read(output / "a.png_panel.png")[:20, :30], png)
   np.testing.assert_array_equal(_read(output / "a.jpg_panel.png")[:20, :30],
                                 pictures.read_rgb(folder / "a.jpg"))  # JPEG's own loss
@@ -335,10 +337,10 @@ def test_same_stems_keep_their_own_pictures_and_skipped_files_are_listed(init_we
   # Running again into the same folder overwrites only its own pictures.
   (folder / "b.bmp").write_bytes(b"BM broken")
   with pytest.raises(pictures.UnreadableImage, match=r"b.bmp: not a readable image"):
-    evaluator.predict_images(config, weights, str(folder), str(output))
+    evaluate.predict_images(config, weights, str(folder), str(output))
   assert not any(name.startswith("b.bmp") for name in os.listdir(output))
   (folder / "b.bmp").unlink()
-  evaluator.predict_images(config, weights, str(folder), str(output))
+  evaluate.predict_images(config, weights, str(folder), str(output))
 
 
 def test_output_folders_that_hold_the_images_or_other_files_are_refused(tmp_path):
@@ -351,7 +353,7 @@ def test_output_folders_that_hold_the_images_or_other_files_are_refused(tmp_path
         re.escape(f"--output_dir {output} {relation} --images_dir {folder}: pictures and images "
                   "are kept apart") + ".* " + re.escape(
                       f"Choose an output folder outside it, e.g. {folder}_predictions."))):
-      evaluator.check_image_folders(str(folder), str(output))
+      evaluate.check_image_folders(str(folder), str(output))
   other = tmp_path / "other"
   other.mkdir()
   (other / "a.png_panel.png").write_bytes(b"someone else's")
@@ -359,17 +361,17 @@ def test_output_folders_that_hold_the_images_or_other_files_are_refused(tmp_path
   with pytest.raises(ValueError, match=re.escape(
       f"--output_dir {other} holds files that `evaluate.py --images_dir` did not write there "
       "(a.png_panel.png, keep.txt); it never overwrites")):
-    evaluator.check_image_folders(str(folder), str(other))
-  (other / evaluator.IMAGES_MANIFEST).write_text(json.dumps({"files": ["a.png_panel.png"]}))
+    evaluate.check_image_folders(str(folder), str(other))
+  (other / evaluate.IMAGES_MANIFEST).write_text(json.dumps({"files": ["a.png_panel.png"]}))
   with pytest.raises(ValueError, match=r"did not write there \(keep.txt\)"):
-    evaluator.check_image_folders(str(folder), str(other))
+    evaluate.check_image_folders(str(folder), str(other))
   (other / "keep.txt").unlink()
-  assert [p.name for p in evaluator.check_image_folders(str(folder), str(other)).images] == [
+  assert [p.name for p in evaluate.check_image_folders(str(folder), str(other)).images] == [
       "a.png"]
   for broken in ("{", '{"files": "a.png_panel.png"}'):
-    (other / evaluator.IMAGES_MANIFEST).write_text(broken)
+    (other / evaluate.IMAGES_MANIFEST).write_text(broken)
     with pytest.raises(ValueError, match=r"\.predict_images\.json: cannot be read as the list"):
-      evaluator.check_image_folders(str(folder), str(other))
+      evaluate.check_image_folders(str(folder), str(other))
   assert (other / "a.png_panel.png").read_bytes() == b"someone else's"
   # A file, or a folder below a file, used to fail in os.makedirs with a traceback.
   for output in (other / "keep.txt", other / "keep.txt" / "out"):
@@ -377,7 +379,7 @@ def test_output_folders_that_hold_the_images_or_other_files_are_refused(tmp_path
     with pytest.raises(ValueError, match=re.escape(
         f"--output_dir {output}: {other / 'keep.txt'} is a file, not a folder; choose a new or "
         "empty folder for the pictures.")):
-      evaluator.check_image_folders(str(folder), str(output))
+      evaluate.check_image_folders(str(folder), str(output))
 
 
 def test_evaluate_py_refuses_the_images_folder_as_output_and_writes_nothing(tmp_path):

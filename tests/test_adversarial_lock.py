@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from gio_ada_jax import workdir_lock
+from gio_ada_jax.train import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,7 +20,9 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from gio_ada_jax import convert, models, reports, variants  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
+from gio_ada_jax.eval import reports  # noqa: E402
+from gio_ada_jax.interop import convert  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -103,7 +105,7 @@ def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch
   """evaluate.py --torch_checkpoint: a hostile file and one of another width each exit 2 with
   one message and no traceback; the hostile one without torch's advice, the other suggesting
   evaluate.py's flags and the config's fields, never the Python API's keywords. (With
-  --images_dir, which needs no prepared data, the file is read by the same evaluator.torch_weights
+  --images_dir, which needs no prepared data, the file is read by the same evaluate.torch_weights
   as for an evaluation.)"""
   hostile = _hostile_pth(tmp_path / "hostile.pth")
   other_width = _task_net_pth(tmp_path / "task_net.pth", width=0.125)
@@ -130,7 +132,8 @@ def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch
 def test_translate_and_parity_refuse_a_hostile_pth_and_name_their_own_flags(tmp_path):
   """What translate --torch_generator and parity --checkpoint print (both exit 2 on any
   ConversionError)."""
-  from gio_ada_jax import parity, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import parity  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   hostile = _hostile_pth(tmp_path / "hostile.pth")
   task_net = _task_net_pth(tmp_path / "task_net.pth", width=0.0625)
   config = tiny_training_config("unused", 1)
@@ -295,7 +298,8 @@ def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
     procedural_data_dir, tmp_path):
   """translate_source's refusals, raised inside train.py's 'cg' stage, name no translate flag
   (--output_dir, --overwrite) but the config field or workdir that decides the folder."""
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import stage  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "work"
   output_dir = translate.translated_data_dir(str(workdir))
   config = tiny_training_config(procedural_data_dir, 1)
@@ -304,7 +308,7 @@ def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
   provenance = translate.checkpoint_provenance(translate.cyclegan_workdir(str(workdir)), 4,
                                                {"kernel": np.zeros(2)}, False)
   with pytest.raises(translate.TranslationError) as info:
-    translate._translate_for_cg(  # pylint: disable=protected-access
+    stage._translate_for_cg(  # pylint: disable=protected-access
         config, None, output_dir, provenance)
   assert str(info.value) == (
       f"{output_dir} is the data root of the source itself: the translated copy of "
@@ -316,7 +320,7 @@ def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
   shutil.rmtree(pathlib.Path(output_dir) / "procedural")
   (pathlib.Path(output_dir) / "kitti_semantics").mkdir()
   with pytest.raises(translate.TranslationError) as info:
-    translate._translate_for_cg(  # pylint: disable=protected-access
+    stage._translate_for_cg(  # pylint: disable=protected-access
         config, None, output_dir, provenance)
   assert str(info.value) == (
       f"{output_dir} holds other data (kitti_semantics); translated copies go into a folder of "
@@ -334,7 +338,7 @@ def test_a_source_data_dir_without_the_source_names_the_field_and_both_ways_to_f
   message = str(info.value)
   assert message.startswith(f"data.source_data_dir='{tmp_path}/translated' holds no "
                             "'procedural/source' of data version")
-  assert f"gio_ada_jax.translate --config ... --output_dir {tmp_path}/translated" in message
+  assert f"gio_ada_jax.cyclegan.translate --config ... --output_dir {tmp_path}/translated" in message
   assert "set data.source_data_dir='' to read data.source from data.data_dir" in message
 
   config.data.source_data_dir = ""

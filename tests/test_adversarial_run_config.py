@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import config_checks, run_config  # noqa: E402
+from gio_ada_jax import config_checks  # noqa: E402
+from gio_ada_jax.train import run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 SUBPROCESS_ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
@@ -127,16 +128,17 @@ def test_evaluating_with_another_config_is_refused_by_name(run_copy, procedural_
 
 
 def test_images_dir_and_export_are_checked_too(run_copy, procedural_data_dir):
-  from gio_ada_jax import evaluator, models, variants  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import evaluate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import models, variants  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(procedural_data_dir, 6)
   config.data.height = 64
   built = models.build_models(config.model, variants.from_config(config))
   with pytest.raises(config_checks.ConfigError, match=r"data.height \(run: 32, now: 64\)"):
-    evaluator.latest_weights(built, config, str(run_copy))  # evaluate.py --images_dir
+    evaluate.latest_weights(built, config, str(run_copy))  # evaluate.py --images_dir
   config.data.height, config.model.dtype = 32, "bfloat16"
   with pytest.raises(config_checks.ConfigError, match="model.dtype .run: 'float32'"):
-    evaluator.export_weights(built, config, str(run_copy))
-  allowed = evaluator.export_weights(built, config, str(run_copy), ["model.dtype"])
+    evaluate.export_weights(built, config, str(run_copy))
+  allowed = evaluate.export_weights(built, config, str(run_copy), ["model.dtype"])
   assert allowed.source == "export"
 
 
@@ -214,7 +216,7 @@ def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
   """num_steps 3 on a run at step 6 used to say "Resumed from step 6", exit 0 and export the
   step-6 task net as a 3-step run (for the 'cg' CycleGAN stage: exit 75, "stopped by SIGTERM",
   forever); now a ConfigError naming the field, before the record or the export is touched."""
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   before = _snapshot(run_copy)
   with pytest.raises(config_checks.ConfigError) as raised:
     trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 3), str(run_copy))
@@ -251,7 +253,7 @@ def test_translate_from_a_workdir_that_holds_no_cyclegan_names_the_right_one(
   """A 'cg' run's own workdir, or a run of another variant, used to fail at the restore with
   a structure-mismatch excerpt that blamed the config."""
   from configs import test  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top  (TensorFlow)
   config = test.get_config("cg,na")
   cg_run = tmp_path / "cg_run"
   (cg_run / "cyclegan" / "checkpoints" / "4").mkdir(parents=True)

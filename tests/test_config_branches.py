@@ -14,8 +14,10 @@ import pytest
 from configs import default as default_config
 from configs import procedural as procedural_config_lib
 from configs import test as test_config
-from gio_ada_jax import cyclegan, models, state, train_step, trainer, variants
+from gio_ada_jax import models, variants
+from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import pipeline, procedural
+from gio_ada_jax.train import loop as loop_lib, state, step as train_step
 
 HEIGHT, WIDTH = 32, 48
 
@@ -337,7 +339,7 @@ class _CountingBatches:
 def test_training_loop_paces_logs_checkpoints_pictures_prefetch(
     tmp_path, capsys):
   """train.log_every, checkpoint_every, keep_checkpoints, image_every and data.device_prefetch,
-  through trainer.run_loop with a stand-in step: log lines at multiples of log_every (and the
+  through loop.run_loop with a stand-in step: log lines at multiples of log_every (and the
   last step), checkpoints at multiples of checkpoint_every of which the newest keep_checkpoints
   stay, pictures at multiples of image_every, and the batches drawn ahead of each step."""
   config = test_config.get_config()
@@ -357,13 +359,13 @@ def test_training_loop_paces_logs_checkpoints_pictures_prefetch(
     pictures_at.append(int(batch["x"][0]))
     return {"x": np.zeros((1, 4, 4, 3), np.uint8)}
 
-  loop = trainer.Loop(p_step=step, to_step_batch=lambda b: b, num_steps=8,
+  loop = loop_lib.Loop(p_step=step, to_step_batch=lambda b: b, num_steps=8,
                       learning_rate_at=lambda s: 1e-3, pictures=pictures)
   initial = state.GioAdaState(step=jnp.zeros((), jnp.int32),
                               params={n: {"w": jnp.zeros(2)} for n in variants.NETWORKS},
                               opt_states={n: {} for n in variants.NETWORKS},
                               rng=jax.random.PRNGKey(0))
-  final = trainer.run_loop(loop, initial, batches, str(tmp_path), config)
+  final = loop_lib.run_loop(loop, initial, batches, str(tmp_path), config)
   assert int(final.step) == 8
   printed = [line.split("/")[0] for line in capsys.readouterr().out.splitlines()
              if line.startswith("step ")]

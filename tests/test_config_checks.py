@@ -11,8 +11,9 @@ import pytest
 
 from configs import synthia_to_cityscapes, vkitti_to_kitti
 from configs import test as test_config
-from gio_ada_jax import config_checks, trainer
+from gio_ada_jax import config_checks
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -169,7 +170,8 @@ def test_the_modules_accept_exactly_the_names_the_check_lists():
   """CHOICES is the list the start-up check uses; each module that implements a field accepts
   each of its names and raises ConfigError (not a traceback-worthy ValueError) for others."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import losses, models, state  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import losses, state  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import models  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.models import task_net  # pylint: disable=g-import-not-at-top
   choices = config_checks.CHOICES
   assert tuple(task_net.INPUT_NORMALISATIONS) == choices["model.task_net.input_norm"]

@@ -1,4 +1,4 @@
-"""PyTorch state_dict <-> Flax params (gio_ada_jax/convert.py) for every network layout.
+"""PyTorch state_dict <-> Flax params (gio_ada_jax/interop/convert.py) for every network layout.
 
 Small widths (configs/test.py) for values; full-size key shapes from meta-device PyTorch modules
 and `jax.eval_shape` templates, so nothing large is initialised.
@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from configs import default as default_config  # noqa: E402
 from configs import test as test_config  # noqa: E402
-from gio_ada_jax import convert, parity, torch_ref  # noqa: E402
+from gio_ada_jax.interop import convert, parity, torch_ref  # noqa: E402
 from gio_ada_jax.models import ImageTransformNet  # noqa: E402
 
 SIZE = 24  # Input height and width: params do not depend on it (PatchGAN needs >= 24).

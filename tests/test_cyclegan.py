@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax import checkpoint, cyclegan, parity
+from gio_ada_jax.cyclegan import model as cyclegan
+from gio_ada_jax.interop import parity
+from gio_ada_jax.train import checkpoint
 
 HEIGHT, WIDTH = 32, 48
 
@@ -28,7 +30,8 @@ def _step(config, built, axis_name=None):
 def test_pool_fills_then_swaps_as_upstream_image_pool():
   """The JAX pool against torch_ref's transcription of upstream's ImagePool, same draws."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax.torch_ref.cyclegan_step import ImagePool  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop.torch_ref.cyclegan_step import (  # pylint: disable=g-import-not-at-top
+      ImagePool)
   size, batches, per_batch = 3, 5, 2
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (batches, per_batch, 2, 2, 3)).astype(np.float32)
@@ -164,7 +167,7 @@ def cg_run(procedural_data_dir, tmp_path_factory):
   """(config, workdir, final state) of a whole 'cg,na' run: CycleGAN 4 steps, translation,
   task net 6 steps."""
   pytest.importorskip("tensorflow_datasets")
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   config = test_config.get_config("cg,na")
   config.data.data_dir = procedural_data_dir
   workdir = str(tmp_path_factory.mktemp("cg_run"))
@@ -179,7 +182,8 @@ def _examples(data_dir, name, split):
 
 
 def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
-  from gio_ada_jax import translate, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, state = cg_run
   assert int(state.step) == config.train.num_steps
@@ -206,7 +210,8 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
 
 
 def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run):
-  from gio_ada_jax import pictures, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, _ = translate.generator_from_checkpoint(config, translate.cyclegan_workdir(workdir))
@@ -214,14 +219,15 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
   translated, _ = _examples(translate.translated_data_dir(workdir), config.data.source,
                             "validation")
   generator = cyclegan.build_models(config).generator
-  expected = pictures.image_to_uint8(np.asarray(cyclegan.translate(
+  expected = pictures.image_to_uint8(np.asarray(cyclegan.apply_generator(
       generator, params, pipeline.normalise_image(np.stack([o["image"] for o in originals])))))
   got = np.stack([t["image"] for t in translated])
   assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batch-size rounding
 
 
 def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
-  from gio_ada_jax import trainer, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   info_file = os.path.join(translate.translated_data_dir(workdir), "procedural", "source",
@@ -235,7 +241,8 @@ def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
 def test_cyclegan_training_resumes_exactly(cg_run, tmp_path):
   """Checkpoint 3 of the 4-step CycleGAN, resumed: the same parameters, Adam states and
   pools as the uninterrupted run."""
-  from gio_ada_jax import trainer, translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   straight_dir = translate.cyclegan_workdir(workdir)
   resumed_dir = tmp_path / "cyclegan"
@@ -257,7 +264,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   """A PyTorch CycleGAN G_A state_dict (upstream keys) through convert.py: the translated
   dataset holds what the PyTorch generator itself outputs."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top
   config, _, _ = cg_run
   torch.manual_seed(0)
   generator = torch_ref.init_cyclegan_weights(torch_ref.ResnetGenerator(
@@ -265,7 +272,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   generator.eval()
   torch.save(generator.state_dict(), tmp_path / "latest_net_G_A.pth")
   output_dir = tmp_path / "translated"
-  command = [sys.executable, "-m", "gio_ada_jax.translate", "--config", "configs/test.py",
+  command = [sys.executable, "-m", "gio_ada_jax.cyclegan.translate", "--config", "configs/test.py",
              f"--config.data.data_dir={config.data.data_dir}",
              f"--output_dir={output_dir}"]
   result = subprocess.run(command + [f"--torch_generator={tmp_path / 'latest_net_G_A.pth'}"],
@@ -287,7 +294,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
   assert again.returncode == 2 and "no CycleGAN checkpoint" in again.stderr
   neither = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
   assert neither.returncode == 2 and "exactly one of" in neither.stderr
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.cyclegan.residual_output = True  # not an upstream generator
   with pytest.raises(translate.TranslationError, match="residual_output=False"):
@@ -295,7 +302,7 @@ def test_translate_command_loads_an_upstream_pytorch_generator(cg_run, tmp_path)
 
 
 def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_path):
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
       config, translate.cyclegan_workdir(workdir))
@@ -308,7 +315,7 @@ def test_translation_to_an_occupied_folder_names_it_and_how_to_fix(cg_run, tmp_p
 def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):
   """Even with --overwrite: not the source's own root, not a folder holding other data, not a
   prepared dataset without a recorded generator."""
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
@@ -336,7 +343,7 @@ def test_translation_never_replaces_data_it_did_not_write(cg_run, tmp_path):
 
 
 def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
-  from gio_ada_jax import translate  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
   params, provenance = translate.generator_from_checkpoint(
@@ -367,7 +374,8 @@ def test_interrupted_translation_does_not_load_as_prepared(cg_run, tmp_path):
 def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_run, tmp_path):
   """source | CycleGAN | GIO-Ada | target, from a 'cg' run and a '+sd,joint' run."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import demo, pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import demo  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   config, cg_workdir, _ = cg_run
   _, gio_ada_workdir = trained_run
   path = tmp_path / "figure.png"
@@ -386,7 +394,7 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
 def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_data_dir,
                                                                      tmp_path):
   """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 75
-  (trainer.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
+  (loop.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
   test_cyclegan_training_resumes_exactly)."""
   pytest.importorskip("tensorflow_datasets")
   from tests.test_trainer import SUBPROCESS_ENV, _stop_after  # pylint: disable=g-import-not-at-top

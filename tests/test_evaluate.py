@@ -14,9 +14,11 @@ from PIL import Image
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import convert, evaluation, evaluator, models, reports, variants  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.data.labels import VKITTI_KITTI_10  # noqa: E402
+from gio_ada_jax.eval import metrics, evaluate, reports  # noqa: E402
+from gio_ada_jax.interop import convert  # noqa: E402
 from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
@@ -54,10 +56,10 @@ def test_all_steps_writes_a_report_per_checkpoint_and_the_curve(evaluated, proce
     # The whole split, every labelled pixel at its own resolution, exactly once.
     assert np.sum(report["confusion_matrix"]) == _labelled_pixels(procedural_data_dir)
     assert report["metrics"]["num_images"] == 4 and report["resolution"] == "label"
-    again = evaluation.segmentation_metrics(np.array(report["confusion_matrix"]),
+    again = metrics.segmentation_metrics(np.array(report["confusion_matrix"]),
                                             VKITTI_KITTI_10)
     assert report["metrics"]["miou"] == pytest.approx(again["miou"])
-    assert set(report["metrics"]["depth"]) >= set(evaluation.DEPTH_METRICS)
+    assert set(report["metrics"]["depth"]) >= set(metrics.DEPTH_METRICS)
     assert "| Method | road |" in (eval_dir / f"step_{step}.md").read_text()
   assert [p["step"] for p in json.loads((eval_dir / "curve.json").read_text())] == [3, 6]
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
@@ -101,13 +103,13 @@ def test_export_and_pytorch_checkpoint_evaluate_like_the_last_checkpoint(
   want = json.loads((workdir / "eval" / "step_6.json").read_text())["confusion_matrix"]
   export_only = tmp_path / "export_only"
   shutil.copytree(workdir / "export", export_only / "export")
-  [report] = evaluator.evaluate(config, str(export_only), progress=False)
+  [report] = evaluate.evaluate(config, str(export_only), progress=False)
   assert report["checkpoint"] == "export/task_net.msgpack"
   assert report["confusion_matrix"] == want
   pth = tmp_path / "task_net.pth"
   convert.save_torch_checkpoint(convert.flax_to_torch(trained_run[0].params["task_net"],
                                                       "task_net"), str(pth))
-  [report] = evaluator.evaluate(config, str(tmp_path / "torch_eval"),
+  [report] = evaluate.evaluate(config, str(tmp_path / "torch_eval"),
                                 torch_checkpoint=str(pth), progress=False)
   assert report["confusion_matrix"] == want
   assert (tmp_path / "torch_eval" / "eval" / "torch_task_net.json").exists()
@@ -123,16 +125,16 @@ def test_images_dir_predicts_unlabelled_images_at_their_own_size(trained_run,
   (folder / "notes.txt").write_text("not an image")
   config = tiny_training_config(procedural_data_dir, 6)
   built = models.build_models(config.model, variants.FINAL)
-  weights = next(evaluator.checkpoint_weights(built, config, trained_run[1]))
+  weights = next(evaluate.checkpoint_weights(built, config, trained_run[1]))
   assert weights.step == 6
-  found = evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out"))
+  found = evaluate.predict_images(config, weights, str(folder), str(tmp_path / "out"))
   assert [p.name for p in found.images] == ["a.png", "b.jpg"] and found.skipped == ["notes.txt"]
   assert np.asarray(Image.open(tmp_path / "out" / "b.jpg_segmentation.png")).shape == (25, 41, 3)
   assert np.asarray(Image.open(tmp_path / "out" / "a.png_panel.png")).shape == (20, 3 * 30 + 8,
                                                                                  3)
   (folder / "c.png").write_bytes(b"\x89PNG broken")
   with pytest.raises(ValueError, match="c.png"):
-    evaluator.predict_images(config, weights, str(folder), str(tmp_path / "out"))
+    evaluate.predict_images(config, weights, str(folder), str(tmp_path / "out"))
 
 
 def test_missing_weights_and_unknown_steps_say_what_exists(trained_run, procedural_data_dir,
@@ -140,10 +142,10 @@ def test_missing_weights_and_unknown_steps_say_what_exists(trained_run, procedur
   config = tiny_training_config(procedural_data_dir, 6)
   built = models.build_models(config.model, variants.FINAL)
   with pytest.raises(FileNotFoundError, match="train first"):
-    next(evaluator.checkpoint_weights(built, config, str(tmp_path)))
+    next(evaluate.checkpoint_weights(built, config, str(tmp_path)))
   assert not (tmp_path / "checkpoints").exists()  # nothing created by looking
   with pytest.raises(FileNotFoundError, match=r"step 5.*\[3, 6\]"):
-    next(evaluator.checkpoint_weights(built, config, trained_run[1], step=5))
+    next(evaluate.checkpoint_weights(built, config, trained_run[1], step=5))
   result = _evaluate_py("--workdir", str(tmp_path))
   assert result.returncode == 2 and "--config and --workdir are required" in result.stderr
 
@@ -155,7 +157,7 @@ def test_an_export_from_another_model_config_is_refused_by_name(evaluated, proce
   config = tiny_training_config(procedural_data_dir, 6)
   config.model.width = 0.125
   with pytest.raises(ValueError, match=r"model\.width \(run: 0\.0625, config: 0\.125\)"):
-    evaluator.export_weights(models.build_models(config.model, variants.FINAL), config,
+    evaluate.export_weights(models.build_models(config.model, variants.FINAL), config,
                              str(tmp_path))
 
 
@@ -171,8 +173,8 @@ def test_an_export_from_before_config_variant_still_loads(evaluated, procedural_
   path.write_text(json.dumps(stored))
   config = tiny_training_config(procedural_data_dir, 6)
   built = models.build_models(config.model, variants.FINAL)
-  weights = evaluator.export_weights(built, config, str(tmp_path))
-  expected = evaluator.export_weights(built, config, str(workdir))
+  weights = evaluate.export_weights(built, config, str(tmp_path))
+  expected = evaluate.export_weights(built, config, str(workdir))
   for a, b in zip(jax.tree.leaves(weights.params), jax.tree.leaves(expected.params)):
     np.testing.assert_array_equal(a, b)
 

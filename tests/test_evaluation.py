@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gio_ada_jax import evaluation, reports
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import MIOU13_CLASSES, SYNTHIA_CITYSCAPES_16, LabelSpace
+from gio_ada_jax.eval import metrics as metrics_lib, reports
 from gio_ada_jax.models import TaskNet
 from gio_ada_jax.models.layers import resize_bilinear_align_corners
 
@@ -28,7 +28,7 @@ def test_iou_by_hand_absent_classes_are_nan_and_left_out_of_the_mean():
   confusion = np.array([[5, 1, 0],
                         [2, 3, 0],
                         [0, 0, 0]])
-  metrics = evaluation.segmentation_metrics(confusion, THREE)
+  metrics = metrics_lib.segmentation_metrics(confusion, THREE)
   assert metrics["iou"]["a"] == pytest.approx(5 / (6 + 7 - 5))
   assert metrics["iou"]["b"] == pytest.approx(3 / (5 + 4 - 3))
   assert math.isnan(metrics["iou"]["c"])  # in neither ground truth nor prediction
@@ -40,7 +40,7 @@ def test_iou_by_hand_absent_classes_are_nan_and_left_out_of_the_mean():
 
 def test_a_class_only_predicted_counts_as_zero():
   confusion = np.array([[4, 2, 0], [0, 0, 0], [0, 0, 3]])  # b predicted, never true
-  metrics = evaluation.segmentation_metrics(confusion, THREE)
+  metrics = metrics_lib.segmentation_metrics(confusion, THREE)
   assert metrics["iou"]["b"] == 0.0
   assert metrics["miou"] == pytest.approx((4 / 6 + 0 + 1) / 3)
 
@@ -48,7 +48,7 @@ def test_a_class_only_predicted_counts_as_zero():
 def test_miou13_is_the_mean_of_13_of_the_16_ious_of_the_same_matrix():
   rng = np.random.default_rng(0)
   confusion = rng.integers(0, 50, (16, 16)) + np.diag(rng.integers(100, 500, 16))
-  metrics = evaluation.segmentation_metrics(confusion, SYNTHIA_CITYSCAPES_16)
+  metrics = metrics_lib.segmentation_metrics(confusion, SYNTHIA_CITYSCAPES_16)
   ious = np.array(list(metrics["iou"].values()))
   not_wall_fence_pole = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]  # GIO-Ada Table 4, mIoU*
   assert metrics["miou13"] == pytest.approx(ious[not_wall_fence_pole].mean())
@@ -57,13 +57,13 @@ def test_miou13_is_the_mean_of_13_of_the_16_ious_of_the_same_matrix():
           } == {"wall", "fence", "pole"}  # the table itself: tests/test_labels.py
   worse = confusion.copy()
   worse[3, 3] = 0  # wall: changes mIoU, not mIoU*
-  changed = evaluation.segmentation_metrics(worse, SYNTHIA_CITYSCAPES_16)
+  changed = metrics_lib.segmentation_metrics(worse, SYNTHIA_CITYSCAPES_16)
   assert changed["miou"] < metrics["miou"] and changed["miou13"] == metrics["miou13"]
 
 
 def test_wrong_matrix_size_is_refused():
   with pytest.raises(ValueError, match="three"):
-    evaluation.segmentation_metrics(np.zeros((4, 4)), THREE)
+    metrics_lib.segmentation_metrics(np.zeros((4, 4)), THREE)
 
 
 def test_device_confusion_matrix_equals_fast_hist_and_masks_padding():
@@ -71,17 +71,17 @@ def test_device_confusion_matrix_equals_fast_hist_and_masks_padding():
   labels = rng.integers(0, 4, (2, 5, 7))
   labels[rng.random(labels.shape) < 0.2] = 255
   predictions = rng.integers(0, 4, (2, 5, 7))
-  got = evaluation.confusion_matrix(jnp.asarray(labels), jnp.asarray(predictions), 4)
+  got = metrics_lib.confusion_matrix(jnp.asarray(labels), jnp.asarray(predictions), 4)
   np.testing.assert_array_equal(np.asarray(got), _fast_hist(labels, predictions, 4))
   weights = jnp.asarray([1.0, 0.0])[:, None, None]  # second image is padding
-  got = evaluation.confusion_matrix(jnp.asarray(labels), jnp.asarray(predictions), 4, weights)
+  got = metrics_lib.confusion_matrix(jnp.asarray(labels), jnp.asarray(predictions), 4, weights)
   np.testing.assert_array_equal(np.asarray(got), _fast_hist(labels[:1], predictions[:1], 4))
 
 
 def test_upsampling_to_label_resolution_matches_align_corners_resize_per_example():
   x = jax.random.normal(jax.random.key(0), (4, 4, 6, 3))
   sizes = jnp.asarray([[9, 13], [7, 10], [4, 6], [1, 1]])  # larger, same, a single pixel
-  out = evaluation.upsample_to_label_resolution(x, sizes, (9, 13))
+  out = metrics_lib.upsample_to_label_resolution(x, sizes, (9, 13))
   for n, (h, w) in enumerate(np.asarray(sizes)):
     want = resize_bilinear_align_corners(x[n:n + 1], int(h), int(w))[0]
     np.testing.assert_allclose(np.asarray(out[n, :h, :w]), np.asarray(want), atol=1e-5)
@@ -106,13 +106,13 @@ def test_depth_errors_follow_the_standard_definitions():
   pred[0, 0, 0] = -3.0  # clipped to the minimum
   mask = rng.random(gt.shape) < 0.8
   mask[1] = False  # no valid pixel: not counted
-  errors, counted = evaluation.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
+  errors, counted = metrics_lib.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
                                             jnp.asarray(mask, jnp.float32), 1e-3, 0.0)
   np.testing.assert_allclose(np.asarray(errors[0]),
                              _eigen_reference(pred[0], gt[0], mask[0], 1e-3), rtol=1e-5)
   assert np.asarray(counted).tolist() == [True, False]
   sums = np.asarray(errors[0]) * 2
-  metrics = evaluation.depth_metrics(sums, 2)
+  metrics = metrics_lib.depth_metrics(sums, 2)
   assert metrics["abs_rel"] == pytest.approx(float(errors[0, 0]))
 
 
@@ -124,11 +124,11 @@ def test_the_depth_cap_drops_farther_ground_truth_and_clips_predictions():
   pred = (gt * rng.uniform(0.5, 2.0, gt.shape)).astype(np.float32)
   mask = np.ones(gt.shape, bool)
   assert (gt > 30).any() and (pred[gt <= 30] > 30).any()  # both branches are exercised
-  capped, _ = evaluation.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
+  capped, _ = metrics_lib.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
                                       jnp.asarray(mask, jnp.float32), 1e-3, 30.0)
   np.testing.assert_allclose(np.asarray(capped[0]),
                              _eigen_reference(pred[0], gt[0], mask[0], 1e-3, 30.0), rtol=1e-5)
-  uncapped, _ = evaluation.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
+  uncapped, _ = metrics_lib.depth_errors(jnp.asarray(pred), jnp.asarray(gt),
                                         jnp.asarray(mask, jnp.float32), 1e-3, 0.0)
   np.testing.assert_allclose(np.asarray(uncapped[0]),
                              _eigen_reference(pred[0], gt[0], mask[0], 1e-3), rtol=1e-5)
@@ -154,7 +154,7 @@ def _labelled_example(index: int, size) -> dict:
 SPLIT = [_labelled_example(i, s) for i, s in enumerate(LABEL_SIZES)]
 SPEC = pipeline.Preprocessing(8, 12, depth_max_cm=3000.0)
 LABEL_SHAPE = (11, 17)
-DEPTH = evaluation.DepthScales(predicted_m=20.0, true_m=30.0, min_m=1e-3, max_m=0.0)
+DEPTH = metrics_lib.DepthScales(predicted_m=20.0, true_m=30.0, min_m=1e-3, max_m=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +165,11 @@ def tiny_task_net():
 
 
 def _run(net, params, devices, per_device_batch, num_pictures=0):
-  p_eval = evaluation.make_split_evaluator(net, NUM_CLASSES, DEPTH, devices)
+  p_eval = metrics_lib.make_split_evaluator(net, NUM_CLASSES, DEPTH, devices)
   batches = pipeline.eval_batches(SPLIT, SPEC, per_device_batch=per_device_batch,
                                   label_size=LABEL_SHAPE, local_devices=len(devices),
                                   process_index=0, process_count=1)
-  return evaluation.evaluate_split(p_eval, params, batches, num_examples=len(SPLIT),
+  return metrics_lib.evaluate_split(p_eval, params, batches, num_examples=len(SPLIT),
                                    num_classes=NUM_CLASSES, with_depth=True, devices=devices,
                                    num_pictures=num_pictures, progress=False)
 
@@ -211,7 +211,7 @@ def test_several_devices_give_what_one_device_gives(tiny_task_net, monkeypatch):
   np.testing.assert_array_equal(many.confusion, one.confusion)
   np.testing.assert_allclose(many.depth_sums, one.depth_sums, rtol=1e-6)
   # Moving the int32 device counts to the host after every step changes nothing.
-  monkeypatch.setattr(evaluation, "_INT32_MAX", 1)
+  monkeypatch.setattr(metrics_lib, "_INT32_MAX", 1)
   flushed = _run(net, params, jax.local_devices(), per_device_batch=1)
   np.testing.assert_array_equal(flushed.confusion, one.confusion)
   np.testing.assert_allclose(flushed.depth_sums, one.depth_sums, rtol=1e-6)
@@ -227,8 +227,8 @@ def test_pictures_keep_the_first_images_at_their_own_size(tiny_task_net):
 
 
 def test_flush_interval_keeps_int32_counts_below_overflow():
-  assert evaluation.flush_interval(2048 * 1024 * 8) == 127  # 8 Cityscapes images per step
-  assert evaluation.flush_interval(2**31) == 1
+  assert metrics_lib.flush_interval(2048 * 1024 * 8) == 127  # 8 Cityscapes images per step
+  assert metrics_lib.flush_interval(2**31) == 1
 
 
 # ------------------------------------------------------------------------------- reports

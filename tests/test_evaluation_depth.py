@@ -1,6 +1,6 @@
 """Evaluation's depth numbers against numpy, on a target whose depth range is not the source's.
 
-The tiny trained run is evaluated (evaluator.evaluate, what evaluate.py calls) on a copy of the
+The tiny trained run is evaluated (evaluate.evaluate, what evaluate.py calls) on a copy of the
 prepared procedural data whose target records a depth maximum of its own: its farthest measured
 point, as a KITTI-like dataset without a far clip would (about 430 m; the source's is the far
 clip, 655.35 m). Predictions are in the source's normalised units, ground truth in the target's, so
@@ -20,8 +20,10 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import evaluator, models, trainer, variants  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
+from gio_ada_jax.eval import evaluate  # noqa: E402
+from gio_ada_jax.train import trainer  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 FAR_CLIP_CM = 65535  # the far clip (sky) of the stored depths: never scored
@@ -114,7 +116,7 @@ def test_depth_metrics_equal_numpy_on_another_depth_range(
                       for e in _raw_examples(data_dir, "procedural/source", split))
   assert source_max_cm > 1.4 * target_max_cm  # the two ranges really differ
   built = models.build_models(config.model, variants.from_config(config))
-  params = next(evaluator.checkpoint_weights(built, config, trained_run[1], step=6)).params
+  params = next(evaluate.checkpoint_weights(built, config, trained_run[1], step=6)).params
   examples = _raw_examples(data_dir, "procedural/target", config.data.target_eval_split)
   assert examples[0]["depth"].shape == (config.data.height, config.data.width)  # no resizing
   images = np.stack([e["image"].astype(np.float32) / 127.5 - 1.0 for e in examples])
@@ -128,11 +130,11 @@ def test_depth_metrics_equal_numpy_on_another_depth_range(
     assert 0.2 < float(np.mean(np.asarray(predicted)[..., 0][scored] > 1.0)) < 0.8
     workdir = tmp_path / "export_only"  # evaluated from its export, no checkpoints
     trainer.export_task_net(params, config.model, str(workdir / "export"))
-    [report] = evaluator.evaluate(config, str(workdir), progress=False)
+    [report] = evaluate.evaluate(config, str(workdir), progress=False)
   else:
     workdir = tmp_path / "work"
     shutil.copytree(trained_run[1], workdir)
-    [report] = evaluator.evaluate(config, str(workdir), step=6, progress=False)
+    [report] = evaluate.evaluate(config, str(workdir), step=6, progress=False)
   predicted_m = [np.asarray(p[..., 0]) * source_max_cm / 100.0 for p in predicted]
   expected = _expected_depth_metrics(predicted_m, [e["depth"] for e in examples], min_m, max_m)
 

@@ -34,7 +34,7 @@ except ModuleNotFoundError:
   configs_found = None
 {imports}
 import gio_ada_jax
-import gio_ada_jax.trainer
+import gio_ada_jax.train.trainer
 from absl import flags
 {program}
 flags.FLAGS({argv!r})
@@ -47,7 +47,7 @@ PROGRAMS = {
     "demo": ("import gio_ada_jax.demo  # defines its flags", ["demo"], demo_config),
     "prepare": ("from gio_ada_jax.data import prepare\nprepare._define_flags()",
                 ["prepare", "--dataset", "procedural"], default_config),
-    "parity": ("from gio_ada_jax import parity\nparity._define_flags()", ["parity"],
+    "parity": ("from gio_ada_jax.interop import parity\nparity._define_flags()", ["parity"],
                default_config),
 }
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gio_ada_jax import losses
+from gio_ada_jax.train import losses
 
 
 def test_cross_entropy_ignores_255_and_averages_valid_pixels():

@@ -211,9 +211,10 @@ def test_package_imports_without_torch_or_tensorflow():
       "import sys\n"
       "sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
       "sys.modules['tensorflow'] = None\n"
-      "import gio_ada_jax, gio_ada_jax.models, gio_ada_jax.convert, gio_ada_jax.parity\n"
+      "import gio_ada_jax, gio_ada_jax.models, gio_ada_jax.interop.convert\n"
+      "import gio_ada_jax.interop.parity\n"
       "try:\n"
-      "  import gio_ada_jax.torch_ref\n"
+      "  import gio_ada_jax.interop.torch_ref\n"
       "except ImportError as e:\n"
       "  assert 'pip install torch' in str(e), e\n"
       "else:\n"

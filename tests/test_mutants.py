@@ -35,7 +35,7 @@ def test_mutant_names_are_unique():
 
 
 def test_a_mutant_whose_text_moved_is_named(tmp_path):
-  stale = MUTANTS.Mutant("stale", "test", "gio_ada_jax/losses.py", "text that is not there",
+  stale = MUTANTS.Mutant("stale", "test", "gio_ada_jax/train/losses.py", "text that is not there",
                          "", ("tests/test_losses.py",))
-  with pytest.raises(ValueError, match="stale: its text occurs 0 times in gio_ada_jax/losses.py"):
+  with pytest.raises(ValueError, match="stale: its text occurs 0 times in gio_ada_jax/train/losses.py"):
     MUTANTS.check(stale)

@@ -11,7 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gio_ada_jax import convert, parity, variants  # noqa: E402
+from gio_ada_jax import variants  # noqa: E402
+from gio_ada_jax.interop import convert, parity  # noqa: E402
 
 TOLERANCE = 1e-4
 ODD_SIZE = (97, 61)

@@ -16,7 +16,9 @@ pytest.importorskip("torch")
 
 from configs import default  # noqa: E402
 from configs import test as test_config  # noqa: E402
-from gio_ada_jax import models, parity, state, variants  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
+from gio_ada_jax.interop import parity  # noqa: E402
+from gio_ada_jax.train import state  # noqa: E402
 
 HEIGHT, WIDTH = 32, 48
 NUM_STEPS = 3

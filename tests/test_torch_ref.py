@@ -10,8 +10,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from gio_ada_jax.models.task_net import input_normalisation_affine  # noqa: E402
-from gio_ada_jax.torch_ref import (  # noqa: E402
+from gio_ada_jax.interop.torch_ref import (  # noqa: E402
     FC_DISCRIMINATOR_KEY_MAP,
     VGG16,
     Classifier_Module,
@@ -26,6 +25,7 @@ from gio_ada_jax.torch_ref import (  # noqa: E402
     one_hot_labels,
     vgg16_features,
 )
+from gio_ada_jax.models.task_net import input_normalisation_affine  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

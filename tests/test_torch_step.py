@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
 
-from gio_ada_jax.torch_ref import (  # noqa: E402
+from gio_ada_jax.interop.torch_ref import (  # noqa: E402
     GioAdaGenerator,
     GioAdaTaskNet,
     GioAdaTorchStep,
@@ -24,7 +24,7 @@ from gio_ada_jax.torch_ref import (  # noqa: E402
     make_optimisers,
     segmentation_loss,
 )
-from gio_ada_jax.torch_ref.step import frozen  # noqa: E402
+from gio_ada_jax.interop.torch_ref.step import frozen  # noqa: E402
 from gio_ada_jax.variants import Variant  # noqa: E402
 
 NUM_CLASSES = 10

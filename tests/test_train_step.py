@@ -9,9 +9,9 @@ import pytest
 
 from configs import test as test_config
 from gio_ada_jax import models as models_lib
-from gio_ada_jax import state as state_lib
-from gio_ada_jax import train_step as step_lib
 from gio_ada_jax import variants
+from gio_ada_jax.train import state as state_lib
+from gio_ada_jax.train import step as step_lib
 
 HEIGHT, WIDTH = 32, 48  # the PatchGANs need >= 24 pixels per side
 
@@ -241,8 +241,9 @@ def test_mixed_precision_step_keeps_float32_params_and_losses():
 def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
   """model.task_net.pretrained_vgg16: torchvision's layout, loaded strictly into the encoder."""
   torch = pytest.importorskip("torch")
-  from gio_ada_jax import (  # pylint: disable=g-import-not-at-top
-      config_checks, convert, torch_ref, trainer)
+  from gio_ada_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import convert, torch_ref  # pylint: disable=g-import-not-at-top
   config = _config()
   models, state = _setup(config)
   torch.manual_seed(0)

@@ -12,7 +12,7 @@ from flax import serialization
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import checkpoint, trainer  # noqa: E402
+from gio_ada_jax.train import checkpoint, loop  # noqa: E402
 
 
 @pytest.fixture
@@ -32,19 +32,19 @@ def _assert_same_params(a, b):
 
 
 def test_non_finite_metrics_stop_with_their_names():
-  with pytest.raises(trainer.NonFiniteError, match="loss_d_img.*grad_norm_task_net|"
+  with pytest.raises(loop.NonFiniteError, match="loss_d_img.*grad_norm_task_net|"
                                                    "grad_norm_task_net.*loss_d_img"):
-    trainer.check_finite({"loss_d_img": float("nan"), "grad_norm_task_net": float("inf"),
+    loop.check_finite({"loss_d_img": float("nan"), "grad_norm_task_net": float("inf"),
                           "loss_seg": 1.0}, step=7, last_checkpoint=5)
 
 
 def test_a_nan_message_says_what_a_rerun_starts_from():
-  with pytest.raises(trainer.NonFiniteError, match="checkpoint, step 5, is kept"):
-    trainer.check_finite({"loss_seg": float("nan")}, step=7, last_checkpoint=5)
-  with pytest.raises(trainer.NonFiniteError, match="No checkpoint was written yet") as error:
-    trainer.check_finite({"loss_seg": float("nan")}, step=2, last_checkpoint=None)
+  with pytest.raises(loop.NonFiniteError, match="checkpoint, step 5, is kept"):
+    loop.check_finite({"loss_seg": float("nan")}, step=7, last_checkpoint=5)
+  with pytest.raises(loop.NonFiniteError, match="No checkpoint was written yet") as error:
+    loop.check_finite({"loss_seg": float("nan")}, step=2, last_checkpoint=None)
   assert "is kept" not in str(error.value)
-  trainer.check_finite({"loss_seg": 1.0}, step=2, last_checkpoint=None)
+  loop.check_finite({"loss_seg": 1.0}, step=2, last_checkpoint=None)
 
 
 def test_the_step_is_traced_once_and_runs_without_host_transfers(trained_run):
@@ -119,7 +119,7 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, strai
   out = _stop_after(terminated, "step ", signal.SIGTERM)
   assert f"train.lock: replaced the stale lock of pid {killed.pid} from " in out
   # Not 0: `train.py ... && evaluate.py ...` must not evaluate an unfinished run.
-  assert terminated.returncode == trainer.PREEMPTED_EXIT_CODE == 75
+  assert terminated.returncode == loop.PREEMPTED_EXIT_CODE == 75
   assert not (workdir / "train.lock").exists()
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < 6

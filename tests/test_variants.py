@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax import models, state, train_step, trainer, variants
+from gio_ada_jax import models, variants
+from gio_ada_jax.train import state, step as train_step, trainer
 
 C = 10  # configs/test.py's classes
 HEIGHT, WIDTH = 32, 48
@@ -188,7 +189,7 @@ def test_g_img_sees_exactly_its_variants_inputs(input_level, label_changes, dept
            "source_depth": rng.uniform(0, 1, (1, HEIGHT, WIDTH, 1)).astype(np.float32)}
   other_labels = {**batch, "source_label": (batch["source_label"] + 1) % C}
   other_depth = {**batch, "source_depth": 1.0 - batch["source_depth"]}
-  translate = jax.jit(train_step.translate, static_argnums=(0, 3))
+  translate = jax.jit(train_step.translated_source, static_argnums=(0, 3))
   base = np.asarray(translate(built, params, batch, variant))
   assert (not np.array_equal(base, translate(built, params, other_labels, variant))
           ) == label_changes

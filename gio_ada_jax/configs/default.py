@@ -1,8 +1,8 @@
 """Every default of gio_ada_jax, one comment each. Other configs start from this one.
 
 It lives in the package because the library's own programs start from it (the default config
-of `python -m gio_ada_jax.data.prepare` and `python -m gio_ada_jax.parity`, and the base of the
-demo's); configs/default.py is this file for the command line (`--config configs/default.py`).
+of `python -m gio_ada_jax.data.prepare` and `python -m gio_ada_jax.interop.parity`, and the base
+of the demo's); configs/default.py is this file for the command line (`--config configs/default.py`).
 """
 
 import ml_collections

@@ -443,8 +443,8 @@ def open_source_split(data_config, split: str):
     raise DatasetNotPrepared(
         f"data.source_data_dir={root!r} holds no {name!r} of data version {VERSION_DIR} "
         f"({dataset_dir(root, name)}). A translated copy is written there by `python -m "
-        f"gio_ada_jax.translate --config ... --output_dir {root}`, a prepared one by `python -m "
-        f"gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir {root}`; or set "
+        f"gio_ada_jax.cyclegan.translate --config ... --output_dir {root}`, a prepared one by "
+        f"`python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir {root}`; or set "
         "data.source_data_dir='' to read data.source from data.data_dir.") from e
 
 

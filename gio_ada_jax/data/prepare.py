@@ -22,7 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gio_ada_jax import configs
-from gio_ada_jax.data import formats, interrupts, pipeline
+from gio_ada_jax.data import builders, formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
@@ -62,7 +62,6 @@ def hide_gpus_from_tensorflow() -> None:
 
 def make_builders(dataset: str, data_dir: str, config, num_workers: int = 2) -> list:
   """The TFDS builder(s) that prepare `dataset` into `data_dir`."""
-  from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top
   common = dict(data_dir=data_dir, file_format="array_record")
   if dataset == "procedural":
     return [builders.Procedural(config=domain, procedural_config=config.data.procedural,

@@ -17,8 +17,8 @@ import json
 import os
 from typing import Any, Iterable
 
-from gio_ada_jax.checkpoint import CHECKSUMS_ITEM
 from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.train.checkpoint import CHECKSUMS_ITEM
 
 RECORD = "config.json"  # inside the workdir: the whole config of the run
 CHANGES = "config_changes.json"  # inside the workdir: the changes allowed on purpose

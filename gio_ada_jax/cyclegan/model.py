@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax import losses
 from gio_ada_jax.models import ImageTransformNet, PatchDiscriminator, subpixel_upsampling
 from gio_ada_jax.models.layers import at_least_float32
-from gio_ada_jax.train_step import AXIS_NAME, pmap_step, zero_instance_norm_biases
+from gio_ada_jax.train import losses
+from gio_ada_jax.train.step import AXIS_NAME, pmap_step, zero_instance_norm_biases
 GENERATORS = ("g_st", "g_ts")
 DISCRIMINATORS = ("d_s", "d_t")
 NETWORKS = GENERATORS + DISCRIMINATORS
@@ -280,6 +280,6 @@ def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def translate(generator: ImageTransformNet, params, images: jax.Array) -> jax.Array:
+def apply_generator(generator: ImageTransformNet, params, images: jax.Array) -> jax.Array:
   """Images [N, H, W, 3] in [-1, 1] through one generator (g_st: source -> target)."""
   return generator.apply({"params": params}, images)

@@ -2,7 +2,7 @@
 
 Restores G_task from the workdir's checkpoints (one step, the newest that restores, or every
 kept one that restores; damaged ones are named and left in place), from its export, or from a
-PyTorch checkpoint; evaluates it on the target's evaluation split (`evaluation.py`); writes
+PyTorch checkpoint; evaluates it on the target's evaluation split (`metrics.py`); writes
 reports (Markdown + JSON), the curve (JSON + TensorBoard) and pictures into workdir/eval.
 Also: inference on a folder of unlabelled images, and the comparison of several workdirs'
 reports.
@@ -21,12 +21,14 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax import (checkpoint, convert, evaluation, models, pictures, reports, run_config,
-                         state as state_lib, variants, workdir as workdir_lib)
+from gio_ada_jax import models, variants, workdir as workdir_lib
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.eval import metrics, pictures, reports
+from gio_ada_jax.interop import convert
 from gio_ada_jax.models.layers import align_corners_matrix
+from gio_ada_jax.train import checkpoint, run_config, state as state_lib, summaries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff",
                   ".webp")
@@ -285,7 +287,7 @@ def torch_weights(built: models.GioAdaModels, config, path: str,
   return TaskNetWeights(params, path, None, source)
 
 
-def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales | None:
+def _depth_scales(config, split: pipeline.EvalSplit) -> metrics.DepthScales | None:
   """Metres per normalised unit of predictions (source's depth scale) and ground truth
   (target's)."""
   true_cm = pipeline.depth_scale_cm(split.info, config.data.sky_depth)
@@ -300,7 +302,7 @@ def _depth_scales(config, split: pipeline.EvalSplit) -> evaluation.DepthScales |
   predicted_cm = pipeline.depth_scale_cm(source_info, config.data.sky_depth)
   if predicted_cm <= 0:
     return None
-  return evaluation.DepthScales(predicted_m=predicted_cm / 100, true_m=true_cm / 100,
+  return metrics.DepthScales(predicted_m=predicted_cm / 100, true_m=true_cm / 100,
                                 min_m=config.eval.depth_min_m, max_m=config.eval.depth_max_m)
 
 
@@ -330,7 +332,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
   if torch_checkpoint and torch_layout == "deeplab_vgg":
     depth = None  # AdaptSegNet's network has no depth head: its depth would be random
   devices = jax.devices()  # every process's: the totals are summed over all of them
-  p_eval = evaluation.make_split_evaluator(built.task_net, label_space.num_classes, depth,
+  p_eval = metrics.make_split_evaluator(built.task_net, label_space.num_classes, depth,
                                            devices)
   if torch_checkpoint:
     weights = iter([torch_weights(built, config, torch_checkpoint, torch_layout)])
@@ -340,7 +342,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
   eval_dir = workdir_lib.evaluation(workdir)
   written = []
   for w in weights:
-    result = evaluation.evaluate_split(
+    result = metrics.evaluate_split(
         p_eval, w.params, split.batches(config.eval.per_device_batch),
         num_examples=len(split), num_classes=label_space.num_classes,
         with_depth=depth is not None, devices=devices, num_pictures=save_predictions,
@@ -349,7 +351,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
         name=name or variant_name(config), variant=variant_name(config),
         checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
         class_names=label_space.class_names, resolution=resolution,
-        metrics=evaluation.summarise(result, label_space), confusion=result.confusion,
+        metrics=metrics.summarise(result, label_space), confusion=result.confusion,
         seconds=result.seconds,
         depth_range_m=None if depth is None else (depth.min_m, depth.max_m))
     written.append(report)
@@ -370,7 +372,6 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
 
 def _write_tensorboard(workdir: str, report: dict[str, Any]) -> None:
   """The report's curve scalars as eval/* (eval_input/* at input resolution) at its step."""
-  from gio_ada_jax import summaries  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   prefix = "eval" if report["resolution"] == "label" else "eval_input"
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir, "eval"))
   for key, value in reports.curve_point(report).items():

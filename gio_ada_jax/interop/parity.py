@@ -1,10 +1,10 @@
 """Numerical parity of the Flax networks and training steps with the PyTorch reference.
 
-    python -m gio_ada_jax.parity --network task_net --checkpoint model.pth [--image img.png]
-    python -m gio_ada_jax.parity --network all          # every network, random weights
-    python -m gio_ada_jax.parity --step --config configs/test.py --height 32 --width 48 \
+    python -m gio_ada_jax.interop.parity --network task_net --checkpoint model.pth [--image img.png]
+    python -m gio_ada_jax.interop.parity --network all          # every network, random weights
+    python -m gio_ada_jax.interop.parity --step --config configs/test.py --height 32 --width 48 \
         [--num_steps 3] [--dtype float32|float64]
-    python -m gio_ada_jax.parity --cyclegan_step --config configs/test.py --height 32 \
+    python -m gio_ada_jax.interop.parity --cyclegan_step --config configs/test.py --height 32 \
         --width 48 [--num_steps 4] [--dtype float64]
 
 Networks: loads a PyTorch checkpoint (or random reference weights), converts it with
@@ -35,9 +35,13 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import configs, convert, models, variants
+from gio_ada_jax import configs, models, variants
+from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.interop import convert
 from gio_ada_jax.models.task_net import input_normalisation_affine
+from gio_ada_jax.train import state as state_lib
+from gio_ada_jax.train import step as train_step
 
 NETWORKS = ("generator", "task_net", "deeplab_vgg", "patch_discriminator", "fc_discriminator",
             "fc_discriminator_advent")
@@ -82,7 +86,7 @@ def torch_network(network: str, model_config, input_channels: int,
                   variant: variants.Variant = variants.FINAL):
   """The PyTorch reference module with the upstream state_dict layout of `network` (G_img
   with the inputs of `variant`)."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (torch)
   width, num_classes = model_config.width, model_config.num_classes
   if network == "generator":
     gen = model_config.generator
@@ -340,7 +344,7 @@ def _with_dtype(config, dtype: str):
 
 def _d_out_network(model_config, channels: int):
   """D_out in the config's kind and layout name, as a Flax module's PyTorch twin."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (torch)
   d_out = model_config.d_out
   if d_out.kind == "patch":
     return "patch_discriminator", torch_ref.NLayerDiscriminator(channels, d_out.ndf,
@@ -488,7 +492,7 @@ def _step_errors(run: JaxSteps, torch_losses, parts, optimisers, moments,
 def torch_reference_step(config, networks):
   """torch_ref.GioAdaTorchStep over `networks` (torch_networks' dict) with config.variant and
   config.train's λs, learning rate and per-network Adam settings."""
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (torch)
   train = config.train
   optimisers = torch_ref.make_optimisers(
       networks["generator"], networks["task_net"], networks["d_img"], networks["d_out"],
@@ -531,8 +535,6 @@ def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1
               dtype: str = "float32") -> JaxSteps:
   """`num_steps` GIO-Ada steps in JAX from a fresh state (seed), step k on step_batch(seed + k),
   in `dtype` (float64: JAX's x64 mode, for this call only)."""
-  from gio_ada_jax import state as state_lib  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import train_step  # pylint: disable=g-import-not-at-top
   with precision(dtype):
     config = _with_dtype(config, dtype)
     variant = variants.from_config(config)
@@ -601,8 +603,7 @@ def torch_cyclegan_step(config, params, dtype: str = "float32", draw=None):
   """torch_ref.CycleGanTorchStep with upstream's networks, in `dtype`, loaded with `params`
   (JAX names); `draw` gives its pools' random draws (torch_ref.ImagePool)."""
   import torch  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import torch_ref  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.interop import torch_ref  # pylint: disable=g-import-not-at-top  (torch)
   cg, width = config.cyclegan, config.model.width
   networks = {}
   for name in cyclegan.NETWORKS:
@@ -627,7 +628,6 @@ def cyclegan_jax_steps(config, height: int, width: int, seed: int = 0, num_steps
                        dtype: str = "float32") -> JaxSteps:
   """`num_steps` CycleGAN steps in JAX (step k on cyclegan_batch(seed + k)) with the pool
   draws of each step, in `dtype`."""
-  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   with precision(dtype):
     config = _with_dtype(config, dtype)
     built = cyclegan.build_models(config)
@@ -657,7 +657,6 @@ def compare_cyclegan_steps(run: JaxSteps) -> StepErrors:
   """run's CycleGAN steps against the PyTorch reference's, which takes each step's learning
   rate from the schedule and draws what JAX drew: each step's draws for the images that find
   their pool full (the only ones upstream draws for)."""
-  from gio_ada_jax import cyclegan  # pylint: disable=g-import-not-at-top
   queue = collections.deque()
   reference = torch_cyclegan_step(run.config, run.initial_params, run.dtype, queue.popleft)
   size = run.config.cyclegan.pool_size

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gio_ada_jax.interop.torch_ref.adaptsegnet import (FC_CHANNELS, Classifier_Module,
+                                                      deeplab_vgg_features)
+from gio_ada_jax.interop.torch_ref.cyclegan import ResnetGenerator
 from gio_ada_jax.models.layers import scale_width
 from gio_ada_jax.models.task_net import input_normalisation_affine
-from gio_ada_jax.torch_ref.adaptsegnet import FC_CHANNELS, Classifier_Module, deeplab_vgg_features
-from gio_ada_jax.torch_ref.cyclegan import ResnetGenerator
 
 
 class GioAdaTaskNet(nn.Module):

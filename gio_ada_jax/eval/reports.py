@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from gio_ada_jax import workdir
-from gio_ada_jax.evaluation import DEPTH_METRICS
+from gio_ada_jax.eval.metrics import DEPTH_METRICS
 
 _STEP_REPORT = re.compile(r"step_(\d+)")  # a checkpoint report's stem (report_stem)
 MISSING = "–"  # a NaN cell: the class appears in neither ground truth nor prediction

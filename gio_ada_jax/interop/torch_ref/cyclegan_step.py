@@ -1,6 +1,6 @@
 """One CycleGAN training step in PyTorch, as upstream's CycleGANModel.optimize_parameters
 (junyanz/pytorch-CycleGAN-and-pix2pix, models/cycle_gan_model.py): the reference the JAX
-step (gio_ada_jax/cyclegan.py) must match.
+step (gio_ada_jax/cyclegan/model.py) must match.
 
 A is the source domain, B the target: G_A = g_st, G_B = g_ts, D_A (judges B) = d_t, D_B = d_s.
 Two deliberate differences from upstream, shared with the JAX step and the GIO-Ada reference:
@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from gio_ada_jax.torch_ref.step import frozen, gan_loss, instance_norm_biases
+from gio_ada_jax.interop.torch_ref.step import frozen, gan_loss, instance_norm_biases
 
 
 class ImagePool:

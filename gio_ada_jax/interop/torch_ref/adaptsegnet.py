@@ -9,8 +9,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from gio_ada_jax.interop.torch_ref.vgg import vgg16_features
 from gio_ada_jax.models.layers import scale_width
-from gio_ada_jax.torch_ref.vgg import vgg16_features
 
 POOL4_INDEX = 23  # In torchvision's VGG16 `features`.
 POOL5_INDEX = 30

@@ -1,16 +1,16 @@
 """Translate a prepared source dataset with a CycleGAN generator into a new prepared dataset.
 
-    python -m gio_ada_jax.translate --config configs/X.py --cyclegan_workdir DIR \\
+    python -m gio_ada_jax.cyclegan.translate --config configs/X.py --cyclegan_workdir DIR \\
         --output_dir OUT [--step N]
-    python -m gio_ada_jax.translate --config configs/X.py --torch_generator latest_net_G_A.pth \\
-        --output_dir OUT
+    python -m gio_ada_jax.cyclegan.translate --config configs/X.py \\
+        --torch_generator latest_net_G_A.pth --output_dir OUT
 
 Reads config.data.source under config.data.data_dir, translates every split with the source ->
 target generator (g_st) of a CycleGAN trained by this package (its latest checkpoint, or
 --step), or with upstream PyTorch CycleGAN's G_A state_dict (converted by convert.py), and
 writes OUT/<data.source>/<data version> with the same ids, labels and depth. Train the task
 net on it as in 'na' with --config.data.source_data_dir=OUT. `train.py` with the 'cg' variant
-does all three stages itself (this module's `with_cyclegan_source`).
+does all three stages itself (cyclegan/stage.py).
 
 A translated copy records its generator by content: the sha256 of the .pth file, or of g_st's
 parameters in the checkpoint (the path and step are kept for people to read). A copy is reused
@@ -31,9 +31,12 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import (checkpoint, config_checks, convert, cyclegan, pictures, run_config,
-                         workdir as workdir_lib)
-from gio_ada_jax.data import interrupts, pipeline, prepare
+from gio_ada_jax import config_checks, workdir as workdir_lib
+from gio_ada_jax.cyclegan import model as cyclegan
+from gio_ada_jax.data import builders, interrupts, pipeline, prepare
+from gio_ada_jax.eval import pictures
+from gio_ada_jax.interop import convert
+from gio_ada_jax.train import checkpoint, run_config
 
 CYCLEGAN_SUBDIR = "cyclegan"  # inside a 'cg' run's workdir
 TRANSLATED_SUBDIR = "translated"  # inside CYCLEGAN_SUBDIR
@@ -200,7 +203,7 @@ def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
   params = jax.device_put(params)
 
   def translate_images(images: np.ndarray) -> np.ndarray:
-    translated = cyclegan.translate(generator, params, pipeline.normalise_image(images))
+    translated = cyclegan.apply_generator(generator, params, pipeline.normalise_image(images))
     return pictures.image_to_uint8(np.asarray(translated))
 
   return translate_images
@@ -241,7 +244,6 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
   the folder a killed one left is removed by the next (prepare.write_dataset), and SIGTERM
   raises interrupts.Terminated after TFDS removed it.
   """
-  from gio_ada_jax.data import builders  # pylint: disable=g-import-not-at-top  (TensorFlow)
   prepare.hide_gpus_from_tensorflow()
   data = config.data
   source_dir = pipeline.source_data_dir(data)
@@ -280,74 +282,6 @@ def stored_provenance(path) -> dict | None:
   """The generator a complete translated copy at `path` was made by (None: not recorded)."""
   return (pipeline.prepared_builder(path).info.metadata or {}).get(
       pipeline.METADATA_TRANSLATED_BY)
-
-
-def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str] = ()):
-  """The 'cg' variant's first two stages; `config` reading the translated source, or None
-  when the CycleGAN stage was preempted (rerun to resume).
-
-  Trains the CycleGAN into WORKDIR/cyclegan (resuming; a finished one is not retrained unless
-  its final checkpoint is damaged) and translates data.source with its final g_st into
-  WORKDIR/cyclegan/translated (once per g_st content: a copy by other parameters or without a
-  recorded digest is replaced; process 0 writes, the others wait). The task net then trains
-  on that copy as in 'na'.
-  """
-  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  cyclegan_dir = cyclegan_workdir(workdir)
-  num_steps = config.cyclegan.num_steps
-  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(cyclegan_dir), None)
-  finished = checkpointer.latest_step() == num_steps
-  checkpointer.close()
-  if not finished:
-    if jax.process_index() == 0:
-      print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}.", flush=True)
-    final = trainer.train_cyclegan(config, cyclegan_dir, allow_config_change)
-    if int(final.step) != num_steps:
-      return None
-  output_dir = translated_data_dir(workdir)
-  output = pipeline.dataset_dir(output_dir, config.data.source)
-  # Every process restores (orbax's manager synchronises the processes): the digest of g_st
-  # tells whether the copy is this generator's. One process writes.
-  try:
-    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
-                                                   allow_config_change)
-  except checkpoint.UnrestorableCheckpoint:
-    # The final checkpoint is damaged: resuming sets it aside and trains its steps again.
-    if jax.process_index() == 0:
-      print(f"'cg': the CycleGAN's final checkpoint (step {num_steps}) does not restore; "
-            "training its last steps again.", flush=True)
-    if int(trainer.train_cyclegan(config, cyclegan_dir, allow_config_change).step) != num_steps:
-      return None
-    params, provenance = generator_from_checkpoint(config, cyclegan_dir, num_steps,
-                                                   allow_config_change)
-  # Every process decides on the same folder state: none has started writing yet.
-  multihost_utils.sync_global_devices("gio_ada_jax: cg translated source checked")
-  done = output.exists() and same_generator(stored_provenance(output), provenance)
-  if not done:
-    if jax.process_index() == 0:
-      path = _translate_for_cg(config, params, output_dir, provenance)
-      print(f"'cg': translated {config.data.source} into {path}.", flush=True)
-  multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")
-  config = config.copy_and_resolve_references()
-  config.data.source_data_dir = output_dir
-  return config
-
-
-def _translate_for_cg(config, params, output_dir: str, provenance: dict) -> str:
-  """translate_source into a 'cg' run's own folder; a taken folder says what train.py's user
-  can do about it."""
-  try:
-    return translate_source(config, params, output_dir, provenance, overwrite=True)
-  except OutputFolderTaken as e:
-    source_root = pathlib.Path(pipeline.source_data_dir(config.data)).expanduser().resolve()
-    if source_root == pathlib.Path(output_dir).expanduser().resolve():
-      remedy = ("data.source_data_dir names that folder: unset it (a 'cg' run translates "
-                "data.source itself).")
-    else:
-      remedy = "move what is there elsewhere, or train in another --workdir."
-    raise TranslationError(f"{e} A 'cg' run writes its translated source into {output_dir}; "
-                           + remedy) from None
 
 
 def _define_flags() -> None:

@@ -145,7 +145,7 @@ def write_png(path: str, picture: np.ndarray) -> None:
 
 def prediction_pictures(example: dict[str, np.ndarray], label_space: LabelSpace
                         ) -> dict[str, np.ndarray]:
-  """The pictures of one evaluated example (`evaluation._picture_inputs`): segmentation,
+  """The pictures of one evaluated example (`metrics._picture_inputs`): segmentation,
   depth and the panel image | prediction | ground truth (+ depth prediction | truth)."""
   height, width = example["prediction"].shape
   image = resize_to(image_to_uint8(example["image"]), height, width)

@@ -7,24 +7,24 @@ try:
   import torch  # noqa: F401  (checked first so the error below is the one users see)
 except ImportError as error:
   raise ImportError(
-      "gio_ada_jax.torch_ref needs PyTorch: pip install torch==2.13.0") from error
+      "gio_ada_jax.interop.torch_ref needs PyTorch: pip install torch==2.13.0") from error
 
-from gio_ada_jax.torch_ref.adaptsegnet import (
+from gio_ada_jax.interop.torch_ref.adaptsegnet import (
     Classifier_Module,
     DeeplabVGG,
     FCDiscriminator,
     deeplab_vgg_features,
 )
-from gio_ada_jax.torch_ref.advent import FC_DISCRIMINATOR_KEY_MAP, get_fc_discriminator
-from gio_ada_jax.torch_ref.cyclegan import (
+from gio_ada_jax.interop.torch_ref.advent import FC_DISCRIMINATOR_KEY_MAP, get_fc_discriminator
+from gio_ada_jax.interop.torch_ref.cyclegan import (
     NLayerDiscriminator,
     ResnetBlock,
     ResnetGenerator,
     init_cyclegan_weights,
 )
-from gio_ada_jax.torch_ref.cyclegan_step import CycleGanTorchStep, ImagePool
-from gio_ada_jax.torch_ref.gio_ada import GioAdaGenerator, GioAdaTaskNet, one_hot_labels
-from gio_ada_jax.torch_ref.step import (
+from gio_ada_jax.interop.torch_ref.cyclegan_step import CycleGanTorchStep, ImagePool
+from gio_ada_jax.interop.torch_ref.gio_ada import GioAdaGenerator, GioAdaTaskNet, one_hot_labels
+from gio_ada_jax.interop.torch_ref.step import (
     GioAdaTorchStep,
     StepConfig,
     depth_loss,
@@ -32,7 +32,7 @@ from gio_ada_jax.torch_ref.step import (
     make_optimisers,
     segmentation_loss,
 )
-from gio_ada_jax.torch_ref.vgg import VGG16, vgg16_features
+from gio_ada_jax.interop.torch_ref.vgg import VGG16, vgg16_features
 
 __all__ = [
     "Classifier_Module",

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax import losses
 from gio_ada_jax.models import GioAdaModels, check_generator_inputs, instance_norm_bias_mask
-from gio_ada_jax.state import GioAdaState
+from gio_ada_jax.train import losses
+from gio_ada_jax.train.state import GioAdaState
 from gio_ada_jax.variants import NETWORKS, Variant
 
 AXIS_NAME = "data"
@@ -33,7 +33,7 @@ def output_features(variant: Variant, seg_logits: jax.Array, depth: jax.Array
           for name, names in variant.d_out_inputs.items()}
 
 
-def translate(models, params, batch, variant: Variant):
+def translated_source(models, params, batch, variant: Variant):
   """x̂_s: the source images through G_img with the variant's inputs (raw images when the
   variant has no G_img: "na", and "cg" whose translation happened before training)."""
   if not variant.has_generator:
@@ -50,7 +50,7 @@ def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_con
   """L_G and what the discriminator phase needs (the forward pass's outputs); the task losses
   average over the pixels of every device of `axis_name`."""
   params = {**g_params, **d_params}
-  translated = translate(models, params, batch, variant)
+  translated = translated_source(models, params, batch, variant)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"], axis_name)

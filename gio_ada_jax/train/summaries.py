@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.eval.pictures import colourise, depth_colours, display_scale, image_to_uint8
 from gio_ada_jax.models import GioAdaModels
-from gio_ada_jax.pictures import colourise, depth_colours, display_scale, image_to_uint8
-from gio_ada_jax.train_step import translate
+from gio_ada_jax.train.step import translated_source
 from gio_ada_jax.variants import Variant
 
 
@@ -32,7 +32,7 @@ def open_writer(logdir: str):
 
 @functools.partial(jax.jit, static_argnames=("models", "variant"))
 def _predict(params, batch, models: GioAdaModels, variant: Variant):
-  translated = translate(models, params, batch, variant)
+  translated = translated_source(models, params, batch, variant)
   seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
   seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
   return {"translated": translated, "seg_s": jnp.argmax(seg_s, -1), "depth_s": depth_s,

@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from gio_ada_jax.state import GioAdaState
+from gio_ada_jax.train.state import GioAdaState
 
 CHECKSUMS_ITEM = "checksums"
 UNRESTORABLE_SUFFIX = "_unrestorable"  # CHECKPOINTS + this: where bad steps are set aside

@@ -1,0 +1,2 @@
+"""Evaluation: the metrics (mIoU, depth errors), the split evaluator over checkpoints, the reports
+it writes and the pictures."""

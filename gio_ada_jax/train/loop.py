@@ -1,0 +1,181 @@
+"""The training loop shared by GIO-Ada (train/trainer.py) and the CycleGAN baseline
+(cyclegan/trainer.py): run_loop steps a pmapped step described by a Loop.
+
+Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
+data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
+message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
+`train.checkpoint_every` steps, at the end and on SIGTERM (preemption). A latest checkpoint that
+does not restore (damaged files) is named and set aside, and the run resumes from the newest one
+that does (`resume`).
+"""
+
+import dataclasses
+import math
+import signal
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from absl import logging
+
+from gio_ada_jax import config_checks
+from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
+from gio_ada_jax.train import checkpoint, summaries
+
+
+# train.py's exit status when SIGTERM (preemption) stopped a run after its checkpoint: not 0, so
+# that `train.py ... && evaluate.py ...` never evaluates a half-trained run. 75 is EX_TEMPFAIL
+# ("try again"): rerunning the same command resumes.
+PREEMPTED_EXIT_CODE = 75
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient norm became NaN or inf."""
+
+
+def check_finite(metrics: dict[str, float], step: int, last_checkpoint: int | None) -> None:
+  """Raise naming every non-finite metric of `step` and what a rerun starts from."""
+  bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+  if bad:
+    if last_checkpoint is None:
+      kept = ("No checkpoint was written yet, so a rerun starts from step 0; lower the "
+              "learning rate or the adversarial weights first.")
+    else:
+      kept = (f"The last good checkpoint, step {last_checkpoint}, is kept in the workdir; lower "
+              "the learning rate or the adversarial weights and rerun to resume from it.")
+    raise NonFiniteError(f"step {step}: non-finite {', '.join(bad)} "
+                         f"({', '.join(f'{n}={metrics[n]}' for n in bad)}); stopping. {kept}")
+
+
+def format_progress(step: int, num_steps: int, metrics: dict[str, float], steps_per_s: float,
+                    images_per_s: float) -> str:
+  """One console line: step, losses, speed and time left."""
+  eta_s = (num_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+  eta = time.strftime("%H:%M:%S", time.gmtime(eta_s)) if math.isfinite(eta_s) else "?"
+  losses = " ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(metrics.items())
+                    if k.startswith("loss_"))
+  return (f"step {step}/{num_steps} {losses} | {steps_per_s:.2f} steps/s "
+          f"{images_per_s:.1f} img/s | ETA {eta}")
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM: the loop then checkpoints and returns."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """What the training loop needs to know about one kind of training (GIO-Ada, CycleGAN)."""
+
+  p_step: Callable  # (replicated state, device batch) -> (state, metrics)
+  to_step_batch: Callable  # pipeline batch -> the step's batch
+  num_steps: int
+  learning_rate_at: Callable[[int], float]
+  # (params, one device's step batch) -> {name: uint8 pictures}, for TensorBoard
+  pictures: Callable | None = None
+  # The freshly created state -> the state to start from (not called when resuming)
+  on_fresh_start: Callable | None = None
+  # Called (process 0) with the restored step, or None for a fresh start, before step one
+  after_restore: Callable[[int | None], None] | None = None
+  length_field: str = "train.num_steps"  # the config field num_steps comes from, for messages
+
+
+def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
+           ) -> checkpoint.Restored | None:
+  """The newest checkpoint that restores, or None without any. Says (process 0) which newer
+  ones were skipped, why and where they were set aside (kept, out of the way of the resumed
+  run, which writes their steps again), and the step it resumes from. Raises
+  checkpoint.UnrestorableCheckpoint if there are checkpoints but none restores."""
+  restored, skipped = checkpointer.restore_newest(template)
+  moved = checkpointer.set_aside([s.step for s in skipped])
+  if jax.process_index() == 0:
+    for s in skipped:
+      print(checkpoint.skipped_message(s, f"moved it to {moved[s.step]} (kept, not deleted)"),
+            flush=True)
+    if restored is not None:
+      unverified = "" if restored.verified else (
+          " (written without checksums by an older version: its values are not verified)")
+      print(f"Resumed from step {restored.step} in {workdir}{unverified}.", flush=True)
+  return restored
+
+
+def run_loop(loop: Loop, state, batches, workdir: str, config):
+  """Resume from `workdir`'s newest good checkpoint or start from `state`, then step until
+  `loop.num_steps`, logging, checkpointing and stopping as the module docstring says; the
+  final (unreplicated) state."""
+  data = config.data
+  train = config.train
+  checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir),
+                                         train.keep_checkpoints)
+  restored = resume(checkpointer, state, workdir)
+  if restored is not None:
+    state = restored.state
+    batches.set_state(restored.data)
+  elif loop.on_fresh_start is not None:
+    state = loop.on_fresh_start(state)
+  start = int(state.step)
+  if start > loop.num_steps:  # a shorter length: exporting (or going on) would mislabel the run
+    kept = checkpointer.all_steps()
+    checkpointer.close()
+    raise config_checks.ConfigError(
+        f"{workdir} has trained {start} steps already, past this config's {loop.num_steps} "
+        f"({loop.length_field}); its checkpoints are never rewound. Set {loop.length_field} to "
+        f"at least {start} to finish it, or train in a new workdir (kept checkpoints: steps "
+        f"{', '.join(map(str, kept))}).")
+  if loop.after_restore is not None and jax.process_index() == 0:
+    loop.after_restore(None if restored is None else restored.step)
+
+  writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
+  preemption = _PreemptionFlag()
+  replicated = replicate(state)
+  images_per_step = 2 * data.global_batch  # source + target
+  last_time, last_step = time.perf_counter(), start
+  device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch)
+  for step in range(start + 1, loop.num_steps + 1):
+    batch, data_state = next(device_batches)
+    # Everything the step reads is already on the devices: an implicit copy here would be a
+    # bug (a host value creeping into the step), so it raises instead of costing time.
+    with jax.transfer_guard("disallow"):
+      replicated, metrics = loop.p_step(replicated, batch)
+    preempted = preemption.raised  # read once: a signal arriving later waits for next step
+    save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
+    # Metrics are checked at every log line and before every save, so no checkpoint holds a
+    # state that came out of a NaN/inf step.
+    if step % train.log_every == 0 or save_now:
+      metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
+      check_finite(metrics, step, checkpointer.latest_step())
+    if step % train.log_every == 0 or step == loop.num_steps:
+      now = time.perf_counter()
+      steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+      last_time, last_step = now, step
+      if jax.process_index() == 0:
+        print(format_progress(step, loop.num_steps, metrics, steps_per_s,
+                              steps_per_s * images_per_step), flush=True)
+      summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))
+    if writer is not None and loop.pictures is not None and step % train.image_every == 0:
+      first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
+      summaries.write_pictures(writer, step, loop.pictures(unreplicate(replicated).params,
+                                                           first_device))
+    if save_now:
+      checkpointer.save(step, unreplicate(replicated), data_state)
+    if preempted:
+      logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
+      break
+  preemption.restore()
+  if writer is not None:
+    writer.close()
+  checkpointer.wait()
+  checkpointer.close()
+  return unreplicate(replicated)

@@ -1,0 +1,140 @@
+"""train_and_evaluate(config, workdir): GIO-Ada's training run. For the 'cg' variant the CycleGAN
+stage (cyclegan/stage.py) runs first and the task net trains on its translated source; then the
+pmapped GIO-Ada step (train/step.py) runs in the shared loop (train/loop.py), and the task net
+alone is exported (workdir/export) when training is complete.
+"""
+
+import math
+import os
+from typing import Sequence
+
+import jax
+from flax import serialization
+
+from gio_ada_jax import config_checks, models, variants
+from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.cyclegan import stage as cyclegan_stage
+from gio_ada_jax.data import pipeline
+from gio_ada_jax.interop import convert
+from gio_ada_jax.train import run_config, state as state_lib, summaries, workdir_lock
+from gio_ada_jax.train import step as train_step
+from gio_ada_jax.train.loop import Loop, run_loop
+
+
+def with_pretrained_encoder(state: state_lib.GioAdaState, vgg16_path: str,
+                            optimizers) -> state_lib.GioAdaState:
+  """The state with torchvision's ImageNet VGG16 convs in the task net's encoder (strict)."""
+  params = dict(state.params)
+  try:
+    params["task_net"] = convert.torch_to_flax(convert.load_torch_checkpoint(vgg16_path),
+                                               "vgg16", template=state.params["task_net"])
+  except convert.LayoutMismatch as e:
+    raise config_checks.ConfigError(str(e.explained(
+        f"model.task_net.vgg16_weights ({vgg16_path})",
+        f"It must be torchvision's ImageNet VGG16 file ({config_checks.VGG16_FILE}, "
+        f"{config_checks.VGG16_URL}); to train from random initialisation on purpose, pass "
+        "--config.model.task_net.encoder_init=random."))) from None
+  except convert.ConversionError as e:
+    raise config_checks.ConfigError(f"model.task_net.vgg16_weights: {e}") from None
+  return state_lib.state_from_params(params, optimizers, state.rng)
+
+
+def training_steps(train_config, num_source_examples: int, global_batch: int) -> int:
+  """train.num_steps, or train.num_epochs of the source split at `global_batch` images a step
+  (the last step of an epoch that does not fill a batch is rounded up)."""
+  if train_config.num_steps > 0:
+    return int(train_config.num_steps)
+  return math.ceil(train_config.num_epochs * num_source_examples / global_batch)
+
+
+def with_training_length(config):
+  """A copy of `config` whose train.num_steps holds the run's steps (num_epochs resolved); says
+  the length, the global batch and what differs from the paper's 1 + 1, 10 epochs."""
+  data, train = config.data, config.train
+  num_devices = jax.device_count()
+  per_device = pipeline.per_device_batch(data.global_batch, num_devices)
+  source, _ = pipeline.open_source_split(data, "train")
+  steps = training_steps(train, len(source), data.global_batch)
+  length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
+            "prepared train split" if train.num_epochs > 0 else "train.num_steps")
+  if jax.process_index() == 0:
+    print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
+          f"{data.global_batch} target images ({per_device} of each per device on "
+          f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of "
+          f"1 + 1 at Adam 2e-4; here the learning rate is {train.learning_rate:g} and does not "
+          "scale with the batch.",
+          flush=True)
+  config = config.copy_and_resolve_references()
+  config.train.num_epochs, config.train.num_steps = 0.0, steps
+  return config
+
+
+def export_task_net(params, model_config, directory: str) -> str:
+  """Write G_task's params (msgpack) and the model config (JSON) for evaluation; the path.
+
+  Written to a temporary name and renamed, so an interrupted export is never read as whole.
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
+  with open(path + ".tmp", "wb") as f:
+    f.write(serialization.to_bytes(jax.device_get(params)))
+  os.replace(path + ".tmp", path)
+  with open(os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG), "w") as f:
+    f.write(model_config.to_json_best_effort(indent=2))
+  return path
+
+
+def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] = ()
+                       ) -> state_lib.GioAdaState | None:
+  """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state, or None
+  when SIGTERM stopped the run before its last step (its checkpoint is saved; rerun to resume).
+
+  The config is recorded in WORKDIR/config.json; resuming with one that computes differently
+  raises a ConfigError naming the fields, unless `allow_config_change` names them
+  (run_config.check_resume; the record is written once the run has restored its checkpoint).
+
+  For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
+  source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
+  The run holds WORKDIR/train.lock throughout (workdir_lock.WorkdirLockError if another run
+  does).
+  """
+  config_checks.check_config(config)  # before anything is read or compiled
+  vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
+  with workdir_lock.hold(workdir):  # before anything is written: one run per workdir
+    return _train_and_evaluate(config, workdir, vgg16_path, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
+                        allow_config_change: Sequence[str]) -> state_lib.GioAdaState | None:
+  variant = variants.from_config(config)
+  changes = run_config.check_resume(config, workdir, allow_config_change)
+  as_given = config  # recorded as the user gave it (the training length in epochs, ...)
+  if variant.trains_cyclegan:
+    config = cyclegan_stage.with_cyclegan_source(config, workdir, allow_config_change)
+    if config is None:
+      return None
+  config = with_training_length(config)
+  built = models.build_models(config.model, variant)
+  train = config.train
+  batches = pipeline.train_iterator(config)
+  state = state_lib.create_state(built, variant, config, jax.random.key(config.seed),
+                                 config.data.height, config.data.width)
+  optimizers = state_lib.make_optimizers(train)
+  on_fresh_start = None
+  if vgg16_path is not None:
+    on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
+        state, vgg16_path, optimizers)
+  loop = Loop(
+      p_step=train_step.make_p_train_step(built, optimizers, train, variant),
+      to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,
+      learning_rate_at=lambda step: state_lib.learning_rate_at(train, step),
+      pictures=lambda params, batch: summaries.pictures(
+          params, batch, built, variant, config.model.num_classes),
+      on_fresh_start=on_fresh_start,
+      after_restore=lambda step: run_config.record(as_given, workdir, changes, step))
+  final = run_loop(loop, state, batches, workdir, config)
+  if int(final.step) < train.num_steps:
+    return None  # SIGTERM: checkpointed, not finished
+  if jax.process_index() == 0:
+    export_task_net(final.params["task_net"], config.model, workdir_lib.export(workdir))
+  return final
