@@ -224,3 +224,17 @@ def test_package_imports_without_torch_or_tensorflow():
                           check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "ok"
+
+
+def test_training_evaluation_and_the_demo_import_without_torch():
+  """Only the PyTorch interop needs torch: training, evaluation, the CycleGAN stage and the
+  demo must import (and so run) where torch is not installed."""
+  code = ("import sys\n"
+          "sys.modules['torch'] = None\n"
+          "import gio_ada_jax.train.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
+          "import gio_ada_jax.cyclegan.stage, gio_ada_jax.cyclegan.translate\n"
+          "print('ok')\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == "ok"
