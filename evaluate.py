@@ -31,7 +31,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, models, variants
+from gio_ada_jax import distributed, files, models, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax.train import run_config
@@ -75,9 +75,9 @@ def _compare(paths: list[str]) -> int:
                    for p, c, r in zip(paths, chosen, found))
   print(f"Reports compared:\n{used}\n\n{table}")
   if _OUTPUT_DIR.value:
-    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.md"),
+    files.atomic_write(os.path.join(_OUTPUT_DIR.value, "compare.md"),
                                   f"{table}\n\nReports compared:\n{used}\n")
-    reports.write_text_atomically(os.path.join(_OUTPUT_DIR.value, "compare.json"),
+    files.atomic_write(os.path.join(_OUTPUT_DIR.value, "compare.json"),
                                   json.dumps(reports.json_ready(rows), indent=1) + "\n")
   return 0
 

@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, configs, models, variants, workdir as workdir_lib
+from gio_ada_jax import config_checks, configs, files, models, variants, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan, translate
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
@@ -202,8 +202,8 @@ def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,
       runs.setdefault(row.key, workdir)
   table = reports.compare_markdown(reports.compare(found), found[0]["classes"],
                                    "miou13" in found[0]["metrics"])
-  reports.write_text_atomically(os.path.join(output_dir, "results.md"), table + "\n")
-  reports.write_text_atomically(os.path.join(output_dir, "results.json"),
+  files.atomic_write(os.path.join(output_dir, "results.md"), table + "\n")
+  files.atomic_write(os.path.join(output_dir, "results.json"),
                                 json.dumps(reports.json_ready(reports.compare(found)),
                                            indent=1) + "\n")
   figure3(base_config, data_dir, runs, os.path.join(output_dir, "figure3_segmentation.png"))

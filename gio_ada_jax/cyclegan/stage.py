@@ -5,13 +5,13 @@ trainer (train/trainer.py) calls with_cyclegan_source before it trains the task 
 import pathlib
 from typing import Sequence
 
-import jax
 from jax.experimental import multihost_utils
 
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.cyclegan import trainer as cyclegan_trainer
 from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.train import checkpoint
 
 
@@ -31,7 +31,7 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   finished = checkpointer.latest_step() == num_steps
   checkpointer.close()
   if not finished:
-    if jax.process_index() == 0:
+    if is_main_process():
       print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}.", flush=True)
     final = cyclegan_trainer.train_cyclegan(config, cyclegan_dir, allow_config_change)
     if int(final.step) != num_steps:
@@ -45,7 +45,7 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
                                                              allow_config_change)
   except checkpoint.UnrestorableCheckpoint:
     # The final checkpoint is damaged: resuming sets it aside and trains its steps again.
-    if jax.process_index() == 0:
+    if is_main_process():
       print(f"'cg': the CycleGAN's final checkpoint (step {num_steps}) does not restore; "
             "training its last steps again.", flush=True)
     final = cyclegan_trainer.train_cyclegan(config, cyclegan_dir, allow_config_change)
@@ -58,7 +58,7 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   done = output.exists() and translate.same_generator(translate.stored_provenance(output),
                                                       provenance)
   if not done:
-    if jax.process_index() == 0:
+    if is_main_process():
       path = _translate_for_cg(config, params, output_dir, provenance)
       print(f"'cg': translated {config.data.source} into {path}.", flush=True)
   multihost_utils.sync_global_devices("gio_ada_jax: cg translated source written")

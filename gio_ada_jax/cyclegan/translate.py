@@ -34,6 +34,7 @@ from ml_collections import config_flags
 from gio_ada_jax import config_checks, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import builders, interrupts, pipeline, prepare
+from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax.train import checkpoint, run_config
@@ -94,7 +95,7 @@ def generator_from_checkpoint(config, workdir: str, step: int | None = None,
       params = checkpointer.restore_params(abstract, step)["g_st"]
     else:
       restored, skipped = checkpointer.newest_params(abstract)
-      if jax.process_index() == 0:
+      if is_main_process():
         for s in skipped:
           print(checkpoint.skipped_message(s, "left in place"), flush=True)
       if restored is None:

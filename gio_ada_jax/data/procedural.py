@@ -21,6 +21,7 @@ from PIL import Image
 
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
+from gio_ada_jax.files import atomic_write
 
 _CLASS = {name: index for index, name in enumerate(VKITTI_KITTI_10.class_names)}
 ROAD, BUILDING, POLE = _CLASS["road"], _CLASS["building"], _CLASS["pole"]
@@ -847,4 +848,5 @@ def contact_sheet(config: ml_collections.ConfigDict, num_scenes: int, path: str)
     row = [item for panel in panels for item in (panel, gap)][:-1]
     rows.append(np.concatenate(row, axis=1))
     rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
-  Image.fromarray(np.concatenate(rows[:-1], axis=0)).save(path)
+  sheet = Image.fromarray(np.concatenate(rows[:-1], axis=0))
+  atomic_write(path, lambda f: sheet.save(f, format="PNG"))

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax import models, variants, workdir as workdir_lib
+from gio_ada_jax import files, models, variants, workdir as workdir_lib
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
@@ -449,8 +449,8 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
         "overwrite each other on a case-insensitive file system; rename one.")
   if output.is_dir():
     ours = _manifest_files(output) | {IMAGES_MANIFEST}
-    ours |= {name + ".tmp" for name in ours}  # left by an interrupted atomic write
-    foreign = sorted(p.name for p in output.iterdir() if p.name not in ours)
+    foreign = sorted(p.name for p in output.iterdir() if p.name not in ours
+                     and not any(files.is_temporary_of(p.name, name) for name in ours))
     if foreign:
       raise ValueError(
           f"--output_dir {output} holds files that `evaluate.py --images_dir` did not write "
@@ -498,7 +498,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   manifest = pathlib.Path(output_dir).expanduser() / IMAGES_MANIFEST
   ours = _manifest_files(manifest.parent) if manifest.parent.is_dir() else set()
   ours |= {name for path in folder.images for name in picture_names(path)}
-  reports.write_text_atomically(str(manifest), json.dumps({"files": sorted(ours)}, indent=1))
+  files.atomic_write(str(manifest), json.dumps({"files": sorted(ours)}, indent=1))
   built = models.build_models(config.model, variants.from_config(config))
   label_space = label_space_for(config.model.num_classes)
   height, width = config.data.height, config.data.width

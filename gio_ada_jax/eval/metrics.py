@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.data.labels import LabelSpace
-from gio_ada_jax.distributed import local_values, replicate, unreplicate
+from gio_ada_jax.distributed import is_main_process, local_values, replicate, unreplicate
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta_1.25", "delta_1.25^2",
                  "delta_1.25^3")
@@ -245,7 +245,7 @@ class _Progress:
 
   def __init__(self, total: int, enabled: bool):
     self.total, self.start = total, time.time()
-    self.enabled = enabled and jax.process_index() == 0
+    self.enabled = enabled and is_main_process()
     self.interactive = sys.stderr.isatty()
     self.last_draw, self.last_tenth = 0.0, 0
 

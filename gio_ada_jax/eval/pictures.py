@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from gio_ada_jax.data.labels import LabelSpace
+from gio_ada_jax.data.pipeline import resize_image
+from gio_ada_jax.files import atomic_write
 
 # Anchor colours of a perceptually ordered dark-to-bright ramp (near to far = bright to dark
 # after `depth_colours` inverts it), interpolated linearly; close to matplotlib's "magma".
@@ -116,13 +118,6 @@ def depth_colours(depth: np.ndarray, mask: np.ndarray | None = None,
   return rgb.round().astype(np.uint8)
 
 
-def resize_to(picture: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bilinear resize of an RGB picture (for tiles of different sizes in one panel)."""
-  if picture.shape[:2] == (height, width):
-    return picture
-  return np.asarray(Image.fromarray(picture).resize((width, height), Image.BILINEAR))
-
-
 def panel(rows: list[list[np.ndarray]]) -> np.ndarray:
   """Tiles of equal size side by side, rows above each other, with white gaps."""
   height, width = rows[0][0].shape[:2]
@@ -132,15 +127,13 @@ def panel(rows: list[list[np.ndarray]]) -> np.ndarray:
   for r, row in enumerate(rows):
     for c, tile in enumerate(row):
       top, left = r * (height + PANEL_GAP), c * (width + PANEL_GAP)
-      out[top:top + height, left:left + width] = resize_to(tile, height, width)
+      out[top:top + height, left:left + width] = resize_image(tile, height, width)
   return out
 
 
 def write_png(path: str, picture: np.ndarray) -> None:
-  """Write an RGB uint8 picture, creating the folder; never half-written (rename at the end)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(picture).save(path + ".tmp", format="PNG")
-  os.replace(path + ".tmp", path)
+  """Write an RGB uint8 picture, creating the folder; never half-written (files.atomic_write)."""
+  atomic_write(path, lambda f: Image.fromarray(picture).save(f, format="PNG"))
 
 
 def prediction_pictures(example: dict[str, np.ndarray], label_space: LabelSpace
@@ -148,7 +141,7 @@ def prediction_pictures(example: dict[str, np.ndarray], label_space: LabelSpace
   """The pictures of one evaluated example (`metrics._picture_inputs`): segmentation,
   depth and the panel image | prediction | ground truth (+ depth prediction | truth)."""
   height, width = example["prediction"].shape
-  image = resize_to(image_to_uint8(example["image"]), height, width)
+  image = resize_image(image_to_uint8(example["image"]), height, width)
   segmentation = colourise(example["prediction"], label_space)
   has_truth = bool(example["depth_mask"].any())
   # One colour scale for prediction and ground truth, so the two can be compared.

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from gio_ada_jax import workdir
+from gio_ada_jax.files import atomic_write
 from gio_ada_jax.eval.metrics import DEPTH_METRICS
 
 _STEP_REPORT = re.compile(r"step_(\d+)")  # a checkpoint report's stem (report_stem)
@@ -124,20 +125,12 @@ def report_markdown(report: dict[str, Any]) -> str:
   return "\n".join(parts) + "\n"
 
 
-def write_text_atomically(path: str, text: str) -> None:
-  """Write `text` to a temporary name and rename it: readers never see half a file."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
 def write_report(directory: str, stem: str, report: dict[str, Any]) -> tuple[str, str]:
   """Write `stem`.json and `stem`.md into `directory`; their paths."""
   json_path = os.path.join(directory, stem + ".json")
   md_path = os.path.join(directory, stem + ".md")
-  write_text_atomically(json_path, json.dumps(report, indent=1) + "\n")
-  write_text_atomically(md_path, report_markdown(report))
+  atomic_write(json_path, json.dumps(report, indent=1) + "\n")
+  atomic_write(md_path, report_markdown(report))
   return json_path, md_path
 
 
@@ -179,7 +172,7 @@ def update_curve(directory: str, report: dict[str, Any]) -> str:
           from None
   points[report["step"]] = curve_point(report)
   text = json.dumps(sorted(points.values(), key=lambda p: p["step"]), indent=1) + "\n"
-  write_text_atomically(path, text)
+  atomic_write(path, text)
   return path
 
 

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.train.state import GioAdaState
 
 CHECKSUMS_ITEM = "checksums"
@@ -233,7 +234,7 @@ class Checkpointer:
         restored, reason = None, str(e).removeprefix(f"{self.folder(step)}: ")
       if _all_processes(restored is not None):
         return restored, skipped
-      if reason and jax.process_index() != 0:  # process 0 says the rest
+      if reason and not is_main_process():  # process 0 says the rest
         logging.warning("Process %d: %s: %s", jax.process_index(), self.folder(step), reason)
       skipped.append(Skipped(step, self.folder(step), reason or
                              "restores here, but not in every process: see their logs"))
@@ -293,7 +294,7 @@ class Checkpointer:
         target = os.path.join(aside, f"{step}.{n}")
       moved[step] = target
     if steps:
-      if jax.process_index() == 0:
+      if is_main_process():
         os.makedirs(aside, exist_ok=True)
         for step, target in moved.items():
           os.rename(self.folder(step), target)

@@ -21,7 +21,7 @@ from absl import logging
 
 from gio_ada_jax import config_checks
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.distributed import prefetch_to_devices, replicate, unreplicate
+from gio_ada_jax.distributed import is_main_process, prefetch_to_devices, replicate, unreplicate
 from gio_ada_jax.train import checkpoint, summaries
 
 
@@ -100,7 +100,7 @@ def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
   checkpoint.UnrestorableCheckpoint if there are checkpoints but none restores."""
   restored, skipped = checkpointer.restore_newest(template)
   moved = checkpointer.set_aside([s.step for s in skipped])
-  if jax.process_index() == 0:
+  if is_main_process():
     for s in skipped:
       print(checkpoint.skipped_message(s, f"moved it to {moved[s.step]} (kept, not deleted)"),
             flush=True)
@@ -134,7 +134,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
         f"({loop.length_field}); its checkpoints are never rewound. Set {loop.length_field} to "
         f"at least {start} to finish it, or train in a new workdir (kept checkpoints: steps "
         f"{', '.join(map(str, kept))}).")
-  if loop.after_restore is not None and jax.process_index() == 0:
+  if loop.after_restore is not None and is_main_process():
     loop.after_restore(None if restored is None else restored.step)
 
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
@@ -160,7 +160,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       now = time.perf_counter()
       steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, step
-      if jax.process_index() == 0:
+      if is_main_process():
         print(format_progress(step, loop.num_steps, metrics, steps_per_s,
                               steps_per_s * images_per_step), flush=True)
       summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))

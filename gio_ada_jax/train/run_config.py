@@ -18,6 +18,7 @@ import os
 from typing import Any, Iterable
 
 from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.files import atomic_write
 from gio_ada_jax.train.checkpoint import CHECKSUMS_ITEM
 
 RECORD = "config.json"  # inside the workdir: the whole config of the run
@@ -142,10 +143,7 @@ def read_record(workdir: str) -> dict[str, Any] | None:
 
 
 def _write_json(path: str, value) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1)
-    f.write("\n")
-  os.replace(path + ".tmp", path)  # readers never see half a record
+  atomic_write(path, json.dumps(value, indent=1) + "\n")  # readers never see half a record
 
 
 def _flag_value(fields: Iterable[str]) -> str:

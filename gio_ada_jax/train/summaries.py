@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval.pictures import colourise, depth_colours, display_scale, image_to_uint8
 from gio_ada_jax.models import GioAdaModels
 from gio_ada_jax.train.step import translated_source
@@ -21,7 +22,7 @@ from gio_ada_jax.variants import Variant
 
 def open_writer(logdir: str):
   """A TensorBoard SummaryWriter on process 0; None elsewhere."""
-  if jax.process_index() != 0:
+  if not is_main_process():
     return None
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ start-up notices
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -15,6 +15,8 @@ from gio_ada_jax import config_checks, models, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.cyclegan import stage as cyclegan_stage
 from gio_ada_jax.data import pipeline
+from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.files import atomic_write
 from gio_ada_jax.interop import convert
 from gio_ada_jax.train import run_config, state as state_lib, summaries, workdir_lock
 from gio_ada_jax.train import step as train_step
@@ -57,7 +59,7 @@ def with_training_length(config):
   steps = training_steps(train, len(source), data.global_batch)
   length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
             "prepared train split" if train.num_epochs > 0 else "train.num_steps")
-  if jax.process_index() == 0:
+  if is_main_process():
     print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
           f"{data.global_batch} target images ({per_device} of each per device on "
           f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of "
@@ -74,13 +76,10 @@ def export_task_net(params, model_config, directory: str) -> str:
 
   Written to a temporary name and renamed, so an interrupted export is never read as whole.
   """
-  os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
-  with open(path + ".tmp", "wb") as f:
-    f.write(serialization.to_bytes(jax.device_get(params)))
-  os.replace(path + ".tmp", path)
-  with open(os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG), "w") as f:
-    f.write(model_config.to_json_best_effort(indent=2))
+  atomic_write(path, serialization.to_bytes(jax.device_get(params)))
+  atomic_write(os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG),
+               model_config.to_json_best_effort(indent=2))
   return path
 
 
@@ -135,6 +134,6 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) < train.num_steps:
     return None  # SIGTERM: checkpointed, not finished
-  if jax.process_index() == 0:
+  if is_main_process():
     export_task_net(final.params["task_net"], config.model, workdir_lib.export(workdir))
   return final

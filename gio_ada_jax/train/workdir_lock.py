@@ -28,6 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.distributed import is_main_process
 
 HEARTBEAT_S = 60.0  # how often the holder refreshes the lock file's modification time
 PROBABLY_STOPPED_S = 10 * HEARTBEAT_S  # a lock untouched this long: its holder likely stopped
@@ -310,7 +311,7 @@ def acquire(workdir: str, attempts: int = 20) -> Lock:
 def _broadcast_text(text: str) -> str:
   """Process 0's `text` in every process (UTF-8, at most _MESSAGE_BYTES)."""
   data = np.zeros(_MESSAGE_BYTES, np.uint8)
-  if jax.process_index() == 0:
+  if is_main_process():
     encoded = text.encode()[:_MESSAGE_BYTES]
     data[:len(encoded)] = np.frombuffer(encoded, np.uint8)
   received = np.asarray(multihost_utils.broadcast_one_to_all(data))
@@ -324,7 +325,7 @@ def hold(workdir: str):
   Raises WorkdirLockError in every process when process 0 could not take it.
   """
   lock, error = None, None
-  if jax.process_index() == 0:
+  if is_main_process():
     try:
       lock = acquire(workdir)
     except Exception as e:  # pylint: disable=broad-except  (re-raised below, after the others hear)
