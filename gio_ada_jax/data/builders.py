@@ -249,3 +249,5 @@ SynthiaRandCityscapes = _format_builder("synthia_rand_cityscapes", "synthia_rand
 Cityscapes = _format_builder("cityscapes", "cityscapes")
 
 FORMAT_BUILDERS = {b.name: b for b in (Vkitti, KittiSemantics, SynthiaRandCityscapes, Cityscapes)}
+# Every dataset prepare.py builds: the --dataset names.
+DATASETS = (*FORMAT_BUILDERS, Procedural.name)

@@ -26,7 +26,6 @@ from gio_ada_jax.data import builders, formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
 
-DATASETS = ("vkitti", "kitti_semantics", "synthia_rand_cityscapes", "cityscapes", "procedural")
 FLAGS = flags.FLAGS
 
 
@@ -122,7 +121,7 @@ def _define_flags() -> None:
   """Command-line flags, defined only when this module runs as a program."""
   config_flags.DEFINE_config_file("config", configs.path("default"),
                                   "Config (data.data_dir, data.procedural).")
-  flags.DEFINE_enum("dataset", None, DATASETS, "Dataset to prepare.")
+  flags.DEFINE_enum("dataset", None, builders.DATASETS, "Dataset to prepare.")
   flags.DEFINE_string("manual_dir", None, "Extracted official download (not for procedural).")
   flags.DEFINE_string("data_dir", None, "Output root (default config.data.data_dir).")
   flags.DEFINE_bool("overwrite", False, "Delete an existing prepared copy first.")

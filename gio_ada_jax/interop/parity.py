@@ -38,6 +38,8 @@ from ml_collections import config_flags
 from gio_ada_jax import configs, models, variants
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.data.pipeline import resize_image
+from gio_ada_jax.eval.pictures import UnreadableImage, read_rgb
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.task_net import input_normalisation_affine
 from gio_ada_jax.train import state as state_lib
@@ -111,10 +113,7 @@ def torch_network(network: str, model_config, input_channels: int,
 
 def load_image(path: str, height: int, width: int) -> np.ndarray:
   """An RGB image file as a [1, H, W, 3] float32 array in [-1, 1]."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(path) as image:
-    image = image.convert("RGB").resize((width, height), Image.BILINEAR)
-    pixels = np.asarray(image, np.float32)
+  pixels = resize_image(read_rgb(path), height, width).astype(np.float32)
   return (pixels / 127.5 - 1.0)[None]
 
 
@@ -818,7 +817,11 @@ def main(argv):
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)
   if FLAGS.checkpoint and len(networks) > 1:
     raise app.UsageError("--checkpoint needs one --network, not 'all'.")
-  image = load_image(FLAGS.image, FLAGS.height, FLAGS.width) if FLAGS.image else None
+  try:
+    image = load_image(FLAGS.image, FLAGS.height, FLAGS.width) if FLAGS.image else None
+  except UnreadableImage as e:
+    print(f"parity: --image {e}", file=sys.stderr)
+    return 2
   errors = []
   for network in networks:
     try:
