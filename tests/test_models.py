@@ -205,9 +205,17 @@ def test_adaptsegnet_two_branch_aspp_ignores_the_last_two_branches():
     ASPP(5, summed_branches=5).init(jax.random.key(1), x)
 
 
+def _prints_ok(code: str) -> None:
+  """Run `code` in a fresh interpreter; it must exit 0 having printed only 'ok'."""
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == "ok"
+
+
 def test_package_imports_without_torch_or_tensorflow():
   """torch is only for torch_ref/parity; nothing in the package may need it (or TF) to import."""
-  code = (
+  _prints_ok(
       "import sys\n"
       "sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
       "sys.modules['tensorflow'] = None\n"
@@ -220,21 +228,13 @@ def test_package_imports_without_torch_or_tensorflow():
       "else:\n"
       "  raise SystemExit('torch_ref imported without torch')\n"
       "print('ok')\n")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
-  assert result.returncode == 0, result.stderr
-  assert result.stdout.strip() == "ok"
 
 
 def test_training_evaluation_and_the_demo_import_without_torch():
   """Only the PyTorch interop needs torch: training, evaluation, the CycleGAN stage and the
   demo must import (and so run) where torch is not installed."""
-  code = ("import sys\n"
-          "sys.modules['torch'] = None\n"
-          "import gio_ada_jax.train.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
-          "import gio_ada_jax.cyclegan.stage, gio_ada_jax.cyclegan.translate\n"
-          "print('ok')\n")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.strip() == "ok"
+  _prints_ok("import sys\n"
+             "sys.modules['torch'] = None\n"
+             "import gio_ada_jax.train.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
+             "import gio_ada_jax.cyclegan.stage, gio_ada_jax.cyclegan.translate\n"
+             "print('ok')\n")
