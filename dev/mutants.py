@@ -280,6 +280,11 @@ def main() -> int:
       print(f"mutants: unknown --only names {unknown}; see --list.", file=sys.stderr)
       return 2
     chosen = [m for m in MUTANTS if m.name in names]
+  output_folder = os.path.dirname(os.path.abspath(args.output)) if args.output else REPO
+  if not os.path.isdir(output_folder):  # say so now, not after the whole run
+    print(f"mutants: --output {args.output}: the folder {output_folder} does not exist.",
+          file=sys.stderr)
+    return 2
   for mutant in chosen:  # every mutant must apply before anything runs
     check(mutant)
   if args.list:
