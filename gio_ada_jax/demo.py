@@ -131,18 +131,20 @@ def _validation_examples(config, data_dir: str, name: str) -> list[dict]:
   return [pipeline.preprocess(split[i], spec, None) for i in range(FIGURE_IMAGES)]
 
 
-def _gio_ada_translations(base_config, data_dir: str, workdir: str,
-                          src: list[dict]) -> np.ndarray:
-  """The GIO-Ada run's G_img applied to the source examples (with their labels and depth)."""
+def _gio_ada_translations(base_config, data_dir: str, workdir: str, src: list[dict],
+                          tgt: list[dict]) -> np.ndarray:
+  """x̂_s of the GIO-Ada run's forward pass (train/step.py) on the source examples (with their
+  labels and depth) and target images."""
   config = run_config(base_config, ROWS[3], 0, data_dir)
   variant = variants.from_config(config)
   built = models.build_models(config.model, variant)
   params = evaluate.checkpoint_params(built, config, workdir)
   batch = {"source_image": np.stack([e["image"] for e in src]),
            "source_label": np.stack([e["label"] for e in src]),
-           "source_depth": np.stack([e["depth"] for e in src])}
-  return np.asarray(jax.jit(train_step.translated_source, static_argnums=(0, 3))(
-      built, params, batch, variant))
+           "source_depth": np.stack([e["depth"] for e in src]),
+           "target_image": np.stack([e["image"] for e in tgt])}
+  outputs = jax.jit(train_step.forward, static_argnums=(0, 3))(built, params, batch, variant)
+  return np.asarray(outputs["translated"])
 
 
 def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
@@ -151,7 +153,7 @@ def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
   config = run_config(base_config, ROWS[3], 0, data_dir)
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)
-  translated = _gio_ada_translations(base_config, data_dir, workdir, src)
+  translated = _gio_ada_translations(base_config, data_dir, workdir, src, tgt)
   pictures.write_png(path, pictures.panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(x),
        pictures.image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)]))
@@ -167,7 +169,7 @@ def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str
       config, translate.cyclegan_workdir(runs["cyclegan"]))
   by_cyclegan = np.asarray(cyclegan.apply_generator(cyclegan.build_models(config).generator,
                                                     params, np.stack([e["image"] for e in src])))
-  by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src)
+  by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src, tgt)
   pictures.write_png(path, pictures.panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),
        pictures.image_to_uint8(g), pictures.image_to_uint8(t["image"])]

@@ -183,6 +183,29 @@ def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
           "its values are not verified).") in capsys.readouterr().out
 
 
+def test_a_checkpoint_with_the_unused_rng_of_older_versions_restores_verified(
+    trained_run, tmp_path, capsys):
+  """GioAdaState held an RNG that no step used until it was removed; checkpoints written with
+  it resume: the RNG is read, verified with every array against the checksums, and dropped."""
+  final = trained_run[0]
+  data = {"source": {"next_index": 6}, "target": {"next_index": 6}, "global_batch": 4,
+          "process_count": 1}
+  checkpointer = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), keep=None)
+  try:  # written as older versions wrote it: the same fields, the RNG's raw bits as `rng`
+    checkpointer.save(6, checkpoint._GioAdaStateWithRng(  # pylint: disable=protected-access
+        final.step, final.params, final.opt_states, jax.random.key(7)), data)
+    checkpointer.wait()
+    restored = loop.resume(checkpointer, final, str(tmp_path))
+  finally:
+    checkpointer.close()
+  assert restored.step == 6 and restored.verified and restored.data == data
+  assert type(restored.state) is type(final) and not hasattr(restored.state, "rng")
+  for x, y in zip(jax.tree.leaves((restored.state.params, restored.state.opt_states)),
+                  jax.tree.leaves((final.params, final.opt_states))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert f"Resumed from step 6 in {tmp_path}.\n" in capsys.readouterr().out
+
+
 def test_train_py_stops_with_exit_2_when_no_checkpoint_restores(workdir, procedural_data_dir):
   """Never a silent restart from step 0, and nothing moved."""
   for step in (3, 6):

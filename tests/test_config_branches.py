@@ -133,7 +133,7 @@ def test_losses_follow_the_weights_and_gan_loss(gan_loss):
   batch = _batch()
   g_params = {k: params[k] for k in ("generator", "task_net")}
   d_params = {k: params[k] for k in ("d_img", "d_out")}
-  kwargs = dict(models=built, train_config=train, variant=variant)
+  kwargs = dict(models=built, objective=train_step.objective_from_config(train, variant))
   _, (outputs, metrics) = jax.jit(functools.partial(train_step.generator_loss, **kwargs))(
       g_params, d_params, batch)
 
@@ -363,8 +363,7 @@ def test_training_loop_paces_logs_checkpoints_pictures_prefetch(
                       learning_rate_at=lambda s: 1e-3, pictures=pictures)
   initial = state.GioAdaState(step=jnp.zeros((), jnp.int32),
                               params={n: {"w": jnp.zeros(2)} for n in variants.NETWORKS},
-                              opt_states={n: {} for n in variants.NETWORKS},
-                              rng=jax.random.PRNGKey(0))
+                              opt_states={n: {} for n in variants.NETWORKS})
   final = loop_lib.run_loop(loop, initial, batches, str(tmp_path), config)
   assert int(final.step) == 8
   printed = [line.split("/")[0] for line in capsys.readouterr().out.splitlines()

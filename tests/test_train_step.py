@@ -10,8 +10,11 @@ import pytest
 from configs import test as test_config
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import variants
+from gio_ada_jax.data import labels
+from gio_ada_jax.eval.pictures import colourise, image_to_uint8
 from gio_ada_jax.train import state as state_lib
 from gio_ada_jax.train import step as step_lib
+from gio_ada_jax.train import summaries
 
 HEIGHT, WIDTH = 32, 48  # the PatchGANs need >= 24 pixels per side
 
@@ -43,8 +46,9 @@ def _setup(config):
 def _step(config, models, optimizers=None):
   optimizers = optimizers or state_lib.make_optimizers(config.train)
   return jax.jit(functools.partial(step_lib.train_step, models=models, optimizers=optimizers,
-                                   train_config=config.train,
-                                   variant=variants.from_config(config), axis_name=None))
+                                   objective=step_lib.objective_from_config(
+                                       config.train, variants.from_config(config)),
+                                   axis_name=None))
 
 
 def _changed(before, after) -> dict[str, bool]:
@@ -116,6 +120,55 @@ def test_generator_side_sees_discriminators_before_their_update():
   assert not _changed(state.params, after_frozen_d.params)["d_out"]
 
 
+def test_the_step_the_tensorboard_pictures_and_the_demo_share_one_forward_pass():
+  """What the losses see (generator_loss's outputs) is step.forward's, and the TensorBoard
+  pictures show the same tensors: x̂_s and the argmax of both predictions."""
+  config = _config("+s")
+  variant = variants.from_config(config)
+  models, state = _setup(config)
+  batch = _batch(seed=3)
+  outputs = jax.jit(step_lib.forward, static_argnums=(0, 3))(models, state.params, batch,
+                                                               variant)
+  g_params = {k: state.params[k] for k in ("generator", "task_net")}
+  d_params = {k: state.params[k] for k in ("d_img", "d_out")}
+  objective = step_lib.objective_from_config(config.train, variant)
+  _, (step_outputs, _) = jax.jit(functools.partial(
+      step_lib.generator_loss, models=models, objective=objective))(g_params, d_params, batch)
+  assert set(step_outputs) == set(outputs) == {"translated", "seg_s", "depth_s", "seg_t",
+                                               "depth_t"}
+  for name in outputs:
+    np.testing.assert_allclose(step_outputs[name], outputs[name], rtol=1e-6, atol=1e-6)
+  pictures = summaries.pictures(state.params, batch, models, variant, 10)
+  space = labels.label_space_for(10)
+  np.testing.assert_array_equal(pictures["source_translated"],
+                                image_to_uint8(np.asarray(outputs["translated"])))
+  np.testing.assert_array_equal(pictures["target_prediction"],
+                                colourise(np.argmax(outputs["seg_t"], -1), space))
+  np.testing.assert_array_equal(pictures["source_prediction"],
+                                colourise(np.argmax(outputs["seg_s"], -1), space))
+
+
+def test_the_objective_is_resolved_from_the_config_once():
+  """The step holds plain numbers, not the ConfigDict: a config changed after the step was
+  built does not change what it computes."""
+  config = _config()
+  variant = variants.from_config(config)
+  objective = step_lib.objective_from_config(config.train, variant)
+  assert objective == step_lib.Objective(variant, config.train.lambda_depth,
+                                         config.train.lambda_input, config.train.lambda_output,
+                                         config.train.gan_loss)
+  assert hash(objective) == hash(step_lib.objective_from_config(config.train, variant))
+  models, state = _setup(config)
+  step = _step(config, models)
+  config.train.lambda_depth = config.train.lambda_output = 50.0
+  after, metrics = step(state, _batch())
+  expected = (metrics["loss_seg"] + objective.lambda_depth * metrics["loss_depth"]
+              + objective.lambda_input * metrics["loss_g_input_adv"]
+              + objective.lambda_output * metrics["loss_g_output_adv"])
+  np.testing.assert_allclose(metrics["loss_g"], expected, rtol=1e-6)
+  assert int(after.step) == 1
+
+
 def test_models_and_step_must_be_built_for_the_same_variant():
   """G_img built for one variant and stepped or initialised as another is an error, not a
   silent run with other inputs."""
@@ -124,7 +177,8 @@ def test_models_and_step_must_be_built_for_the_same_variant():
   with pytest.raises(ValueError, match="use_labels, use_depth"):
     jax.jit(functools.partial(step_lib.train_step, models=models,
                               optimizers=state_lib.make_optimizers(config.train),
-                              train_config=config.train, variant=variants.parse("+sd,joint"),
+                              objective=step_lib.objective_from_config(
+                                  config.train, variants.parse("+sd,joint")),
                               axis_name=None))(state, _batch())
   with pytest.raises(ValueError, match="use_labels, use_depth"):
     state_lib.init_params(models, variants.parse("gd,joint"), 10, jax.random.key(0), HEIGHT,

@@ -542,7 +542,7 @@ def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1
     initial_params = jax.tree.map(np.asarray, state.params)
     step = jax.jit(functools.partial(
         train_step.train_step, models=built, optimizers=state_lib.make_optimizers(config.train),
-        train_config=config.train, variant=variant, axis_name=None))
+        objective=train_step.objective_from_config(config.train, variant), axis_name=None))
     batches, metrics = [], []
     with jax.default_matmul_precision("highest"):
       for k in range(num_steps):

@@ -1,5 +1,7 @@
-"""Checkpoints of the whole training state with orbax: parameters, optimiser states, step, RNG
-and the data iterator's state, so a resumed run continues exactly where it stopped.
+"""Checkpoints of the whole training state with orbax: parameters, optimiser states, step (the
+RNG of states that have one: CycleGAN's image pools) and the data iterator's state, so a resumed
+run continues exactly where it stopped. GIO-Ada checkpoints written while GioAdaState still held
+an RNG that no step used restore too (the RNG is read, verified and dropped).
 
 Orbax writes each step into a temporary folder and commits it only when complete, so a save
 interrupted by a kill never loads as a checkpoint. Every process calls save and restore.
@@ -24,6 +26,7 @@ import json
 import os
 from typing import Any, Callable
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -61,9 +64,19 @@ class Restored:
   verified: bool
 
 
-def _with_raw_key(state: GioAdaState) -> GioAdaState:
+@flax.struct.dataclass
+class _GioAdaStateWithRng:
+  """GioAdaState as checkpoints written before it dropped its unused RNG hold it."""
+
+  step: jax.Array
+  params: dict[str, Any]
+  opt_states: dict[str, Any]
+  rng: jax.Array
+
+
+def _with_raw_key(state):
   # Typed PRNG keys are stored as their raw bits.
-  return state.replace(rng=jax.random.key_data(state.rng))
+  return state.replace(rng=jax.random.key_data(state.rng)) if hasattr(state, "rng") else state
 
 
 def _savable(state: GioAdaState) -> GioAdaState:
@@ -190,10 +203,25 @@ class Checkpointer:
     except (OSError, ValueError, AttributeError):
       return False  # unreadable metadata, no checksums folder: restored as an older one
 
+  def _stores_unused_rng(self, step: int, abstract) -> bool:
+    """Whether checkpoint `step` is a GIO-Ada state from before GioAdaState dropped its RNG."""
+    if not isinstance(abstract, GioAdaState):
+      return False
+    try:
+      with open(os.path.join(self.folder(step), "state", "_METADATA")) as f:
+        return "('rng',)" in json.load(f).get("tree_metadata", {})
+    except (OSError, ValueError, AttributeError):
+      return False  # orbax's restore names what is wrong with the file
+
   def _restore(self, step: int, abstract, with_data: bool) -> Restored:
     """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
     UnrestorableCheckpoint naming the folder and what failed."""
     verified = self._has_checksums(step)
+    with_unused_rng = self._stores_unused_rng(step, abstract)
+    if with_unused_rng:
+      raw_key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+      abstract = _GioAdaStateWithRng(abstract.step, abstract.params, abstract.opt_states,
+                                     raw_key)
     items = {"state": ocp.args.StandardRestore(abstract)}
     if with_data:
       items["data"] = ocp.args.JsonRestore()
@@ -219,8 +247,11 @@ class Checkpointer:
             f"{self.folder(step)}: checksum mismatch, damaged files: {', '.join(bad[:3])}"
             f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} read back other values "
             "than were saved")
-    return Restored(step, state.replace(rng=jax.random.wrap_key_data(state.rng)), data,
-                    verified)
+    if with_unused_rng:
+      state = GioAdaState(state.step, state.params, state.opt_states)
+    elif hasattr(state, "rng"):
+      state = state.replace(rng=jax.random.wrap_key_data(state.rng))
+    return Restored(step, state, data, verified)
 
   def _newest(self, restore: Callable[[int], Restored], steps: list[int] | None
               ) -> tuple[Restored | None, list[Skipped]]:

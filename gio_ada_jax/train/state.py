@@ -1,4 +1,4 @@
-"""GioAdaState: the four parameter trees, their optimiser states, the step and the RNG."""
+"""GioAdaState: the four parameter trees, their optimiser states and the step."""
 
 import functools
 from typing import Any
@@ -15,12 +15,15 @@ from gio_ada_jax.variants import NETWORKS, Variant
 
 @flax.struct.dataclass
 class GioAdaState:
-  """Everything a step reads and writes. Absent networks (e.g. G_img under "na") hold {}."""
+  """Everything a step reads and writes. Absent networks (e.g. G_img under "na") hold {}.
+
+  No RNG: a GIO-Ada step draws nothing (no dropout, no sampling); the data's randomness lives
+  in the input pipeline's own seeded state.
+  """
 
   step: jax.Array
   params: dict[str, Any]
   opt_states: dict[str, Any]
-  rng: jax.Array
 
 
 def _learning_rate(train_config):
@@ -74,15 +77,15 @@ def init_params(models: GioAdaModels, variant: Variant, num_classes: int, rng: j
 def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array, height: int,
                  width: int) -> GioAdaState:
   """The initial state of `variant` (models built for it, config.model and config.train):
-  parameters, optimiser states, step 0 and the RNG."""
-  init_rng, state_rng = jax.random.split(rng)
+  parameters from `rng`, optimiser states and step 0."""
+  # The first half, as when the state also held an RNG: a seed keeps giving the same networks.
+  init_rng, _ = jax.random.split(rng)
   params = jax.jit(functools.partial(init_params, models, variant, config.model.num_classes,
                                      height=height, width=width))(init_rng)
-  return state_from_params(params, make_optimizers(config.train), state_rng)
+  return state_from_params(params, make_optimizers(config.train))
 
 
-def state_from_params(params, optimizers, rng) -> GioAdaState:
+def state_from_params(params, optimizers) -> GioAdaState:
   """A step-0 state around given parameters (e.g. converted from PyTorch)."""
   opt_states = {name: optimizers[name].init(params[name]) for name in NETWORKS}
-  return GioAdaState(step=jnp.zeros((), jnp.int32), params=params, opt_states=opt_states,
-                     rng=rng)
+  return GioAdaState(step=jnp.zeros((), jnp.int32), params=params, opt_states=opt_states)

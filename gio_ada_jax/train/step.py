@@ -8,6 +8,7 @@ the target's outputs (1) vs the source's (0). All four Adam updates use gradient
 parameters as they were before the step, as the PyTorch reference does (torch_ref/step.py).
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -21,6 +22,25 @@ from gio_ada_jax.train.state import GioAdaState
 from gio_ada_jax.variants import NETWORKS, Variant
 
 AXIS_NAME = "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """Equation (5) as a step computes it: which terms exist (the variant) and their weights and
+  GAN loss (train.lambda_*, train.gan_loss). Plain Python values resolved from the config once,
+  before tracing; hashable, so the step takes it as a static argument."""
+
+  variant: Variant
+  lambda_depth: float
+  lambda_input: float
+  lambda_output: float
+  gan_loss: str
+
+
+def objective_from_config(train_config, variant: Variant) -> Objective:
+  """The Objective of config.train's weights and GAN loss for `variant`."""
+  return Objective(variant, float(train_config.lambda_depth), float(train_config.lambda_input),
+                   float(train_config.lambda_output), str(train_config.gan_loss))
 
 
 def output_features(variant: Variant, seg_logits: jax.Array, depth: jax.Array
@@ -45,41 +65,55 @@ def translated_source(models, params, batch, variant: Variant):
       batch["source_depth"] if variant.uses_depth else None)
 
 
-def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, train_config,
-                   variant: Variant, axis_name: str | None = None):
-  """L_G and what the discriminator phase needs (the forward pass's outputs); the task losses
-  average over the pixels of every device of `axis_name`."""
-  params = {**g_params, **d_params}
+def forward(models: GioAdaModels, params, batch, variant: Variant) -> dict[str, jax.Array]:
+  """The step's one forward pass, shared with the TensorBoard pictures and the demo: x̂_s (the
+  translated source) and G_task's segmentation logits and depth of x̂_s and of x_t."""
   translated = translated_source(models, params, batch, variant)
-  seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
-  seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
-  loss_seg = losses.segmentation_cross_entropy(seg_s, batch["source_label"], axis_name)
-  loss_depth = losses.masked_l1(depth_s, batch["source_depth"], batch["source_depth_mask"],
-                                axis_name)
-  loss_input_adv = jnp.zeros((), jnp.float32)
-  if variant.has_generator:
-    loss_input_adv = losses.gan_loss(
-        models.d_img.apply({"params": params["d_img"]}, translated), True, train_config.gan_loss)
-  loss_output_adv = jnp.zeros((), jnp.float32)
-  for name, features in output_features(variant, seg_t, depth_t).items():
-    logits = models.d_out.apply({"params": params["d_out"][name]}, features)
-    loss_output_adv += losses.gan_loss(logits, False, train_config.gan_loss)
-  total = (loss_seg + train_config.lambda_depth * loss_depth
-           + train_config.lambda_input * loss_input_adv
-           + train_config.lambda_output * loss_output_adv)
-  outputs = {"translated": translated, "seg_s": seg_s, "depth_s": depth_s, "seg_t": seg_t,
-             "depth_t": depth_t}
-  metrics = {"loss_seg": loss_seg, "loss_depth": loss_depth,
-             "loss_g_input_adv": loss_input_adv, "loss_g_output_adv": loss_output_adv,
-             "loss_g": total}
-  return total, (outputs, metrics)
+  task_net = functools.partial(models.task_net.apply, {"params": params["task_net"]})
+  seg_s, depth_s = task_net(translated)
+  seg_t, depth_t = task_net(batch["target_image"])
+  return {"translated": translated, "seg_s": seg_s, "depth_s": depth_s, "seg_t": seg_t,
+          "depth_t": depth_t}
 
 
-def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, train_config,
-                       variant: Variant):
-  """L_D_img + L_D_out on stopped-gradient outputs; each is 0.5 (real + fake)."""
+def generator_loss(g_params, d_params, batch, *, models: GioAdaModels, objective: Objective,
+                   axis_name: str | None = None):
+  """L_G of equation (5) and (aux) the forward pass's outputs and the loss terms; the task
+  losses average over the pixels of every device of `axis_name`."""
+  variant = objective.variant
+  params = {**g_params, **d_params}
+  outputs = forward(models, params, batch, variant)
+  gan = functools.partial(losses.gan_loss, kind=objective.gan_loss)
+  zero = jnp.zeros((), jnp.float32)
+  # G_img wants D_img to call x̂_s a real (target) image.
+  input_adv = (gan(models.d_img.apply({"params": params["d_img"]}, outputs["translated"]), True)
+               if variant.has_generator else zero)
+  # G_task wants D_out to call the target's outputs the source's (0). The paper does not say
+  # how 'sep' weights its two discriminators: their terms are summed under the one λ_output
+  # (as torch_ref/step.py does), so each pulls as hard as 'joint''s single one.
+  output_adv = sum((gan(models.d_out.apply({"params": params["d_out"][name]}, features), False)
+                    for name, features in output_features(variant, outputs["seg_t"],
+                                                           outputs["depth_t"]).items()), zero)
+  terms = {
+      "loss_seg": losses.segmentation_cross_entropy(outputs["seg_s"], batch["source_label"],
+                                                    axis_name),
+      "loss_depth": losses.masked_l1(outputs["depth_s"], batch["source_depth"],
+                                     batch["source_depth_mask"], axis_name),
+      "loss_g_input_adv": input_adv,
+      "loss_g_output_adv": output_adv,
+  }
+  total = (terms["loss_seg"] + objective.lambda_depth * terms["loss_depth"]
+           + objective.lambda_input * terms["loss_g_input_adv"]
+           + objective.lambda_output * terms["loss_g_output_adv"])
+  return total, (outputs, {**terms, "loss_g": total})
+
+
+def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, objective: Objective):
+  """L_D_img + L_D_out on stopped-gradient outputs of the forward pass; each discriminator's is
+  0.5 (real + fake), target real (1), source fake (0)."""
+  variant = objective.variant
   outputs = jax.lax.stop_gradient(outputs)
-  gan = functools.partial(losses.gan_loss, kind=train_config.gan_loss)
+  gan = functools.partial(losses.gan_loss, kind=objective.gan_loss)
   loss_d_img = jnp.zeros((), jnp.float32)
   if variant.has_generator:
     d_img = functools.partial(models.d_img.apply, {"params": d_params["d_img"]})
@@ -88,7 +122,7 @@ def discriminator_loss(d_params, outputs, batch, *, models: GioAdaModels, train_
   loss_d_out = jnp.zeros((), jnp.float32)
   source = output_features(variant, outputs["seg_s"], outputs["depth_s"])
   target = output_features(variant, outputs["seg_t"], outputs["depth_t"])
-  for name in source:
+  for name in source:  # 'sep': the sum of two discriminators' losses, each on its own params
     d_out = functools.partial(models.d_out.apply, {"params": d_params["d_out"][name]})
     loss_d_out += 0.5 * (gan(d_out(source[name]), False) + gan(d_out(target[name]), True))
   return loss_d_img + loss_d_out, {"loss_d_img": loss_d_img, "loss_d_out": loss_d_out}
@@ -101,11 +135,11 @@ def zero_instance_norm_biases(network: str, grads):
 
 
 def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAdaModels,
-               optimizers: dict[str, optax.GradientTransformation], train_config,
-               variant: Variant, axis_name: str | None = AXIS_NAME
+               optimizers: dict[str, optax.GradientTransformation], objective: Objective,
+               axis_name: str | None = AXIS_NAME
                ) -> tuple[GioAdaState, dict[str, jax.Array]]:
-  """One update of all four networks from one source + one target batch (per device), as
-  `variant` (static: variants.Variant is hashable) trains them.
+  """One update of all four networks from one source + one target batch (per device): the
+  gradients of `objective`'s L_G and L_D, all taken at the parameters before the step.
 
   Under pmap, gradients and metrics are averaged over `axis_name`, and the task losses are
   means over the pixels of the whole global batch, so the step equals one device stepping on
@@ -114,10 +148,9 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
   g_params = {k: state.params[k] for k in ("generator", "task_net")}
   d_params = {k: state.params[k] for k in ("d_img", "d_out")}
   (_, (outputs, metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-      g_params, d_params, batch, models=models, train_config=train_config, variant=variant,
-      axis_name=axis_name)
+      g_params, d_params, batch, models=models, objective=objective, axis_name=axis_name)
   (_, d_metrics), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-      d_params, outputs, batch, models=models, train_config=train_config, variant=variant)
+      d_params, outputs, batch, models=models, objective=objective)
   grads = {name: zero_instance_norm_biases(name, g) for name, g in {**g_grads, **d_grads}.items()}
   metrics = {**metrics, **d_metrics}
   if axis_name is not None:
@@ -130,8 +163,7 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
     metrics[f"grad_norm_{name}"] = optax.global_norm(grads[name])
   if axis_name is not None:
     metrics = jax.lax.pmean(metrics, axis_name)
-  new_state = state.replace(step=state.step + 1, params=new_params, opt_states=new_opt_states,
-                            rng=jax.random.fold_in(state.rng, state.step))
+  new_state = state.replace(step=state.step + 1, params=new_params, opt_states=new_opt_states)
   return new_state, metrics
 
 
@@ -144,9 +176,10 @@ def pmap_step(step, devices=None):
 
 def make_p_train_step(models: GioAdaModels, optimizers, train_config, variant: Variant,
                       devices=None):
-  """The GIO-Ada train_step of `variant`, pmapped (pmap_step)."""
+  """The GIO-Ada train_step of `variant` and config.train's objective, pmapped (pmap_step)."""
   return pmap_step(functools.partial(train_step, models=models, optimizers=optimizers,
-                                     train_config=train_config, variant=variant), devices)
+                                     objective=objective_from_config(train_config, variant)),
+                   devices)
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval.pictures import colourise, depth_colours, display_scale, image_to_uint8
 from gio_ada_jax.models import GioAdaModels
-from gio_ada_jax.train.step import translated_source
+from gio_ada_jax.train.step import forward
 from gio_ada_jax.variants import Variant
 
 
@@ -33,11 +33,9 @@ def open_writer(logdir: str):
 
 @functools.partial(jax.jit, static_argnames=("models", "variant"))
 def _predict(params, batch, models: GioAdaModels, variant: Variant):
-  translated = translated_source(models, params, batch, variant)
-  seg_s, depth_s = models.task_net.apply({"params": params["task_net"]}, translated)
-  seg_t, depth_t = models.task_net.apply({"params": params["task_net"]}, batch["target_image"])
-  return {"translated": translated, "seg_s": jnp.argmax(seg_s, -1), "depth_s": depth_s,
-          "seg_t": jnp.argmax(seg_t, -1), "depth_t": depth_t}
+  outputs = forward(models, params, batch, variant)  # the step's own forward pass
+  return {**outputs, "seg_s": jnp.argmax(outputs["seg_s"], -1),
+          "seg_t": jnp.argmax(outputs["seg_t"], -1)}
 
 
 def pictures(params, batch, models: GioAdaModels, variant: Variant,

@@ -38,7 +38,7 @@ def with_pretrained_encoder(state: state_lib.GioAdaState, vgg16_path: str,
         "--config.model.task_net.encoder_init=random."))) from None
   except convert.ConversionError as e:
     raise config_checks.ConfigError(f"model.task_net.vgg16_weights: {e}") from None
-  return state_lib.state_from_params(params, optimizers, state.rng)
+  return state_lib.state_from_params(params, optimizers)
 
 
 def training_steps(train_config, num_source_examples: int, global_batch: int) -> int:
