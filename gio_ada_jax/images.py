@@ -115,6 +115,9 @@ def depth_colours(depth: np.ndarray, mask: np.ndarray | None = None, scale: floa
   logarithmic from `near` (brightest) to `scale` (darkest): each factor of distance gets the
   same share of the colours, for metric depths spanning a few metres to hundreds.
   """
+  if not scale > 0 or (near is not None and not 0 < near < scale):
+    raise ValueError(f"depth_colours: scale {scale} and near {near} must satisfy 0 < scale and "
+                     "0 < near < scale (near None: a linear scale from 0).")
   depth = np.asarray(depth, np.float32)
   if near is None:
     near_is_high = 1.0 - np.clip(depth / scale, 0.0, 1.0)

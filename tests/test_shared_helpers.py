@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from configs.procedural import procedural_config
@@ -105,6 +106,9 @@ def test_depth_colours_near_gives_a_log_scale_from_near_to_scale():
   linear = images.depth_colours(np.asarray([[0.0, 0.5, 1.0, 1.0, 0.0]]))
   np.testing.assert_allclose(got.astype(int), linear.astype(int), atol=1)
   assert got[0, 0].tolist() == [252, 253, 191] and got[0, 2].tolist() == [0, 0, 4]
+  for scale, near in ((0.0, None), (200.0, 0.0), (200.0, 200.0), (float("nan"), None)):
+    with pytest.raises(ValueError, match=f"scale {scale} and near {near} must satisfy"):
+      images.depth_colours(np.ones((2, 2)), scale=scale, near=near)
 
 
 def test_contact_sheet_tiles_are_panel_tiles_with_log_depth_colours(tmp_path):

@@ -816,7 +816,7 @@ def generate_examples(config: ml_collections.ConfigDict, domain: str, split: str
 # ----------------------------------------------------------------------------------------------
 # Pictures.
 
-# Depth on a log scale from these distances (brightest) to the far one (darkest).
+# The contact sheet's depth: a log scale from 2 m (brightest) to 200 m and beyond (darkest).
 _SHEET_NEAR_M, _SHEET_FAR_M = 2.0, 200.0
 _SHEET_GAP = 2  # pixels of white between the contact sheet's tiles
 
