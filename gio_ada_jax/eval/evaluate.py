@@ -26,6 +26,7 @@ from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval import metrics, pictures, reports
+from gio_ada_jax.images import depth_colours, display_scale, panel, read_rgb, resize_image
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.layers import align_corners_matrix
 from gio_ada_jax.train import checkpoint, run_config, state as state_lib, summaries
@@ -486,7 +487,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   """Segmentation, depth and panel pictures of every image in `images_dir` (no labels, not
   recursive) into `output_dir` as picture_names; the images predicted and the names skipped.
 
-  Every image is read (pictures.read_rgb, any PIL mode) before anything is written: one that
+  Every image is read (images.read_rgb, any PIL mode) before anything is written: one that
   cannot be read correctly raises UnreadableImage naming it. Each is resized to the configured
   input size for the network and its predictions are upsampled back to its own size. The
   folders are checked first (check_image_folders), and the pictures listed in IMAGES_MANIFEST
@@ -494,7 +495,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   """
   folder = check_image_folders(images_dir, output_dir)
   for path in folder.images:  # decoded twice, so that a bad file stops the run before any write
-    pictures.read_rgb(path)
+    read_rgb(path)
   manifest = pathlib.Path(output_dir).expanduser() / IMAGES_MANIFEST
   ours = _manifest_files(manifest.parent) if manifest.parent.is_dir() else set()
   ours |= {name for path in folder.images for name in picture_names(path)}
@@ -506,14 +507,14 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   apply = jax.jit(lambda params, image: built.task_net.apply(
       {"params": params}, image, upsample_to_input=False))
   for path in folder.images:
-    rgb = pictures.read_rgb(path)
-    image = pipeline.normalise_image(pipeline.resize_image(rgb, height, width))
+    rgb = read_rgb(path)
+    image = pipeline.normalise_image(resize_image(rgb, height, width))
     logits, depth = jax.device_get(apply(weights.params, image[None]))
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
     segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
-    depth_rgb = pictures.depth_colours(depth, scale=pictures.display_scale(depth))
+    depth_rgb = depth_colours(depth, scale=display_scale(depth))
     pictures.write_prediction_pictures(str(manifest.parent), path.name, {
         "segmentation": segmentation, "depth": depth_rgb,
-        "panel": pictures.panel([[rgb, segmentation, depth_rgb]])})
+        "panel": panel([[rgb, segmentation, depth_rgb]])})
   return folder
