@@ -182,8 +182,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
       summaries.write_pictures(writer, step, loop.pictures(unreplicate(replicated).params,
                                                            first_device))
-    if save_now or evaluate_now:
-      current = unreplicate(replicated)
+    current = unreplicate(replicated) if save_now or evaluate_now else None
     if save_now:
       checkpointer.save(step, current, data_state)
     if evaluate_now:
