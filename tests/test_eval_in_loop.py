@@ -111,7 +111,7 @@ def test_a_preempted_then_resumed_run_evaluates_each_later_step_once(
   config = _config(procedural_data_dir, 10, 1)
   _sigterm_at_call(monkeypatch, 2)
   assert trainer.train_and_evaluate(config, str(workdir)) is None
-  assert _evaluated_checkpoints(capsys.readouterr().out) == ["training step 7 (in memory)"]
+  assert _evaluated_checkpoints(capsys.readouterr().out) == ["in memory at training step 7"]
   assert os.path.isdir(os.path.join(workdir_lib.checkpoints(str(workdir)), "8"))
   monkeypatch.undo()
   assert trainer.train_and_evaluate(config, str(workdir)) is not None
@@ -119,7 +119,7 @@ def test_a_preempted_then_resumed_run_evaluates_each_later_step_once(
   after = _reports(workdir)
   assert sorted(after) == ["step_10.json", "step_3.json", "step_6.json", "step_7.json",
                            "step_9.json"]
-  assert after["step_7.json"]["checkpoint"] == "training step 7 (in memory)"
+  assert after["step_7.json"]["checkpoint"] == "in memory at training step 7"
   assert {k: after[k] for k in before} == before
   assert _curve_steps(workdir) == [3, 6, 7, 9, 10]
 

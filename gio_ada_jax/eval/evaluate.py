@@ -42,8 +42,8 @@ class TaskNetWeights:
   """Parameters of G_task and where they came from."""
 
   params: Any
-  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path, "training step 6
-  # (in memory)"
+  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path, "in memory at
+  # training step 6"
   checkpoint: str
   step: int | None  # the training step, for checkpoints
   # "checkpoint", "training" (in-memory parameters of a training step), "export" or
@@ -418,12 +418,12 @@ def training_evaluator(config, workdir: str, task_net) -> Callable[[int, Any, bo
   """What the training loop calls (train/loop.py, `Loop.evaluate`) to evaluate G_task at a
   step: (step, the state's unreplicated params, whether that step's checkpoint was saved).
   Writes what `evaluate.py --step N` writes for checkpoint N; the report's checkpoint is
-  "checkpoints/N" when the step's checkpoint was saved, else "training step N (in memory)".
+  "checkpoints/N" when the step's checkpoint was saved, else "in memory at training step N".
   The split is opened and the evaluator built here, once per run."""
   evaluator = split_evaluator(config, workdir, task_net)
 
   def evaluate_step(step: int, params, checkpointed: bool) -> None:
-    where = f"checkpoints/{step}" if checkpointed else f"training step {step} (in memory)"
+    where = f"checkpoints/{step}" if checkpointed else f"in memory at training step {step}"
     evaluate_weights(evaluator, TaskNetWeights(params["task_net"], where, step,
                                                "checkpoint" if checkpointed else "training"))
 

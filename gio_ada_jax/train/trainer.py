@@ -100,7 +100,7 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
   With eval.every_steps > 0, G_task is evaluated on the target's evaluation split every that
   many steps and at the last step, with that step's parameters in memory: the report, curve and
   TensorBoard scalars evaluate.py writes for it go into WORKDIR/eval (the report's checkpoint
-  is "checkpoints/N" when step N's checkpoint is saved, else "training step N (in memory)").
+  is "checkpoints/N" when step N's checkpoint is saved, else "in memory at training step N").
   A resumed run evaluates from the next multiple on; a step SIGTERM stopped at is not
   evaluated.
   The run holds WORKDIR/train.lock throughout (workdir_lock.WorkdirLockError if another run
