@@ -280,7 +280,8 @@ def test_prepare_refuses_a_procedural_copy_of_another_config(tmp_path):
   changed.data.procedural.target.noise_std = 0.5
   # Each domain records the whole procedural config: the first domain's folder is refused.
   with pytest.raises(formats.DataError,
-                     match=r"procedural/source/.*fields differing: \['target'\].*--overwrite"):
+                     match=r"procedural/source/.*fields differing: "
+                           r"\['target.noise_std'\].*--overwrite"):
     prepare.prepare("procedural", str(tmp_path), changed, num_workers=1)
   prepare.prepare("procedural", str(tmp_path), config, num_workers=1)  # the same: a no-op
   prepare.prepare("procedural", str(tmp_path), changed, overwrite=True, num_workers=1)

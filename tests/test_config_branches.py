@@ -396,7 +396,10 @@ def _perturbed(value):
 # Fields read when the data is prepared, not by the renderer (tests named in INVENTORY).
 PREPARE_FIELDS = ("num_train", "num_validation")
 PROCEDURAL_FIELDS = [f for f in _leaves(procedural_config_lib.procedural_config())
-                     if f not in PREPARE_FIELDS]
+                     if f not in PREPARE_FIELDS and not f.startswith("target_scene.")]
+# The target's own layout: each field follows scene.* until it is set.
+TARGET_SCENE_FIELDS = [f for f in _leaves(procedural_config_lib.procedural_config())
+                       if f.startswith("target_scene.")]
 
 
 def _render(config, field: str) -> list[dict]:
@@ -427,6 +430,36 @@ def test_every_procedural_field_changes_the_scenes(field):
   node[name] = PERTURBATIONS.get(field, _perturbed(node[name]))
   after = _render(config, field)
   assert any(not np.array_equal(a[key], b[key]) for a, b in zip(before, after)
+             for key in ("image", "label", "depth")), field
+
+
+def _render_domain(config, domain: str) -> list[dict]:
+  return [procedural.generate_example(config, domain, "train", index) for index in range(8)]
+
+
+@functools.cache
+def _tiny_default_scenes() -> dict[str, list[dict]]:
+  config = procedural_config_lib.procedural_config()
+  config.height, config.width = 24, 40
+  return {domain: _render_domain(config, domain) for domain in ("source", "target")}
+
+
+@pytest.mark.parametrize("field", TARGET_SCENE_FIELDS)
+def test_every_target_scene_field_changes_only_the_target(field):
+  """data.procedural.target_scene.*: each field, set alone, changes the images, labels or depth
+  of a few tiny target scenes and none of the source's (which keeps scene.*). (Eight scenes:
+  four may show no truck.)"""
+  config = procedural_config_lib.procedural_config()
+  config.height, config.width = 24, 40
+  name = field.split(".", 1)[1]
+  config.target_scene[name] = _perturbed(config.scene[name])
+  assert config.scene[name] == procedural_config_lib.procedural_config().scene[name]
+  before = _tiny_default_scenes()
+  after = {domain: _render_domain(config, domain) for domain in ("source", "target")}
+  assert all(np.array_equal(a[key], b[key]) for a, b in zip(before["source"], after["source"])
+             for key in ("image", "label", "depth")), field
+  assert any(not np.array_equal(a[key], b[key])
+             for a, b in zip(before["target"], after["target"])
              for key in ("image", "label", "depth")), field
 
 
@@ -511,6 +544,9 @@ INVENTORY = {
     **{f"data.procedural.{field}": ["test_config_branches.py::"
                                     "test_every_procedural_field_changes_the_scenes"]
        for field in PROCEDURAL_FIELDS},
+    **{f"data.procedural.{field}": ["test_config_branches.py::"
+                                    "test_every_target_scene_field_changes_only_the_target"]
+       for field in TARGET_SCENE_FIELDS},
     "train.lambda_depth": [
         "test_config_branches.py::test_losses_follow_the_weights_and_gan_loss",
         "test_step_parity.py::test_multi_step_parity_fails_for_a_wrong_optimiser_setting_or_loss_weight",

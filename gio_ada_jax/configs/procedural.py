@@ -1,8 +1,18 @@
 """Every default of the procedural sim-to-real street scenes (gio_ada_jax/data/procedural.py).
 
-One scene distribution (camera + layout), two appearance domains over it: `source` (flat,
-synthetic renderings) and `target` (photo-like). Both appearance dicts have the same fields, so
-a new target domain is the source or target dict with some fields overridden.
+One camera, a scene (layout) distribution per domain and two appearance domains: `source`
+(flat, synthetic renderings) and `target` (photo-like). Both appearance dicts have the same fields,
+so a new target domain is the source or target dict with some fields overridden.
+
+`scene` is the source's layout distribution and, by default, the target's too: every field of
+`target_scene` is a one-way reference to the same field of `scene`
+(`ConfigDict.get_oneway_ref`). So a change of `scene.X` changes both domains, unless the target
+overrides X itself (`--config.data.procedural.target_scene.X=...`), which changes only the
+target's scenes (a layout shift: class frequencies, object sizes and density, not only looks;
+configs/procedural_layout_shift.py). The references are chosen over a dict of overrides or a
+copy of `scene` so that nobody changes one domain's layout by mistake: with a copy, editing
+`scene.X` alone would silently leave the target on the old value. `to_json()` and
+`copy_and_resolve_references()` give the resolved values (the prepared data's stored config).
 Colours are display-space RGB in 0..255; per-class tuples follow VKITTI_KITTI_10's order
 (road, building, pole, traffic light, traffic sign, vegetation, terrain, sky, car, truck).
 """
@@ -85,6 +95,14 @@ def _scene_config() -> ml_collections.ConfigDict:
   return scene
 
 
+def _target_scene_config(scene: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The target's layout: each field follows `scene`'s until it is set (one-way references)."""
+  target_scene = ml_collections.ConfigDict()
+  for name in scene:
+    target_scene[name] = scene.get_oneway_ref(name)
+  return target_scene
+
+
 def _source_appearance() -> ml_collections.ConfigDict:
   """The synthetic domain: flat class colours, Lambertian sun, no noise, no blur, linear."""
   look = ml_collections.ConfigDict()
@@ -155,7 +173,9 @@ def procedural_config() -> ml_collections.ConfigDict:
   # target images show different scenes (unpaired data); 0 pairs them.
   config.target_scene_offset = 1_000_000
   config.camera = _camera_config()  # Camera geometry.
-  config.scene = _scene_config()  # Scene layout distribution, shared by both domains.
+  config.scene = _scene_config()  # Scene layout distribution (source; target by default).
+  # The target's layout distribution: each field is `scene`'s until overridden here.
+  config.target_scene = _target_scene_config(config.scene)
   config.source = _source_appearance()  # Synthetic appearance (labels and depth used).
   config.target = _target_appearance()  # Real-looking appearance (labels for evaluation only).
   return config

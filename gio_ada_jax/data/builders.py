@@ -148,7 +148,8 @@ class Procedural(_StatsBuilder, skip_registration=True):
                      tfds.core.BuilderConfig(name="target", description="real look")]
 
   def __init__(self, *, procedural_config, num_workers: int = 2, **kwargs):
-    self._procedural_config = procedural_config
+    # Resolved: the worker processes get it pickled, and a reference's op does not pickle.
+    self._procedural_config = procedural_config.copy_and_resolve_references()
     self._num_workers = num_workers
     super().__init__(**kwargs)
 

@@ -156,14 +156,35 @@ def depth_scale_cm(info, sky_depth: str) -> float:
   return float((info.metadata or {}).get(key, 0))
 
 
+def _leaf_fields(tree, prefix: str = "") -> dict[str, Any]:
+  """{"a.b": value} of every leaf of a JSON dict."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_leaf_fields(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _stored_procedural_config(info) -> dict[str, Any]:
+  """The procedural config a prepared domain was rendered from, as JSON ({} if none is stored).
+  Data rendered before the target had its own layout (`target_scene`) drew the target's scenes
+  from `scene`, so a config stored without `target_scene` has it equal to `scene`."""
+  stored = (info.metadata or {}).get(METADATA_PROCEDURAL_CONFIG)
+  stored = dict(stored) if isinstance(stored, dict) else {}
+  if "target_scene" not in stored and "scene" in stored:
+    stored["target_scene"] = stored["scene"]
+  return stored
+
+
 def check_procedural_config(info, procedural_config, data_dir: str | None = None) -> None:
   """Raise if a prepared procedural domain was rendered from another config than this one
   (`data_dir`: where it was read, for the command that prepares it again)."""
-  stored = (info.metadata or {}).get(METADATA_PROCEDURAL_CONFIG)
-  current = json.loads(procedural_config.to_json())
+  stored = _leaf_fields(_stored_procedural_config(info))
+  current = _leaf_fields(json.loads(procedural_config.to_json()))
   if stored != current:
-    changed = sorted(k for k in set(stored or {}) | set(current)
-                     if (stored or {}).get(k) != current.get(k))
+    changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     where = f" --data_dir {data_dir}" if data_dir else ""
     raise DatasetUnusable(
         f"the prepared procedural data was rendered from another config.data.procedural "

@@ -781,23 +781,28 @@ def ignore_interrupts() -> None:
   signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _geometry_stream(config, domain: str, split: str, index: int):
+  """(random stream, layout distribution) of the scene of example `index` of a domain's split."""
+  scene_index = index + (config.target_scene_offset if domain == "target" else 0)
+  rng = np.random.default_rng([config.seed, SPLIT_CODES[split], scene_index, 0])
+  return rng, config.target_scene if domain == "target" else config.scene
+
+
 def generate_example(config: ml_collections.ConfigDict, domain: str, split: str,
                      index: int) -> dict:
   """Example `index` of a domain's split, a function of (config, domain, split, index) only.
 
   The geometry comes from its own random stream keyed by (seed, split, scene index), where the
-  target's scene index is shifted by `target_scene_offset`; appearance draws from another stream
-  keyed by (seed, split, index, domain).
+  target's scene index is shifted by `target_scene_offset`, and from the domain's layout
+  distribution (`scene` for the source, `target_scene` for the target); appearance draws from
+  another stream keyed by (seed, split, index, domain).
   Returns {"id", "image" uint8 [H, W, 3], "label" uint8 [H, W], "depth" uint16 [H, W] cm}.
   """
   _check_domain_and_split(domain, split)
-  split_code = SPLIT_CODES[split]
-  scene_index = index + (config.target_scene_offset if domain == "target" else 0)
-  geometry_rng = np.random.default_rng([config.seed, split_code, scene_index, 0])
-  scene = sample_scene(geometry_rng, config.scene)
+  scene = sample_scene(*_geometry_stream(config, domain, split, index))
   labels, depth_m, normals, objects = render_geometry(scene, config.height, config.width,
                                                       config.camera)
-  appearance_rng = np.random.default_rng([config.seed, split_code, index,
+  appearance_rng = np.random.default_rng([config.seed, SPLIT_CODES[split], index,
                                           1 + DOMAINS.index(domain)])
   image = render_appearance(labels, depth_m, normals, objects, config[domain], appearance_rng,
                             config.camera)
@@ -811,6 +816,19 @@ def generate_examples(config: ml_collections.ConfigDict, domain: str, split: str
   _check_domain_and_split(domain, split)
   for index in range(num_examples):
     yield generate_example(config, domain, split, index)
+
+
+def class_pixel_fractions(config: ml_collections.ConfigDict, domain: str, split: str,
+                          num_scenes: int) -> np.ndarray:
+  """[10] float64: the fraction of the pixels of scenes 0 .. num_scenes - 1 of a domain's split
+  that each VKITTI_KITTI_10 class covers (labels only: the scenes are not painted)."""
+  _check_domain_and_split(domain, split)
+  counts = np.zeros(VKITTI_KITTI_10.num_classes, np.int64)
+  for index in range(num_scenes):
+    labels = render_geometry(sample_scene(*_geometry_stream(config, domain, split, index)),
+                             config.height, config.width, config.camera)[0]
+    counts += np.bincount(labels.ravel(), minlength=VKITTI_KITTI_10.num_classes)
+  return counts / max(counts.sum(), 1)
 
 
 # ----------------------------------------------------------------------------------------------

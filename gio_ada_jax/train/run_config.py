@@ -73,6 +73,16 @@ def flat_config(config) -> dict[str, Any]:
   return flat
 
 
+def _with_target_scene(recorded: dict[str, Any]) -> dict[str, Any]:
+  """A record from before the target had its own layout: its target drew its scenes from
+  data.procedural.scene, so data.procedural.target_scene.* equal those fields."""
+  scene, target = "data.procedural.scene.", "data.procedural.target_scene."
+  if any(field.startswith(target) for field in recorded):
+    return recorded
+  return {**recorded, **{target + field[len(scene):]: value
+                         for field, value in recorded.items() if field.startswith(scene)}}
+
+
 def _free_fields(use: str, recorded: dict[str, Any]) -> tuple[str, ...]:
   if use == "evaluate":
     return _FREE_TO_EVALUATE
@@ -136,7 +146,7 @@ def read_record(workdir: str) -> dict[str, Any] | None:
     return None
   try:
     with open(path) as f:
-      return flat_config(json.load(f))
+      return _with_target_scene(flat_config(json.load(f)))
   except (OSError, ValueError, AttributeError) as e:
     raise ConfigError(f"{path}: the run's recorded config cannot be read ({e}). It is written "
                       "when a run starts; restore it from a backup, or start a new workdir.") from e
