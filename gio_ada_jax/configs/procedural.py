@@ -9,10 +9,12 @@ so a new target domain is the source or target dict with some fields overridden.
 (`ConfigDict.get_oneway_ref`). So a change of `scene.X` changes both domains, unless the target
 overrides X itself (`--config.data.procedural.target_scene.X=...`), which changes only the
 target's scenes (a layout shift: class frequencies, object sizes and density, not only looks;
-configs/procedural_layout_shift.py). The references are chosen over a dict of overrides or a
-copy of `scene` so that nobody changes one domain's layout by mistake: with a copy, editing
-`scene.X` alone would silently leave the target on the old value. `to_json()` and
-`copy_and_resolve_references()` give the resolved values (the prepared data's stored config).
+configs/procedural_layout_shift.py). Why references: a copy of `scene` would silently leave the
+target on the old value when only `scene.X` is edited; a dict of overrides would not be typed,
+listed or checked like other fields, whereas each `target_scene.X` is an ordinary leaf (command
+line, types, the config inventory). Set `scene`'s fields; assigning a new dict to `scene` itself
+would cut the references. `to_json()` and `copy_and_resolve_references()` give the resolved
+values (the prepared data's stored config).
 Colours are display-space RGB in 0..255; per-class tuples follow VKITTI_KITTI_10's order
 (road, building, pole, traffic light, traffic sign, vegetation, terrain, sky, car, truck).
 """
