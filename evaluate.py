@@ -17,7 +17,7 @@ which report each row used.
 .webp; not recursive: other files and subfolders are listed as skipped) and writes
 NAME_segmentation.png, NAME_depth.png and NAME_panel.png for each file NAME (the whole name:
 a.png and a.jpg both keep theirs) into OUT (default DIR/eval/images). Any PIL mode is read as
-8-bit RGB (16-bit scaled, alpha dropped; gio_ada_jax/eval/pictures.py read_rgb); a file that cannot
+8-bit RGB (16-bit scaled, alpha dropped; gio_ada_jax/images.py read_rgb); a file that cannot
 be read correctly stops the run before anything is written. OUT must not be, be inside or
 contain FOLDER, and may hold only pictures an earlier --images_dir run wrote there (listed in
 OUT/.predict_images.json).

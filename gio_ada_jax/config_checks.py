@@ -1,6 +1,7 @@
 """What a config must hold before a run compiles or reads anything: no removed field, settings
 in range, and the files it names. Each error names the field, what is wrong and how to fix it."""
 
+import numbers
 import os
 
 # Fields that configs no longer have -> what replaced them. A config file written for an older
@@ -29,6 +30,7 @@ MINIMUMS = {
     "train.keep_checkpoints": (1, "checkpoints kept; fewer would delete the latest one"),
     "train.image_every": (1, "steps between TensorBoard pictures"),
     "eval.per_device_batch": (1, "target images per device per evaluation step"),
+    "eval.every_steps": (0, "steps between evaluations during training; 0 = none"),
     "cyclegan.num_steps": (1, "CycleGAN training steps of the 'cg' variant"),
     "cyclegan.translate_batch": (1, "source images per translation batch"),
 }
@@ -109,11 +111,21 @@ def choice_problems(config) -> list[str]:
           for field, names in CHOICES.items() if _field(config, field) not in names]
 
 
+def _is_whole_number(value) -> bool:
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and float(value).is_integer())
+
+
 def range_problems(config) -> list[str]:
-  """Every MINIMUMS field below its minimum, and negative weights or learning rates."""
-  problems = [f"{field}={_field(config, field)}: must be at least {minimum} ({meaning})"
-              for field, (minimum, meaning) in MINIMUMS.items()
-              if _field(config, field) < minimum]
+  """Every MINIMUMS field that is not a whole number or is below its minimum, and negative
+  weights or learning rates."""
+  problems = []
+  for field, (minimum, meaning) in MINIMUMS.items():
+    value = _field(config, field)
+    if not _is_whole_number(value):
+      problems.append(f"{field}={value!r}: must be a whole number ({meaning})")
+    elif value < minimum:
+      problems.append(f"{field}={value}: must be at least {minimum} ({meaning})")
   for field in ("train.learning_rate", "cyclegan.learning_rate"):
     if _field(config, field) <= 0:
       problems.append(f"{field}={_field(config, field)}: must be positive")

@@ -33,6 +33,7 @@ from gio_ada_jax.cyclegan import model as cyclegan, translate
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.eval import evaluate, pictures, reports
+from gio_ada_jax.images import panel, write_png
 from gio_ada_jax.train import checkpoint, loop, step as train_step, trainer, workdir_lock
 
 
@@ -115,7 +116,7 @@ def figure3(base_config, data_dir: str, runs: dict[str, str], path: str) -> None
                                    runs["baseline"], images)
   gio_ada = _task_net_predictions(run_config(base_config, ROWS[3], 0, data_dir),
                                   runs["gio_ada"], images)
-  pictures.write_png(path, pictures.panel([
+  write_png(path, panel([
       [pictures.image_to_uint8(e["image"]), pictures.colourise(b, space),
        pictures.colourise(g, space), pictures.colourise(e["label"], space)]
       for e, b, g in zip(examples, baseline, gio_ada)]))
@@ -154,7 +155,7 @@ def figure4(base_config, data_dir: str, workdir: str, path: str) -> None:
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)
   translated = _gio_ada_translations(base_config, data_dir, workdir, src, tgt)
-  pictures.write_png(path, pictures.panel([
+  write_png(path, panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(x),
        pictures.image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)]))
 
@@ -170,7 +171,7 @@ def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], path: str
   by_cyclegan = np.asarray(cyclegan.apply_generator(cyclegan.build_models(config).generator,
                                                     params, np.stack([e["image"] for e in src])))
   by_gio_ada = _gio_ada_translations(base_config, data_dir, runs["gio_ada"], src, tgt)
-  pictures.write_png(path, pictures.panel([
+  write_png(path, panel([
       [pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),
        pictures.image_to_uint8(g), pictures.image_to_uint8(t["image"])]
       for s, c, g, t in zip(src, by_cyclegan, by_gio_ada, tgt)]))

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from configs import test as test_config
-from gio_ada_jax import models, variants, workdir as workdir_lib
+from gio_ada_jax import images, models, variants, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan, stage, translate
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.eval import evaluate, pictures
@@ -242,7 +242,7 @@ READABLE = {
 def test_read_rgb_gives_the_right_8_bit_rgb_for_every_mode(mode, tmp_path):
   write, expected = READABLE[mode]
   path = write(tmp_path)
-  got = pictures.read_rgb(path)
+  got = images.read_rgb(path)
   assert got.dtype == np.uint8 and got.shape == expected.shape
   np.testing.assert_array_equal(got, expected)
 
@@ -270,8 +270,8 @@ UNREADABLE = {
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_read_rgb_names_the_file_it_cannot_read_correctly(case, tmp_path):
   write, message = UNREADABLE[case]
-  with pytest.raises(pictures.UnreadableImage, match=message):
-    pictures.read_rgb(write(tmp_path))
+  with pytest.raises(images.UnreadableImage, match=message):
+    images.read_rgb(write(tmp_path))
 
 
 # ------------------------------------------------------------------ predicting a folder
@@ -332,11 +332,11 @@ def test_same_stems_keep_their_own_pictures_and_skipped_files_are_listed(init_we
                                      for kind in evaluate.PICTURE_KINDS])
   np.testing.assert_array_equal(_read(output / "a.png_panel.png")[:20, :30], png)
   np.testing.assert_array_equal(_read(output / "a.jpg_panel.png")[:20, :30],
-                                pictures.read_rgb(folder / "a.jpg"))  # JPEG's own loss
+                                images.read_rgb(folder / "a.jpg"))  # JPEG's own loss
 
   # Running again into the same folder overwrites only its own pictures.
   (folder / "b.bmp").write_bytes(b"BM broken")
-  with pytest.raises(pictures.UnreadableImage, match=r"b.bmp: not a readable image"):
+  with pytest.raises(images.UnreadableImage, match=r"b.bmp: not a readable image"):
     evaluate.predict_images(config, weights, str(folder), str(output))
   assert not any(name.startswith("b.bmp") for name in os.listdir(output))
   (folder / "b.bmp").unlink()

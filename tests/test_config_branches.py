@@ -621,6 +621,13 @@ INVENTORY = {
         "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
         "test_evaluation.py::test_several_devices_give_what_one_device_gives",
     ],
+    "eval.every_steps": [
+        "test_eval_in_loop.py::test_in_loop_reports_equal_evaluate_py_of_the_checkpoints",
+        "test_eval_in_loop.py::test_a_preempted_then_resumed_run_evaluates_each_later_step_once",
+        "test_eval_in_loop.py::test_nothing_is_evaluated_in_training_by_default",
+        "test_eval_in_loop.py::test_every_steps_past_the_end_evaluates_the_last_step_only",
+        "test_eval_in_loop.py::test_a_bad_every_steps_is_named_before_anything_runs",
+    ],
     "eval.at_label_resolution": [
         "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
         "test_evaluate.py::test_all_steps_writes_a_report_per_checkpoint_and_the_curve",

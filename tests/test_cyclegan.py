@@ -375,14 +375,14 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
   """source | CycleGAN | GIO-Ada | target, from a 'cg' run and a '+sd,joint' run."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from gio_ada_jax import demo  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import images  # pylint: disable=g-import-not-at-top
   config, cg_workdir, _ = cg_run
   _, gio_ada_workdir = trained_run
   path = tmp_path / "figure.png"
   demo.figure4_cyclegan(config, config.data.data_dir,
                         {"cyclegan": cg_workdir, "gio_ada": gio_ada_workdir}, str(path))
   figure = np.asarray(Image.open(path))
-  gap = pictures.PANEL_GAP
+  gap = images.PANEL_GAP
   assert figure.shape == (4 * HEIGHT + 3 * gap, 4 * WIDTH + 3 * gap, 3)
   tile = lambda row, col: figure[row * (HEIGHT + gap):row * (HEIGHT + gap) + HEIGHT,  # noqa
                                  col * (WIDTH + gap):col * (WIDTH + gap) + WIDTH]

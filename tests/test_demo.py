@@ -23,7 +23,7 @@ def test_demo_writes_the_table_and_the_figures(procedural_data_dir, tmp_path, ca
   assert (tmp_path / "results.md").read_text().strip() == table
   results = json.loads((tmp_path / "results.json").read_text())
   assert [r["runs"] for r in results] == [1, 1, 1, 1]
-  gap = 4  # pictures.PANEL_GAP
+  gap = 4  # images.PANEL_GAP
   figure3 = np.asarray(Image.open(tmp_path / "figure3_segmentation.png"))
   assert figure3.shape == (4 * 32 + 3 * gap, 4 * 48 + 3 * gap, 3)  # 4 images x 4 tiles
   figure4 = np.asarray(Image.open(tmp_path / "figure4_translation.png"))

@@ -111,6 +111,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   evaluation = config.eval = ml_collections.ConfigDict()
   evaluation.per_device_batch = 1  # Target images per device per evaluation step.
+  # Evaluate G_task during training every this many steps and at the last step (0 = only
+  # evaluate.py evaluates): the report, curve and TensorBoard scalars evaluate.py writes for
+  # that step, from the step's parameters in memory, into WORKDIR/eval.
+  evaluation.every_steps = 0
   # Score predictions upsampled to each ground truth's own resolution (AdaptSegNet's and
   # ADVENT's scripts; the paper reports mIoU and says no more); False scores at the network
   # input size (faster, but not comparable with published numbers).

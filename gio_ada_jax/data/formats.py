@@ -31,6 +31,7 @@ from PIL import Image
 
 from gio_ada_jax.data import labels
 from gio_ada_jax.data.labels import IGNORE_LABEL, LabelSpace
+from gio_ada_jax.images import rgb_from_image
 
 # The far clip in centimetres: Virtual KITTI's value for the sky and anything beyond 655.35 m,
 # used for every dataset's sky.
@@ -136,11 +137,15 @@ def _open_image(path: pathlib.Path) -> Image.Image:
 
 
 def _read_rgb(path: pathlib.Path) -> np.ndarray:
-  """An 8-bit colour image -> uint8 [H, W, 3]."""
+  """An 8-bit colour image -> uint8 [H, W, 3] (images.rgb_from_image).
+
+  Stricter than images.read_rgb, which reads any image a user gives: a dataset's images are
+  8-bit RGB, so another mode (16-bit, CMYK, ...) means a wrong file, not one to convert.
+  """
   image = _open_image(path)
   if image.mode not in ("RGB", "RGBA", "P", "L"):
     raise DataError(f"{path} has PIL mode {image.mode!r}; expected an 8-bit RGB image")
-  return np.asarray(image.convert("RGB"), np.uint8)
+  return rgb_from_image(image, path)
 
 
 def _read_label_ids(path: pathlib.Path) -> np.ndarray:

@@ -8,7 +8,8 @@ a validity mask; the far clip (the sky) is depth 1, the far end of the range, un
 `data.sky_depth = "invalid"`. Batches are shaped [local_devices, per_device_batch, ...], where
 per_device_batch is data.global_batch split over all processes' devices.
 
-Only numpy, PIL, grain and TFDS's reader are used here; TensorFlow is not imported.
+Only numpy, PIL (through images.resize_image), grain and TFDS's reader are used here; TensorFlow
+is not imported.
 """
 
 import dataclasses
@@ -21,11 +22,11 @@ from typing import Any, Iterator
 import grain
 from absl import logging
 import numpy as np
-from PIL import Image
 
 from gio_ada_jax.config_checks import SKY_DEPTH_MODES, ConfigError, sky_depth_problem
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.images import resize_image
 
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py, the far clip included
 METADATA_DEPTH_MAX_BELOW_FAR = "depth_max_below_far_cm"  # written by builders.py
@@ -180,13 +181,6 @@ def _resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
   rows = _nearest_indices(array.shape[0], height)
   cols = _nearest_indices(array.shape[1], width)
   return array[rows][:, cols]
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """uint8 RGB [H, W, 3] -> [height, width, 3], bilinear (PIL)."""
-  if image.shape[:2] == (height, width):
-    return image
-  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 def preprocess(example: dict[str, Any], spec: Preprocessing,

@@ -17,11 +17,10 @@ from typing import Iterator
 
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
-from gio_ada_jax.files import atomic_write
+from gio_ada_jax.images import depth_colours, panel, write_png
 
 _CLASS = {name: index for index, name in enumerate(VKITTI_KITTI_10.class_names)}
 ROAD, BUILDING, POLE = _CLASS["road"], _CLASS["building"], _CLASS["pole"]
@@ -817,36 +816,26 @@ def generate_examples(config: ml_collections.ConfigDict, domain: str, split: str
 # ----------------------------------------------------------------------------------------------
 # Pictures.
 
-# Near (bright) to far (dark), a magma-like ramp.
-_DEPTH_RAMP = np.array([(252, 253, 191), (252, 137, 97), (183, 55, 121), (81, 18, 124),
-                        (15, 10, 50)], np.float32)
-
-
-def colourise_depth(depth_cm: np.ndarray, near_m: float = 2.0, far_m: float = 200.0):
-  """RGB uint8 picture of a depth map on a log scale; invalid (0) pixels black."""
-  depth_m = depth_cm.astype(np.float32) / 100.0
-  position = np.log(np.clip(depth_m, near_m, far_m) / near_m) / np.log(far_m / near_m)
-  position = position * (len(_DEPTH_RAMP) - 1)
-  rgb = np.stack([np.interp(position, np.arange(len(_DEPTH_RAMP)), _DEPTH_RAMP[:, c])
-                  for c in range(3)], axis=-1)
-  return np.where((depth_cm > 0)[..., None], rgb, 0.0).astype(np.uint8)
+# The contact sheet's depth: a log scale from 2 m (brightest) to 200 m and beyond (darkest).
+_SHEET_NEAR_M, _SHEET_FAR_M = 2.0, 200.0
+_SHEET_GAP = 2  # pixels of white between the contact sheet's tiles
 
 
 def contact_sheet(config: ml_collections.ConfigDict, num_scenes: int, path: str):
   """PNG at `path`, one row per train index: source image | label | depth | target image | ...
 
-  Labels are coloured with VKITTI_KITTI_10's palette, depth with `colourise_depth`.
+  Labels are coloured with VKITTI_KITTI_10's palette, depth with images.depth_colours on a log
+  scale from 2 to 200 m (invalid, 0 cm: black).
   """
   palette = VKITTI_KITTI_10.palette()
-  gap = np.full((config.height, 2, 3), 255, np.uint8)
   rows = []
   for index in range(num_scenes):
-    panels = []
+    row = []
     for domain in DOMAINS:
       example = generate_example(config, domain, "train", index)
-      panels += [example["image"], palette[example["label"]], colourise_depth(example["depth"])]
-    row = [item for panel in panels for item in (panel, gap)][:-1]
-    rows.append(np.concatenate(row, axis=1))
-    rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
-  sheet = Image.fromarray(np.concatenate(rows[:-1], axis=0))
-  atomic_write(path, lambda f: sheet.save(f, format="PNG"))
+      depth_cm = example["depth"]
+      row += [example["image"], palette[example["label"]],
+              depth_colours(depth_cm.astype(np.float32) / 100.0, depth_cm > 0,
+                            scale=_SHEET_FAR_M, near=_SHEET_NEAR_M)]
+    rows.append(row)
+  write_png(path, panel(rows, gap=_SHEET_GAP))

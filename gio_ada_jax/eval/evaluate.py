@@ -4,6 +4,7 @@ Restores G_task from the workdir's checkpoints (one step, the newest that restor
 kept one that restores; damaged ones are named and left in place), from its export, or from a
 PyTorch checkpoint; evaluates it on the target's evaluation split (`metrics.py`); writes
 reports (Markdown + JSON), the curve (JSON + TensorBoard) and pictures into workdir/eval.
+The training loop evaluates through the same path (`training_evaluator`, eval.every_steps).
 Also: inference on a folder of unlabelled images, and the comparison of several workdirs'
 reports.
 """
@@ -13,7 +14,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,10 @@ from flax import serialization
 
 from gio_ada_jax import files, models, variants, workdir as workdir_lib
 from gio_ada_jax.data import pipeline
-from gio_ada_jax.data.labels import label_space_for
+from gio_ada_jax.data.labels import LabelSpace, label_space_for
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval import metrics, pictures, reports
+from gio_ada_jax.images import depth_colours, display_scale, panel, read_rgb, resize_image
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.layers import align_corners_matrix
 from gio_ada_jax.train import checkpoint, run_config, state as state_lib, summaries
@@ -40,9 +42,13 @@ class TaskNetWeights:
   """Parameters of G_task and where they came from."""
 
   params: Any
-  checkpoint: str  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path
+  # for reports: "checkpoints/6", "export/task_net.msgpack", a .pth path, "in memory at
+  # training step 6"
+  checkpoint: str
   step: int | None  # the training step, for checkpoints
-  source: str  # "checkpoint", "export" or "torch_NAME": names the report file (reports.py)
+  # "checkpoint", "training" (in-memory parameters of a training step), "export" or
+  # "torch_NAME": names the report file (reports.report_stem)
+  source: str
 
 
 def variant_name(config) -> str:
@@ -312,6 +318,77 @@ def _example_name(split: pipeline.EvalSplit, index: int) -> str:
   return f"{index:05d}_" + re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitEvaluator:
+  """The target's evaluation split and G_task's pmapped evaluator over every process's devices,
+  set up once per run and used for every set of parameters (`evaluate_weights`)."""
+
+  config: Any
+  workdir: str  # the reports go into workdir/eval
+  name: str  # the reports' name
+  split: pipeline.EvalSplit
+  label_space: LabelSpace
+  depth: metrics.DepthScales | None  # None: no depth metrics
+  devices: list  # every process's: the totals are summed over all of them
+  p_eval: Any  # metrics.make_split_evaluator's
+
+  @property
+  def resolution(self) -> str:
+    return "label" if self.split.label_size else "input"
+
+
+def split_evaluator(config, workdir: str, task_net, *, name: str = "",
+                    with_depth: bool = True) -> SplitEvaluator:
+  """The evaluator of `task_net` (G_task's module) on the target's evaluation split of `config`
+  (opened here; the pmapped step compiles at its first use), writing reports named `name`
+  (default: the variant) into workdir/eval; `with_depth` False leaves depth metrics out (for a
+  network without a depth head)."""
+  label_space = label_space_for(config.model.num_classes)
+  split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
+  depth = _depth_scales(config, split) if with_depth else None
+  devices = jax.devices()
+  p_eval = metrics.make_split_evaluator(task_net, label_space.num_classes, depth, devices)
+  return SplitEvaluator(config, workdir, name or variant_name(config), split, label_space, depth,
+                        devices, p_eval)
+
+
+def evaluate_weights(evaluator: SplitEvaluator, weights: TaskNetWeights, *,
+                     save_predictions: int = 0, progress: bool = True) -> dict[str, Any]:
+  """Evaluate one set of G_task parameters on the split; the report. Every process runs this;
+  process 0 writes the report (Markdown + JSON, reports.report_stem) and up to
+  `save_predictions` examples' pictures into workdir/eval and, for a training step, updates
+  the curve (JSON + TensorBoard), then prints the mIoU."""
+  config, split, label_space, depth = (evaluator.config, evaluator.split, evaluator.label_space,
+                                       evaluator.depth)
+  result = metrics.evaluate_split(
+      evaluator.p_eval, weights.params, split.batches(config.eval.per_device_batch),
+      num_examples=len(split), num_classes=label_space.num_classes,
+      with_depth=depth is not None, devices=evaluator.devices, num_pictures=save_predictions,
+      progress=progress)
+  report = reports.make_report(
+      name=evaluator.name, variant=variant_name(config), checkpoint=weights.checkpoint,
+      step=weights.step, dataset=split.dataset, split=split.split,
+      class_names=label_space.class_names, resolution=evaluator.resolution,
+      metrics=metrics.summarise(result, label_space), confusion=result.confusion,
+      seconds=result.seconds,
+      depth_range_m=None if depth is None else (depth.min_m, depth.max_m))
+  if is_main_process():
+    eval_dir = workdir_lib.evaluation(evaluator.workdir)
+    stem = reports.report_stem(weights.step, weights.source, evaluator.resolution)
+    paths = reports.write_report(eval_dir, stem, report)
+    for example in result.pictures:
+      pictures.write_prediction_pictures(
+          os.path.join(eval_dir, stem, "pictures"), _example_name(split, example["index"]),
+          pictures.prediction_pictures(example, label_space))
+    if weights.step is not None:  # the curve over training steps, updated as each one is done
+      reports.update_curve(eval_dir, report)
+      _write_tensorboard(evaluator.workdir, report)
+    print(f"{report['name']} ({weights.checkpoint}): mIoU "
+          f"{reports.percent(report['metrics']['miou'])} over "
+          f"{report['metrics']['num_images']} images -> {paths[1]}", flush=True)
+  return report
+
+
 def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool = False,
              torch_checkpoint: str = "", torch_layout: str = TORCH_LAYOUTS[0],
              save_predictions: int = 0, name: str = "", progress: bool = True,
@@ -325,49 +402,32 @@ def evaluate(config, workdir: str, *, step: int | None = None, all_steps: bool =
   if not torch_checkpoint:  # before anything is read or compiled
     run_config.check_matches(config, workdir, "evaluate", allow_config_change)
   built = models.build_models(config.model, variants.from_config(config))
-  label_space = label_space_for(config.model.num_classes)
-  split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
-  resolution = "label" if split.label_size else "input"
-  depth = _depth_scales(config, split)
-  if torch_checkpoint and torch_layout == "deeplab_vgg":
-    depth = None  # AdaptSegNet's network has no depth head: its depth would be random
-  devices = jax.devices()  # every process's: the totals are summed over all of them
-  p_eval = metrics.make_split_evaluator(built.task_net, label_space.num_classes, depth,
-                                           devices)
+  # AdaptSegNet's network has no depth head: its depth would be random.
+  evaluator = split_evaluator(config, workdir, built.task_net, name=name,
+                              with_depth=not (torch_checkpoint and torch_layout == "deeplab_vgg"))
   if torch_checkpoint:
     weights = iter([torch_weights(built, config, torch_checkpoint, torch_layout)])
   else:
     weights = checkpoint_weights(built, config, workdir, step=step, all_steps=all_steps,
                                  allow_config_change=allow_config_change)
-  eval_dir = workdir_lib.evaluation(workdir)
-  written = []
-  for w in weights:
-    result = metrics.evaluate_split(
-        p_eval, w.params, split.batches(config.eval.per_device_batch),
-        num_examples=len(split), num_classes=label_space.num_classes,
-        with_depth=depth is not None, devices=devices, num_pictures=save_predictions,
-        progress=progress)
-    report = reports.make_report(
-        name=name or variant_name(config), variant=variant_name(config),
-        checkpoint=w.checkpoint, step=w.step, dataset=split.dataset, split=split.split,
-        class_names=label_space.class_names, resolution=resolution,
-        metrics=metrics.summarise(result, label_space), confusion=result.confusion,
-        seconds=result.seconds,
-        depth_range_m=None if depth is None else (depth.min_m, depth.max_m))
-    written.append(report)
-    if is_main_process():
-      stem = reports.report_stem(w.step, w.source, resolution)
-      paths = reports.write_report(eval_dir, stem, report)
-      for example in result.pictures:
-        pictures.write_prediction_pictures(
-            os.path.join(eval_dir, stem, "pictures"), _example_name(split, example["index"]),
-            pictures.prediction_pictures(example, label_space))
-      if w.step is not None:  # the curve over training steps, updated as each one is done
-        reports.update_curve(eval_dir, report)
-        _write_tensorboard(workdir, report)
-      print(f"{report['name']} ({w.checkpoint}): mIoU {reports.percent(report['metrics']['miou'])}"
-            f" over {report['metrics']['num_images']} images -> {paths[1]}", flush=True)
-  return written
+  return [evaluate_weights(evaluator, w, save_predictions=save_predictions, progress=progress)
+          for w in weights]
+
+
+def training_evaluator(config, workdir: str, task_net) -> Callable[[int, Any, bool], None]:
+  """What the training loop calls (train/loop.py, `Loop.evaluate`) to evaluate G_task at a
+  step: (step, the state's unreplicated params, whether that step's checkpoint was saved).
+  Writes what `evaluate.py --step N` writes for checkpoint N; the report's checkpoint is
+  "checkpoints/N" when the step's checkpoint was saved, else "in memory at training step N".
+  The split is opened and the evaluator built here, once per run."""
+  evaluator = split_evaluator(config, workdir, task_net)
+
+  def evaluate_step(step: int, params, checkpointed: bool) -> None:
+    where = f"checkpoints/{step}" if checkpointed else f"in memory at training step {step}"
+    evaluate_weights(evaluator, TaskNetWeights(params["task_net"], where, step,
+                                               "checkpoint" if checkpointed else "training"))
+
+  return evaluate_step
 
 
 def _write_tensorboard(workdir: str, report: dict[str, Any]) -> None:
@@ -486,7 +546,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   """Segmentation, depth and panel pictures of every image in `images_dir` (no labels, not
   recursive) into `output_dir` as picture_names; the images predicted and the names skipped.
 
-  Every image is read (pictures.read_rgb, any PIL mode) before anything is written: one that
+  Every image is read (images.read_rgb, any PIL mode) before anything is written: one that
   cannot be read correctly raises UnreadableImage naming it. Each is resized to the configured
   input size for the network and its predictions are upsampled back to its own size. The
   folders are checked first (check_image_folders), and the pictures listed in IMAGES_MANIFEST
@@ -494,7 +554,7 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   """
   folder = check_image_folders(images_dir, output_dir)
   for path in folder.images:  # decoded twice, so that a bad file stops the run before any write
-    pictures.read_rgb(path)
+    read_rgb(path)
   manifest = pathlib.Path(output_dir).expanduser() / IMAGES_MANIFEST
   ours = _manifest_files(manifest.parent) if manifest.parent.is_dir() else set()
   ours |= {name for path in folder.images for name in picture_names(path)}
@@ -506,14 +566,14 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
   apply = jax.jit(lambda params, image: built.task_net.apply(
       {"params": params}, image, upsample_to_input=False))
   for path in folder.images:
-    rgb = pictures.read_rgb(path)
-    image = pipeline.normalise_image(pipeline.resize_image(rgb, height, width))
+    rgb = read_rgb(path)
+    image = pipeline.normalise_image(resize_image(rgb, height, width))
     logits, depth = jax.device_get(apply(weights.params, image[None]))
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
     segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
-    depth_rgb = pictures.depth_colours(depth, scale=pictures.display_scale(depth))
+    depth_rgb = depth_colours(depth, scale=display_scale(depth))
     pictures.write_prediction_pictures(str(manifest.parent), path.name, {
         "segmentation": segmentation, "depth": depth_rgb,
-        "panel": pictures.panel([[rgb, segmentation, depth_rgb]])})
+        "panel": panel([[rgb, segmentation, depth_rgb]])})
   return folder

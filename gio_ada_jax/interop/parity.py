@@ -38,8 +38,7 @@ from ml_collections import config_flags
 from gio_ada_jax import configs, models, variants
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data.labels import IGNORE_LABEL
-from gio_ada_jax.data.pipeline import resize_image
-from gio_ada_jax.eval.pictures import UnreadableImage, read_rgb
+from gio_ada_jax.images import UnreadableImage, read_rgb, resize_image
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.task_net import input_normalisation_affine
 from gio_ada_jax.train import state as state_lib

@@ -6,14 +6,16 @@ data iterator), logs losses, steps/s, images/s and ETA from the first step, stop
 message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
 `train.checkpoint_every` steps, at the end and on SIGTERM (preemption). A latest checkpoint that
 does not restore (damaged files) is named and set aside, and the run resumes from the newest one
-that does (`resume`).
+that does (`resume`). With `Loop.evaluate`, it also evaluates every `Loop.evaluate_every` steps
+and at the last one (not at a step SIGTERM stopped at: that one's checkpoint is there to
+evaluate).
 """
 
 import dataclasses
 import math
 import signal
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -90,6 +92,16 @@ class Loop:
   # Called (process 0) with the restored step, or None for a fresh start, before step one
   after_restore: Callable[[int | None], None] | None = None
   length_field: str = "train.num_steps"  # the config field num_steps comes from, for messages
+  # Called on every process (evaluation is collective) with the step, the state's unreplicated
+  # params and whether that step's checkpoint was saved, every `evaluate_every` steps (> 0) and
+  # at the last step, after the step's checkpoint is saved.
+  evaluate: Callable[[int, Any, bool], None] | None = None
+  evaluate_every: int = 0
+
+
+def evaluates_at(step: int, num_steps: int, every: int) -> bool:
+  """Whether the loop evaluates after `step`: every `every` steps (0 = never) and at the end."""
+  return every > 0 and (step % every == 0 or step == num_steps)
 
 
 def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
@@ -151,9 +163,11 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       replicated, metrics = loop.p_step(replicated, batch)
     preempted = preemption.raised  # read once: a signal arriving later waits for next step
     save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
-    # Metrics are checked at every log line and before every save, so no checkpoint holds a
-    # state that came out of a NaN/inf step.
-    if step % train.log_every == 0 or save_now:
+    evaluate_now = (loop.evaluate is not None and not preempted
+                    and evaluates_at(step, loop.num_steps, loop.evaluate_every))
+    # Metrics are checked at every log line and before every save and evaluation, so no
+    # checkpoint or report holds a state that came out of a NaN/inf step.
+    if step % train.log_every == 0 or save_now or evaluate_now:
       metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
       check_finite(metrics, step, checkpointer.latest_step())
     if step % train.log_every == 0 or step == loop.num_steps:
@@ -168,10 +182,19 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
       summaries.write_pictures(writer, step, loop.pictures(unreplicate(replicated).params,
                                                            first_device))
+    current = unreplicate(replicated) if save_now or evaluate_now else None
     if save_now:
-      checkpointer.save(step, unreplicate(replicated), data_state)
+      checkpointer.save(step, current, data_state)
+    if evaluate_now:
+      started = time.perf_counter()
+      loop.evaluate(step, current.params, save_now)
+      last_time += time.perf_counter() - started  # steps/s counts training time only
     if preempted:
-      logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.", step, workdir)
+      skipped = (f" Its evaluation is skipped (evaluate.py --step {step} evaluates the "
+                 "checkpoint)." if loop.evaluate is not None
+                 and evaluates_at(step, loop.num_steps, loop.evaluate_every) else "")
+      logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.%s", step, workdir,
+                      skipped)
       break
   preemption.restore()
   if writer is not None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
-from gio_ada_jax.eval.pictures import colourise, depth_colours, display_scale, image_to_uint8
+from gio_ada_jax.eval.pictures import colourise, image_to_uint8
+from gio_ada_jax.images import depth_colours, display_scale
 from gio_ada_jax.models import GioAdaModels
 from gio_ada_jax.train.step import forward
 from gio_ada_jax.variants import Variant

@@ -1,7 +1,9 @@
 """train_and_evaluate(config, workdir): GIO-Ada's training run. For the 'cg' variant the CycleGAN
 stage (cyclegan/stage.py) runs first and the task net trains on its translated source; then the
 pmapped GIO-Ada step (train/step.py) runs in the shared loop (train/loop.py), and the task net
-alone is exported (workdir/export) when training is complete.
+alone is exported (workdir/export) when training is complete. With eval.every_steps > 0 the loop
+evaluates the task net on the target's evaluation split every that many steps and at the last
+one, writing what evaluate.py writes for that step into workdir/eval (eval/evaluate.py).
 """
 
 import math
@@ -16,6 +18,7 @@ from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.cyclegan import stage as cyclegan_stage
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.eval import evaluate
 from gio_ada_jax.files import atomic_write
 from gio_ada_jax.interop import convert
 from gio_ada_jax.train import run_config, state as state_lib, summaries, workdir_lock
@@ -94,6 +97,12 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
+  With eval.every_steps > 0, G_task is evaluated on the target's evaluation split every that
+  many steps and at the last step, with that step's parameters in memory: the report, curve and
+  TensorBoard scalars evaluate.py writes for it go into WORKDIR/eval (the report's checkpoint
+  is "checkpoints/N" when step N's checkpoint is saved, else "in memory at training step N").
+  A resumed run evaluates from the next multiple on; a step SIGTERM stopped at is not
+  evaluated.
   The run holds WORKDIR/train.lock throughout (workdir_lock.WorkdirLockError if another run
   does).
   """
@@ -108,12 +117,16 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
   variant = variants.from_config(config)
   changes = run_config.check_resume(config, workdir, allow_config_change)
   as_given = config  # recorded as the user gave it (the training length in epochs, ...)
+  built = models.build_models(config.model, variant)
+  # Set up before anything trains, the 'cg' stage included, so that a missing evaluation split
+  # stops the run at once. It reads no field that stage changes (data.source_data_dir).
+  evaluate_step = (evaluate.training_evaluator(config, workdir, built.task_net)
+                   if config.eval.every_steps else None)
   if variant.trains_cyclegan:
     config = cyclegan_stage.with_cyclegan_source(config, workdir, allow_config_change)
     if config is None:
       return None
   config = with_training_length(config)
-  built = models.build_models(config.model, variant)
   train = config.train
   batches = pipeline.train_iterator(config)
   state = state_lib.create_state(built, variant, config, jax.random.key(config.seed),
@@ -130,7 +143,8 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
       pictures=lambda params, batch: summaries.pictures(
           params, batch, built, variant, config.model.num_classes),
       on_fresh_start=on_fresh_start,
-      after_restore=lambda step: run_config.record(as_given, workdir, changes, step))
+      after_restore=lambda step: run_config.record(as_given, workdir, changes, step),
+      evaluate=evaluate_step, evaluate_every=config.eval.every_steps)
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) < train.num_steps:
     return None  # SIGTERM: checkpointed, not finished
