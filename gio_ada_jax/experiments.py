@@ -9,7 +9,8 @@ Tables: 1 (Virtual KITTI -> KITTI) and 4 (SYNTHIA -> Cityscapes) are the final m
 (non-adapted, input level, output level, GIO-Ada) per class; 2 the input levels (output "na");
 3 the output levels (input "na"), as mIoU. A run is its variant and seed,
 WORKDIR/runs/INPUT_OUTPUT_seedS, so tables that share a row (Table 2's "na" is Table 1's
-non-adapted row) share its runs. Writes WORKDIR/tableN.md and tableN.json.
+non-adapted row) share its runs. Writes WORKDIR/tableN.md, tableN.json and tableN.png (a
+chart: per-class IoU bars for each row, error bars over seeds, the paper's mIoU marked).
 
 With --print_commands nothing runs: one `train.py ... && evaluate.py ...` line per run is
 printed, for a cluster's job array (docs/experiments.md); rerunning without it afterwards
@@ -32,7 +33,7 @@ from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import formats, interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
-from gio_ada_jax.eval import evaluate, reports
+from gio_ada_jax.eval import charts, evaluate, reports
 from gio_ada_jax.train import checkpoint, loop, trainer, workdir_lock
 
 
@@ -44,12 +45,21 @@ class Row:
 
   variant: str  # "INPUT,OUTPUT"
   label: str
-  paper: tuple[float, ...]
+  paper: tuple[float, ...] = ()  # empty: not a row of the paper (the demo's oracle)
+  trains_on_target_labels: bool = False  # the oracle: the target's labelled split as source
 
   @property
   def key(self) -> str:
-    """The run folder's name stem: "+sd,joint" -> "+sd_joint"."""
-    return self.variant.replace(",", "_")
+    """The run folder's name stem: "+sd,joint" -> "+sd_joint" (an oracle's ends
+    "_target_labels")."""
+    return self.variant.replace(",", "_") + ("_target_labels" if self.trains_on_target_labels
+                                             else "")
+
+  @property
+  def name(self) -> str:
+    """The row's name in reports and tables: "GIO-Ada (+sd,joint)"."""
+    labels = ", target labels" if self.trains_on_target_labels else ""
+    return f"{self.label} ({self.variant}{labels})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,32 +206,30 @@ def train_and_evaluate_run(config, workdir: str, name: str) -> dict[str, Any]:
   return report
 
 
-def row_name(row: Row) -> str:
-  return f"{row.label} ({row.variant})"
-
-
 def markdown(chosen: Table, compared: list[dict[str, Any]], seeds: Sequence[int],
-             measured_on: str) -> str:
+             measured_on: str, extra_rows: Sequence[Row] = ()) -> str:
   """The table in the paper's layout: the paper's published rows, then this project's (mean
-  ± sample std over `seeds`, in percent). Tables 1 and 4: a row per method, a column per class
-  and mIoU (and mIoU*); Tables 2 and 3: a column per variant, mIoU."""
+  ± sample std over `seeds`, in percent), then `extra_rows` (not in the paper). Tables 1 and
+  4: a row per method, a column per class and mIoU (and mIoU*); Tables 2 and 3: a column per
+  variant, mIoU."""
+  rows = chosen.rows + tuple(extra_rows)
   by_name = {row["name"]: row for row in compared}
-  ours = [by_name[row_name(row)] for row in chosen.rows]
-  seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
+  ours = [by_name[row.name] for row in rows]
+  cell = reports.mean_std_cell
   if chosen.per_class:
     classes = list(chosen.label_space.class_names)
     summary = [("mIoU", "miou")] + ([("mIoU*", "miou13")]
                                     if chosen.label_space.starred_classes else [])
     header = ["Method", "runs"] + classes + [h for h, _ in summary]
     body = [[f"paper: {row.label}", "–"] + [f"{v:.1f}" for v in row.paper] for row in chosen.rows]
-    body += [[f"here: {row.label} ({row.variant})", str(r["runs"])]
-             + [reports.mean_std_cell(r["iou"][c], r["runs"]) for c in classes]
-             + [reports.mean_std_cell(r[key], r["runs"]) for _, key in summary]
-             for row, r in zip(chosen.rows, ours)]
+    body += [[f"here: {row.name}", str(r["runs"])] + [cell(r["iou"][c], r["runs"]) for c in classes]
+             + [cell(r[key], r["runs"]) for _, key in summary] for row, r in zip(rows, ours)]
   else:
-    header = [""] + [row.label for row in chosen.rows]
-    body = [[f"paper ({chosen.benchmark})"] + [f"{row.paper[0]:.1f}" for row in chosen.rows],
-            [f"here ({measured_on}), mean ± std"] + [reports.mean_std_cell(r["miou"], r["runs"]) for r in ours]]
+    header = [""] + [row.label for row in rows]
+    body = [[f"paper ({chosen.benchmark})"]
+            + [f"{row.paper[0]:.1f}" if row.paper else "–" for row in rows],
+            [f"here ({measured_on}), mean ± std"] + [cell(r["miou"], r["runs"]) for r in ours]]
+  seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
   return (f"Table {chosen.number}. {chosen.caption}. Paper: {chosen.benchmark}, as published. "
           f"Here: {measured_on}, IoU (%) mean ± sample std over {seeds_text}.\n\n"
           + reports.markdown_rows(header, body))
@@ -244,35 +252,54 @@ def commands(chosen: Table, config_file: str, overrides: dict[str, Any], workdir
   return lines
 
 
-def run(chosen: Table, base_config, workdir: str, seeds: Sequence[int]) -> str:
-  """Train (or reuse) and evaluate every row x seed of `chosen`, write WORKDIR/tableN.{md,json};
-  the Markdown table."""
+@dataclasses.dataclass(frozen=True)
+class TableRun:
+  """What `run` made: the Markdown table, its path, the data folder, and each row's run
+  folders by row key (one per seed, in seed order)."""
+
+  text: str
+  path: str
+  data_dir: str
+  run_folders: dict[str, list[str]]
+
+
+def run(chosen: Table, base_config, workdir: str, seeds: Sequence[int],
+        extra_rows: Sequence[Row] = (), stem: str = "") -> TableRun:
+  """Train (or reuse) and evaluate every row x seed of `chosen` (and `extra_rows`), and write
+  WORKDIR/STEM.{md,json} (STEM: tableN)."""
   check_config_fits(chosen, base_config)
   start = time.time()
   data_dir = data_folder(base_config, workdir)
   if is_procedural(base_config):
     ensure_procedural_data(base_config, data_dir,
                            own_folder=data_dir == os.path.join(workdir, "data"))
-  found = []
-  total = len(chosen.rows) * len(seeds)
+  rows = chosen.rows + tuple(extra_rows)
+  found, folders = [], {}
   for seed in seeds:
-    for row in chosen.rows:
-      print(f"\n[{len(found) + 1}/{total}] {row_name(row)}, seed {seed} "
+    for row in rows:
+      print(f"\n[{len(found) + 1}/{len(rows) * len(seeds)}] {row.name}, seed {seed} "
             f"({time.time() - start:.0f} s so far)", flush=True)
-      config = run_config(base_config, row.variant, seed, data_dir)
-      found.append(train_and_evaluate_run(config, run_folder(workdir, row.key, seed),
-                                          row_name(row)))
+      folder = run_folder(workdir, row.key, seed)
+      config = run_config(base_config, row.variant, seed, data_dir,
+                          row.trains_on_target_labels)
+      found.append(train_and_evaluate_run(config, folder, row.name))
+      folders.setdefault(row.key, []).append(folder)
   compared = reports.compare(found)
   measured_on = f"{base_config.data.source} -> {base_config.data.target}"
-  text = markdown(chosen, compared, seeds, measured_on)
-  files.atomic_write(os.path.join(workdir, f"table{chosen.number}.md"), text + "\n")
-  files.atomic_write(os.path.join(workdir, f"table{chosen.number}.json"), json.dumps(
+  text = markdown(chosen, compared, seeds, measured_on, extra_rows)
+  path = os.path.join(workdir, f"{stem or f'table{chosen.number}'}.md")
+  files.atomic_write(path, text + "\n")
+  charts.write_iou_bars(
+      path[:-len(".md")] + ".png", compared, list(chosen.label_space.class_names),
+      f"Table {chosen.number} here: {measured_on}, IoU (%) over seeds {list(seeds)}",
+      {row.name: row.paper[chosen.label_space.num_classes if chosen.per_class else 0]
+       for row in chosen.rows})
+  files.atomic_write(path[:-len(".md")] + ".json", json.dumps(
       reports.json_ready({"table": chosen.number, "seeds": list(seeds), "rows": compared,
-                          "paper": {row_name(row): row.paper for row in chosen.rows},
+                          "paper": {row.name: row.paper for row in rows if row.paper},
                           "seconds": time.time() - start}), indent=1) + "\n")
-  print(f"\n{text}\n\n{time.time() - start:.0f} s in all; written to "
-        f"{os.path.join(workdir, f'table{chosen.number}.md')}", flush=True)
-  return text
+  print(f"\n{text}\n\n{time.time() - start:.0f} s in all; written to {path}", flush=True)
+  return TableRun(text, path, data_dir, folders)
 
 
 def parse_seeds(values: Sequence[str]) -> list[int]:

@@ -85,7 +85,7 @@ def _report(name: str, miou: float, classes) -> dict:
 def test_tables_2_and_3_are_laid_out_as_the_paper_with_its_numbers_above_ours():
   t = experiments.TABLES[3]
   classes = t.label_space.class_names
-  found = [_report(experiments.row_name(row), 0.1 * (i + 1) + 0.01 * seed, classes)
+  found = [_report(row.name, 0.1 * (i + 1) + 0.01 * seed, classes)
            for seed in (0, 1) for i, row in enumerate(t.rows)]
   text = experiments.markdown(t, experiments.reports.compare(found), [0, 1], "A -> B")
   lines = text.splitlines()
@@ -102,7 +102,7 @@ def test_tables_2_and_3_are_laid_out_as_the_paper_with_its_numbers_above_ours():
 def test_table_1_has_a_row_per_method_and_a_column_per_class_paper_first():
   t = experiments.TABLES[1]
   classes = t.label_space.class_names
-  found = [_report(experiments.row_name(row), 0.25, classes) for row in t.rows]
+  found = [_report(row.name, 0.25, classes) for row in t.rows]
   lines = experiments.markdown(t, experiments.reports.compare(found), [3], "A -> B").splitlines()
   assert lines[2] == "| Method | runs | " + " | ".join(classes) + " | mIoU |"
   assert lines[4] == ("| paper: non-adapt | – | 79.3 | 60.5 | 0.0 | 0.3 | 9.5 | 66.8 | 8.3 | "
@@ -170,7 +170,7 @@ def test_a_table_trains_every_run_then_reuses_them(procedural_data_dir, tmp_path
   config = tiny_training_config(procedural_data_dir, 1)
   config.train.checkpoint_every = 1
   t = experiments.TABLES[3]
-  text = experiments.run(t, config, str(tmp_path), [0])
+  text = experiments.run(t, config, str(tmp_path), [0]).text
   for row in t.rows:
     assert (tmp_path / "runs" / f"{row.key}_seed0" / "export").is_dir()
   assert (tmp_path / "table3.md").read_text().strip() == text
@@ -180,4 +180,4 @@ def test_a_table_trains_every_run_then_reuses_them(procedural_data_dir, tmp_path
     raise AssertionError("a finished run was trained again")
 
   monkeypatch.setattr(trainer, "train_and_evaluate", no_training)
-  assert experiments.run(t, config, str(tmp_path), [0]) == text  # reused, evaluated again
+  assert experiments.run(t, config, str(tmp_path), [0]).text == text  # reused, evaluated again
