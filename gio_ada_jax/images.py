@@ -1,5 +1,6 @@
 """The one place for the project's picture mechanisms: reading an image file as 8-bit RGB,
-resizing, colouring depth, tiling pictures into a panel with gaps, and writing a PNG.
+resizing, colouring depth, tiling pictures into a panel with gaps, column titles and a colour
+legend, and writing a PNG.
 
 numpy, PIL and files.atomic_write only, on uint8 [H, W, 3] arrays; the datasets' readers
 (data/formats.py), the procedural contact sheet, the training summaries, the demo's figures and
@@ -7,11 +8,13 @@ the evaluation's pictures all use these.
 """
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from gio_ada_jax.files import atomic_write
 
 PANEL_GAP = 4  # pixels of white between panel tiles
+TITLE_HEIGHT = 20  # pixels of the strip that holds a figure's column titles
+FONT_SIZE = 12  # of titles and legend entries
 # Anchor colours of a perceptually ordered dark-to-bright ramp (near to far = bright to dark
 # after `depth_colours` inverts it), interpolated linearly; matplotlib's "magma" at 0, 0.2, ..., 1.
 _DEPTH_RAMP = np.asarray([(0, 0, 4), (59, 15, 112), (140, 41, 129), (222, 73, 104),
@@ -144,6 +147,50 @@ def panel(rows: list[list[np.ndarray]], gap: int = PANEL_GAP) -> np.ndarray:
       top, left = r * (height + gap), c * (width + gap)
       out[top:top + height, left:left + width] = resize_image(tile, height, width)
   return out
+
+
+def _font() -> ImageFont.ImageFont:
+  # Pillow's own font (no system font needed), scalable where Pillow has FreeType.
+  return ImageFont.load_default(size=FONT_SIZE)
+
+
+def with_column_titles(picture: np.ndarray, titles: list[str], column_width: int,
+                       gap: int = PANEL_GAP) -> np.ndarray:
+  """`picture` (a panel of `column_width`-wide tiles) under a white strip of TITLE_HEIGHT
+  pixels with `titles` centred above its columns."""
+  strip = Image.new("RGB", (picture.shape[1], TITLE_HEIGHT), "white")
+  draw = ImageDraw.Draw(strip)
+  for column, title in enumerate(titles):
+    centre = column * (column_width + gap) + column_width / 2
+    draw.text((centre, TITLE_HEIGHT / 2), title, fill="black", font=_font(), anchor="mm")
+  return np.concatenate([np.asarray(strip), picture], axis=0)
+
+
+def legend(names: list[str], colours: list[tuple[int, int, int]], width: int) -> np.ndarray:
+  """A colour key `width` pixels wide: a swatch and the name of each class, in rows that
+  wrap."""
+  font, swatch, pad = _font(), FONT_SIZE, 6
+  entries = [swatch + pad // 2 + int(np.ceil(font.getlength(name))) + 2 * pad for name in names]
+  lines, line, used = [], [], 0
+  for index, entry in enumerate(entries):
+    if line and used + entry > width:
+      lines.append(line)
+      line, used = [], 0
+    line.append(index)
+    used += entry
+  lines.append(line)
+  row_height = swatch + pad
+  strip = Image.new("RGB", (width, len(lines) * row_height + pad), "white")
+  draw = ImageDraw.Draw(strip)
+  for row, indices in enumerate(lines):
+    left, top = pad, pad + row * row_height
+    for index in indices:
+      draw.rectangle((left, top, left + swatch - 1, top + swatch - 1),
+                     fill=tuple(colours[index]), outline="black")
+      draw.text((left + swatch + pad // 2, top + swatch / 2), names[index], fill="black",
+                font=font, anchor="lm")
+      left += entries[index]
+  return np.asarray(strip)
 
 
 def write_png(path: str, picture: np.ndarray) -> None:

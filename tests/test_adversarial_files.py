@@ -401,7 +401,7 @@ def test_the_demo_never_renders_over_a_data_folder_the_user_gave(procedural_data
   """The demo replaces another rendering only in its own OUT/data; a --config.data.data_dir
   holding another config's rendering is refused by prepare and kept."""
   from configs import test  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import demo  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import experiments  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import formats  # pylint: disable=g-import-not-at-top
   user_data = tmp_path / "user_data"
   shutil.copytree(procedural_data_dir, user_data)
@@ -409,5 +409,5 @@ def test_the_demo_never_renders_over_a_data_folder_the_user_gave(procedural_data
   config = test.get_config()
   config.data.procedural.num_train = 5  # another rendering than the one in the folder
   with pytest.raises(formats.DataError, match="rendered from another config.data.procedural"):
-    demo.ensure_data(config, str(user_data), own_folder=False)
+    experiments.ensure_procedural_data(config, str(user_data), own_folder=False)
   assert sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*")) == before

@@ -380,10 +380,12 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
   _, gio_ada_workdir = trained_run
   path = tmp_path / "figure.png"
   demo.figure4_cyclegan(config, config.data.data_dir,
-                        {"cyclegan": cg_workdir, "gio_ada": gio_ada_workdir}, str(path))
+                        {demo.CYCLEGAN.key: cg_workdir, demo.GIO_ADA.key: gio_ada_workdir},
+                        config.seed, str(path))
   figure = np.asarray(Image.open(path))
   gap = images.PANEL_GAP
-  assert figure.shape == (4 * HEIGHT + 3 * gap, 4 * WIDTH + 3 * gap, 3)
+  assert figure.shape == (images.TITLE_HEIGHT + 4 * HEIGHT + 3 * gap, 4 * WIDTH + 3 * gap, 3)
+  figure = figure[images.TITLE_HEIGHT:]  # below the column titles
   tile = lambda row, col: figure[row * (HEIGHT + gap):row * (HEIGHT + gap) + HEIGHT,  # noqa
                                  col * (WIDTH + gap):col * (WIDTH + gap) + WIDTH]
   originals, _ = _examples(config.data.data_dir, config.data.source, "validation")

@@ -72,7 +72,8 @@ def _summary_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
   return columns
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_rows(header: list[str], rows: list[list[str]]) -> str:
+  """A Markdown table of `header` and `rows` (cells as given)."""
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
@@ -85,7 +86,7 @@ def markdown_table(reports: list[dict[str, Any]]) -> str:
   header = ["Method"] + first["classes"] + [c for c, _ in columns]
   rows = [[_row_label(r)] + [percent(r["metrics"]["iou"][c]) for c in first["classes"]]
           + [percent(r["metrics"][k]) for _, k in columns] for r in reports]
-  return _table(header, rows)
+  return markdown_rows(header, rows)
 
 
 def _row_label(report: dict[str, Any]) -> str:
@@ -100,7 +101,7 @@ def depth_table(reports: list[dict[str, Any]]) -> str | None:
     return None
   rows = [[_row_label(r)] + [_depth_cell(r["metrics"]["depth"][m]) for m in DEPTH_METRICS]
           for r in with_depth]
-  return _table(["Method"] + list(DEPTH_METRICS), rows)
+  return markdown_rows(["Method"] + list(DEPTH_METRICS), rows)
 
 
 def _depth_cell(x) -> str:
@@ -329,7 +330,8 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return rows
 
 
-def _mean_std_cell(pair: tuple[float, float], runs: int) -> str:
+def mean_std_cell(pair: tuple[float, float], runs: int) -> str:
+  """A (mean, std) fraction pair as a cell in percent: "m ± s", "m" for one run, MISSING."""
   mean, std = pair
   if math.isnan(mean):
     return MISSING
@@ -344,6 +346,6 @@ def compare_markdown(rows: list[dict[str, Any]], classes: list[str],
   summary = [("mIoU", "miou")] + ([("mIoU*", "miou13")] if with_miou13 else [])
   header = ["Method", "runs"] + classes + [h for h, _ in summary]
   body = [[r["name"], str(r["runs"])]
-          + [_mean_std_cell(r["iou"][c], r["runs"]) for c in classes]
-          + [_mean_std_cell(r[k], r["runs"]) for _, k in summary] for r in rows]
-  return _table(header, body)
+          + [mean_std_cell(r["iou"][c], r["runs"]) for c in classes]
+          + [mean_std_cell(r[k], r["runs"]) for _, k in summary] for r in rows]
+  return markdown_rows(header, body)
