@@ -232,7 +232,7 @@ def test_the_demo_rerun_with_another_config_is_refused_in_one_paragraph(
     trained_run, procedural_data_dir, tmp_path):
   """The demo reuses the runs of its --output_dir; with another config it used to end in a
   ConfigError traceback whose advice (--allow_config_change) it has no flag for."""
-  run = tmp_path / "out" / "runs" / "baseline_seed0"
+  run = tmp_path / "out" / "runs" / "na_na_seed0"
   shutil.copytree(trained_run[1], run)  # a finished run of configs/test.py (+sd,joint)
   result = subprocess.run(
       [sys.executable, "-m", "gio_ada_jax.demo", "--config", "configs/test.py", "--output_dir",
