@@ -235,6 +235,31 @@ def markdown(chosen: Table, compared: list[dict[str, Any]], seeds: Sequence[int]
           + reports.markdown_rows(header, body))
 
 
+# Fields the command sets for each run itself: a --config.FIELD=VALUE for one would be ignored.
+SET_PER_RUN = {"variant": "the table sets each row's variant", "seed": "give --seeds",
+               "data.data_dir": None}
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+  """An error naming a --config.FIELD the command would overwrite for every run."""
+  for field, why in SET_PER_RUN.items():
+    if field in overrides and why is not None:
+      raise ExperimentError(f"--config.{field}={overrides[field]}: the command sets it for "
+                            f"every run ({why}); drop it.")
+
+
+def _override_args(overrides: dict[str, Any]) -> list[str]:
+  return [f"--config.{field}={value}" for field, value in overrides.items()
+          if field not in SET_PER_RUN]
+
+
+def prepare_command(config_file: str, overrides: dict[str, Any], data_dir: str) -> str:
+  """The line that renders the procedural data the runs of --print_commands read."""
+  return shlex.join(["python", "-m", "gio_ada_jax.data.prepare", "--dataset", "procedural",
+                     f"--config={config_file}"] + _override_args(overrides)
+                    + ["--data_dir", data_dir])
+
+
 def commands(chosen: Table, config_file: str, overrides: dict[str, Any], workdir: str,
              data_dir: str, seeds: Sequence[int]) -> list[str]:
   """One shell line per run: `python train.py ... && python evaluate.py ...` with the run's
@@ -243,9 +268,7 @@ def commands(chosen: Table, config_file: str, overrides: dict[str, Any], workdir
   for seed in seeds:
     for row in chosen.rows:
       config_args = [f"--config={config_file}:{row.variant}", f"--config.seed={seed}",
-                     f"--config.data.data_dir={data_dir}"]
-      config_args += [f"--config.{field}={value}" for field, value in overrides.items()
-                      if field not in ("seed", "data.data_dir", "variant")]
+                     f"--config.data.data_dir={data_dir}"] + _override_args(overrides)
       run = ["--workdir", run_folder(workdir, row.key, seed)]
       lines.append(shlex.join(["python", "train.py"] + config_args + run) + " && "
                    + shlex.join(["python", "evaluate.py"] + config_args + run))
@@ -321,15 +344,15 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
   try:
     chosen = table(number)
     seeds = parse_seeds(seed_values)
+    check_overrides(overrides)
     check_config_fits(chosen, config)
     if not workdir.strip():
       raise ExperimentError("--workdir is empty; give the folder that holds the table's runs.")
     if print_commands:
       data_dir = data_folder(config, workdir)
       if is_procedural(config):
-        print(f"Render the data before the jobs run: python -m gio_ada_jax.data.prepare "
-              f"--dataset procedural --config {config_file} --data_dir {data_dir}",
-              file=sys.stderr)
+        print("Render the data before the jobs run: "
+              f"{prepare_command(config_file, overrides, data_dir)}", file=sys.stderr)
       print("\n".join(commands(chosen, config_file, overrides, workdir, data_dir, seeds)))
       return 0
     run(chosen, config, workdir, seeds)

@@ -143,6 +143,10 @@ def test_print_commands_prints_one_runnable_line_per_run(procedural_data_dir, tm
       assert f"--config.data.data_dir={procedural_data_dir}" in command
       assert "--config.train.num_steps=1" in command and command.endswith(f"--workdir {run}")
   assert not workdir.exists()  # nothing ran
+  assert result.stderr.strip().endswith(
+      "Render the data before the jobs run: python -m gio_ada_jax.data.prepare --dataset "
+      f"procedural --config=configs/test.py --config.train.num_steps=1 "
+      f"--config.train.checkpoint_every=1 --data_dir {procedural_data_dir}")
   # One printed line, as a job array would run it: it trains and evaluates that run.
   python = os.path.dirname(sys.executable)
   line = lines[6].replace("python ", f"{python}/python ")  # na,ss seed 1
@@ -160,6 +164,10 @@ def test_print_commands_with_a_bad_table_or_seed_exits_2_naming_it(tmp_path):
   result = _experiments("--table", "1", "--config", "configs/test.py", "--workdir",
                         str(tmp_path), "--seeds", "0,a", "--print_commands")
   assert result.returncode == 2 and "--seeds=0,a: give distinct integers" in result.stderr
+  result = _experiments("--table", "1", "--config", "configs/test.py", "--workdir",
+                        str(tmp_path), "--print_commands", "--config.seed=4")
+  assert result.returncode == 2 and ("experiments: --config.seed=4: the command sets it for "
+                                     "every run (give --seeds); drop it.") in result.stderr
 
 
 # --------------------------------------------------------------------- a table, trained
