@@ -348,6 +348,9 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
     check_config_fits(chosen, config)
     if not workdir.strip():
       raise ExperimentError("--workdir is empty; give the folder that holds the table's runs.")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise ExperimentError(f"--workdir {workdir} is a file; give the folder that holds (or "
+                            "will hold) the table's runs.")
     if print_commands:
       data_dir = data_folder(config, workdir)
       if is_procedural(config):

@@ -168,6 +168,11 @@ def test_print_commands_with_a_bad_table_or_seed_exits_2_naming_it(tmp_path):
                         str(tmp_path), "--print_commands", "--config.seed=4")
   assert result.returncode == 2 and ("experiments: --config.seed=4: the command sets it for "
                                      "every run (give --seeds); drop it.") in result.stderr
+  a_file = tmp_path / "a_file"
+  a_file.write_text("not a folder")
+  result = _experiments("--table", "3", "--config", "configs/test.py", "--workdir", str(a_file))
+  assert result.returncode == 2 and f"experiments: --workdir {a_file} is a file" in result.stderr
+  assert "Traceback" not in result.stderr and a_file.read_text() == "not a folder"
 
 
 # --------------------------------------------------------------------- a table, trained
