@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from gio_ada_jax import models, variants
+from gio_ada_jax import models, parallel, variants
 from gio_ada_jax.distributed import put_sharded, replicate
 from gio_ada_jax.eval import metrics
 
@@ -82,7 +82,8 @@ def main(argv):
            if _DEPTH.value else None)
   batch = _batch(len(devices), _BATCH.value, input_size, label_size, num_classes, depth)
   device_batch = put_sharded(batch, devices)
-  p_eval = metrics.make_split_evaluator(task_net, num_classes, depth, devices)
+  p_eval = metrics.make_split_evaluator(task_net, num_classes, depth,
+                                       parallel.PmapLayout(tuple(devices)))
   replicated = replicate(params, devices)
   zeros = metrics.zero_accumulators(num_classes, depth is not None)
   state = {"accumulators": replicate(zeros, devices)}

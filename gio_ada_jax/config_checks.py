@@ -31,6 +31,8 @@ MINIMUMS = {
     "train.image_every": (1, "steps between TensorBoard pictures"),
     "eval.per_device_batch": (1, "target images per device per evaluation step"),
     "eval.every_steps": (0, "steps between evaluations during training; 0 = none"),
+    "train.mesh_data": (-1, "devices along the mesh's batch axis; -1 = all the rest"),
+    "train.mesh_spatial": (1, "devices along the mesh's image-height axis"),
     "cyclegan.num_steps": (1, "CycleGAN training steps of the 'cg' variant"),
     "cyclegan.translate_batch": (1, "source images per translation batch"),
 }
@@ -43,6 +45,7 @@ CHOICES = {
     "data.mode": ("resize", "random_crop"),
     "train.gan_loss": ("bce", "lsgan"),
     "train.lr_schedule": ("constant", "poly"),
+    "train.parallelism": ("pmap", "mesh"),
     "cyclegan.gan_loss": ("bce", "lsgan"),
     "model.generator.upsampling": ("auto", "subpixel", "dilated"),
     "model.task_net.input_norm": ("torchvision", "caffe", "none"),
@@ -126,6 +129,9 @@ def range_problems(config) -> list[str]:
       problems.append(f"{field}={value!r}: must be a whole number ({meaning})")
     elif value < minimum:
       problems.append(f"{field}={value}: must be at least {minimum} ({meaning})")
+  if _field(config, "train.mesh_data") == 0:
+    problems.append("train.mesh_data=0: must be -1 (all the devices the spatial axis leaves) "
+                    "or at least 1")
   for field in ("train.learning_rate", "cyclegan.learning_rate"):
     if _field(config, field) <= 0:
       problems.append(f"{field}={_field(config, field)}: must be positive")

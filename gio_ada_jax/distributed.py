@@ -367,11 +367,13 @@ def local_values(x: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(shard.data) for shard in shards])
 
 
-def prefetch_to_devices(batches, size: int, transform=lambda batch: batch, devices=None):
+def prefetch_to_devices(batches, size: int, transform=lambda batch: batch, devices=None,
+                        place=None):
   """Yields (device batch, iterator state after it), copying up to `size` batches ahead.
 
   `batches` is a host iterator with `get_state()` (the grain/UnpairedIterator contract);
-  `transform` maps each host batch before the copy. The state saved with a checkpoint must be
+  `transform` maps each host batch before the copy, `place` copies it (default: put_sharded
+  onto `devices`, as pmap takes it). The state saved with a checkpoint must be
   the one right after the last batch the step consumed, not after the prefetched ones, so each
   batch travels with the state read right after it. The copies are asynchronous: while the
   device runs step n, batches n+1..n+size are already on their way.
@@ -380,7 +382,8 @@ def prefetch_to_devices(batches, size: int, transform=lambda batch: batch, devic
 
   def enqueue() -> None:
     host_batch = transform(next(batches))
-    queue.append((put_sharded(host_batch, devices), batches.get_state()))
+    device_batch = put_sharded(host_batch, devices) if place is None else place(host_batch)
+    queue.append((device_batch, batches.get_state()))
 
   for _ in range(max(size, 1)):
     enqueue()

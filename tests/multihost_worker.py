@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from configs import test as test_config
-from gio_ada_jax import distributed
+from gio_ada_jax import distributed, parallel
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import variants
 from gio_ada_jax.data import pipeline
@@ -71,12 +71,13 @@ def evaluate(task_net, params) -> metrics_lib.SplitResult:
   """The whole eval split over every device of every process, at label resolution."""
   split = eval_split()
   depth = metrics_lib.DepthScales(predicted_m=50.0, true_m=50.0, min_m=1e-3, max_m=0.0)
-  p_eval = metrics_lib.make_split_evaluator(task_net, 10, depth, jax.devices())
+  layout = parallel.PmapLayout(tuple(jax.devices()))
+  p_eval = metrics_lib.make_split_evaluator(task_net, 10, depth, layout)
   batches = pipeline.eval_batches(
       split, pipeline.Preprocessing(HEIGHT, WIDTH, depth_max_cm=5000.0), per_device_batch=1,
       label_size=(32, 48))
   result = metrics_lib.evaluate_split(p_eval, params, batches, num_examples=len(split),
-                                     num_classes=10, with_depth=True, devices=jax.devices(),
+                                     num_classes=10, with_depth=True, layout=layout,
                                      num_pictures=3, progress=False)
   # Pictures come from this process's own examples (its shard: every N-th image).
   shard = list(range(jax.process_index(), len(split), jax.process_count()))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gio_ada_jax import parallel
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import MIOU13_CLASSES, SYNTHIA_CITYSCAPES_16, LabelSpace
 from gio_ada_jax.eval import metrics as metrics_lib, reports
@@ -164,13 +165,14 @@ def tiny_task_net():
   return net, params
 
 
-def _run(net, params, devices, per_device_batch, num_pictures=0):
-  p_eval = metrics_lib.make_split_evaluator(net, NUM_CLASSES, DEPTH, devices)
+def _run(net, params, devices, per_device_batch, num_pictures=0, layout=None):
+  layout = parallel.PmapLayout(tuple(devices)) if layout is None else layout
+  p_eval = metrics_lib.make_split_evaluator(net, NUM_CLASSES, DEPTH, layout)
   batches = pipeline.eval_batches(SPLIT, SPEC, per_device_batch=per_device_batch,
-                                  label_size=LABEL_SHAPE, local_devices=len(devices),
+                                  label_size=LABEL_SHAPE, local_devices=layout.local_rows,
                                   process_index=0, process_count=1)
   return metrics_lib.evaluate_split(p_eval, params, batches, num_examples=len(SPLIT),
-                                   num_classes=NUM_CLASSES, with_depth=True, devices=devices,
+                                   num_classes=NUM_CLASSES, with_depth=True, layout=layout,
                                    num_pictures=num_pictures, progress=False)
 
 

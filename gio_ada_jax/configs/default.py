@@ -82,6 +82,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   train.checkpoint_every = 1000  # Steps between checkpoints (and one at the end); >= 1.
   train.keep_checkpoints = 3  # How many recent checkpoints to keep; >= 1.
   train.image_every = 500  # Steps between TensorBoard images (source, translated, target, ...).
+  # How the step spreads over the devices (docs/parallelism.md): "pmap" splits the batch, one
+  # slice per device; "mesh" is one jax.jit over a ("data", "spatial") device mesh that splits
+  # the batch over "data" and each image's height over "spatial" (for images whose activations
+  # do not fit one device). Same mathematics; checkpoints move between the two. Evaluation
+  # follows it too.
+  train.parallelism = "pmap"
+  train.mesh_data = -1  # "mesh": devices along the batch axis; -1 = all the rest.
+  # "mesh": devices along each image's height (a divisor of each process's device count and of
+  # data.height). Every convolution then exchanges halo rows between them.
+  train.mesh_spatial = 1
 
   # The 'cg' baseline (paper Table 2): CycleGAN (Zhu et al. 2017) between the source and the
   # target images with upstream's defaults (junyanz/pytorch-CycleGAN-and-pix2pix). It trains on

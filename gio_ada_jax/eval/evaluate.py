@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from gio_ada_jax import files, models, variants, workdir as workdir_lib
+from gio_ada_jax import files, models, parallel, variants, workdir as workdir_lib
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import LabelSpace, label_space_for
 from gio_ada_jax.distributed import is_main_process
@@ -320,8 +320,9 @@ def _example_name(split: pipeline.EvalSplit, index: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SplitEvaluator:
-  """The target's evaluation split and G_task's pmapped evaluator over every process's devices,
-  set up once per run and used for every set of parameters (`evaluate_weights`)."""
+  """The target's evaluation split and G_task's evaluator over every process's devices (pmap or
+  mesh: train.parallelism), set up once per run and used for every set of parameters
+  (`evaluate_weights`)."""
 
   config: Any
   workdir: str  # the reports go into workdir/eval
@@ -329,7 +330,7 @@ class SplitEvaluator:
   split: pipeline.EvalSplit
   label_space: LabelSpace
   depth: metrics.DepthScales | None  # None: no depth metrics
-  devices: list  # every process's: the totals are summed over all of them
+  layout: parallel.Layout  # over every process's devices: the totals sum over all of them
   p_eval: Any  # metrics.make_split_evaluator's
 
   @property
@@ -340,16 +341,17 @@ class SplitEvaluator:
 def split_evaluator(config, workdir: str, task_net, *, name: str = "",
                     with_depth: bool = True) -> SplitEvaluator:
   """The evaluator of `task_net` (G_task's module) on the target's evaluation split of `config`
-  (opened here; the pmapped step compiles at its first use), writing reports named `name`
+  (opened here; the evaluation step compiles at its first use), writing reports named `name`
   (default: the variant) into workdir/eval; `with_depth` False leaves depth metrics out (for a
   network without a depth head)."""
   label_space = label_space_for(config.model.num_classes)
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
   depth = _depth_scales(config, split) if with_depth else None
-  devices = jax.devices()
-  p_eval = metrics.make_split_evaluator(task_net, label_space.num_classes, depth, devices)
+  layout = parallel.layout_from_config(config.train)
+  parallel.check_height(layout, config.data.height)
+  p_eval = metrics.make_split_evaluator(task_net, label_space.num_classes, depth, layout)
   return SplitEvaluator(config, workdir, name or variant_name(config), split, label_space, depth,
-                        devices, p_eval)
+                        layout, p_eval)
 
 
 def evaluate_weights(evaluator: SplitEvaluator, weights: TaskNetWeights, *,
@@ -361,9 +363,10 @@ def evaluate_weights(evaluator: SplitEvaluator, weights: TaskNetWeights, *,
   config, split, label_space, depth = (evaluator.config, evaluator.split, evaluator.label_space,
                                        evaluator.depth)
   result = metrics.evaluate_split(
-      evaluator.p_eval, weights.params, split.batches(config.eval.per_device_batch),
+      evaluator.p_eval, weights.params,
+      split.batches(config.eval.per_device_batch, local_devices=evaluator.layout.local_rows),
       num_examples=len(split), num_classes=label_space.num_classes,
-      with_depth=depth is not None, devices=evaluator.devices, num_pictures=save_predictions,
+      with_depth=depth is not None, layout=evaluator.layout, num_pictures=save_predictions,
       progress=progress)
   report = reports.make_report(
       name=evaluator.name, variant=variant_name(config), checkpoint=weights.checkpoint,

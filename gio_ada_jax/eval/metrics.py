@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gio_ada_jax.data.labels import LabelSpace
-from gio_ada_jax.distributed import is_main_process, local_values, replicate, unreplicate
+from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.parallel import Layout
 
 DEPTH_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta_1.25", "delta_1.25^2",
                  "delta_1.25^3")
@@ -224,16 +225,6 @@ class SplitResult:
   seconds: float
 
 
-def _psum_all(devices):
-  return jax.pmap(lambda tree: jax.lax.psum(tree, "devices"), axis_name="devices",
-                  devices=devices)
-
-
-def local_part(devices) -> list:
-  """The devices of `devices` that belong to this process (each process feeds its own)."""
-  return [d for d in devices if d.process_index == jax.process_index()]
-
-
 def flush_interval(pixels_per_step: int) -> int:
   """Steps after which the int32 device counts must move to the host's int64 totals."""
   return max(1, _INT32_MAX // max(pixels_per_step, 1))
@@ -272,31 +263,29 @@ class _Progress:
 
 
 def make_split_evaluator(task_net, num_classes: int, depth: DepthScales | None,
-                         devices) -> Callable:
-  """The pmapped `eval_step` over `devices` (compiled once, reused for every checkpoint).
-
-  `devices` spans every process (e.g. `jax.devices()`): pmap's collectives run over exactly
-  the devices it is given, so a list of one process's devices would sum that process alone.
-  """
+                         layout: Layout) -> Callable:
+  """`eval_step` compiled for `layout` (parallel.py; compiled once, reused for every
+  checkpoint). A pmap layout's devices span every process: its collectives run over exactly
+  the devices it is given, so one process's devices alone would count that process alone."""
   step = functools.partial(eval_step, task_net=task_net, num_classes=num_classes, depth=depth)
-  return jax.pmap(step, axis_name="devices", devices=devices, donate_argnums=(0,))
+  return layout.compile_step(lambda accumulators, params, batch, axis_name: step(
+      accumulators, params, batch), sharded_outputs=True)
 
 
 def evaluate_split(p_eval_step: Callable, params, batches: Iterator[dict[str, np.ndarray]], *,
-                   num_examples: int, num_classes: int, with_depth: bool, devices,
+                   num_examples: int, num_classes: int, with_depth: bool, layout: Layout,
                    num_pictures: int = 0, progress: bool = True) -> SplitResult:
-  """Run `p_eval_step` over every batch of a split; the totals over all processes.
+  """Run `p_eval_step` (make_split_evaluator's, for `layout`) over every batch of a split; the
+  totals over all processes.
 
-  `devices` are the pmap's (every process's, as for `make_split_evaluator`); `batches` come
-  from `pipeline.eval_batches` laid out for this process's part of them; `params` are the task
-  net's (unreplicated). Up to `num_pictures` examples of this process keep their inputs and
-  predictions for pictures.
+  `batches` come from `pipeline.eval_batches` laid out for this process's part of the layout
+  (`layout.local_rows` slots); `params` are the task net's (unreplicated). Up to
+  `num_pictures` examples of this process keep their inputs and predictions for pictures.
   """
   start = time.time()
-  local = local_part(devices)
-  replicated = replicate(params, local)
-  accumulators = replicate(zero_accumulators(num_classes, with_depth), local)
-  psum = _psum_all(devices)
+  placed = layout.place_state(params)
+  zeros = lambda: layout.place_state(zero_accumulators(num_classes, with_depth))  # noqa: E731
+  accumulators = zeros()
   totals = {"confusion": np.zeros((num_classes, num_classes), np.int64), "num_images": 0,
             "depth_sums": np.zeros(len(DEPTH_METRICS)), "depth_images": 0}
   pictures: list[dict[str, np.ndarray]] = []
@@ -304,24 +293,24 @@ def evaluate_split(p_eval_step: Callable, params, batches: Iterator[dict[str, np
   flush_every, since_flush = None, 0
 
   def flush(accumulators):
-    reduced = jax.device_get(unreplicate(psum(accumulators)))
+    reduced = layout.sum_to_host(accumulators)
     for key, value in reduced.items():
       totals[key] = totals[key] + np.asarray(value).astype(np.asarray(totals[key]).dtype)
-    return replicate(zero_accumulators(num_classes, with_depth), local)
+    return zeros()
 
   done = 0
   for batch in batches:
     if flush_every is None:
-      # Labelled pixels per step over every device of every process (the pmap spans them).
-      pixels = math.prod(batch["label"].shape) // len(local) * len(devices)
+      # Labelled pixels per step over every batch slot of every process.
+      pixels = math.prod(batch["label"].shape) // layout.local_rows * layout.rows
       flush_every = flush_interval(pixels)
-    inputs = {k: v for k, v in batch.items() if k != "index"}
-    accumulators, outputs = p_eval_step(accumulators, replicated, inputs)
+    inputs = layout.place_batch({k: v for k, v in batch.items() if k != "index"})
+    accumulators, outputs = p_eval_step(accumulators, placed, inputs)
     since_flush += 1
     if since_flush == flush_every:
       accumulators, since_flush = flush(accumulators), 0
     if len(pictures) < num_pictures:
-      pictures += _picture_inputs(batch, outputs, num_pictures - len(pictures))
+      pictures += _picture_inputs(batch, outputs, num_pictures - len(pictures), layout)
     done += int(batch["valid"].sum()) * jax.process_count()
     bar.update(min(done, num_examples))
   flush(accumulators)
@@ -333,11 +322,11 @@ def evaluate_split(p_eval_step: Callable, params, batches: Iterator[dict[str, np
 
 
 def _picture_inputs(batch: dict[str, np.ndarray], outputs: dict[str, jax.Array],
-                    limit: int) -> list[dict[str, np.ndarray]]:
+                    limit: int, layout: Layout) -> list[dict[str, np.ndarray]]:
   """Host copies of the valid examples of a batch with their predictions, cropped to size."""
   flat = lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:])  # noqa: E731
   host = {k: flat(v) for k, v in batch.items()}
-  predicted = {k: flat(local_values(v)) for k, v in outputs.items()}
+  predicted = {k: flat(layout.local_rows_of(v)) for k, v in outputs.items()}
   examples = []
   for slot in np.flatnonzero(host["valid"] > 0)[:limit]:
     height, width = (host["label_size"][slot] if "label_size" in host

@@ -1,5 +1,6 @@
 """The training loop shared by GIO-Ada (train/trainer.py) and the CycleGAN baseline
-(cyclegan/trainer.py): run_loop steps a pmapped step described by a Loop.
+(cyclegan/trainer.py): run_loop steps a compiled step described by a Loop, laid out over the
+devices by its parallel.Layout (pmap, or jit over a device mesh).
 
 Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
@@ -18,12 +19,12 @@ import time
 from typing import Any, Callable
 
 import jax
-import numpy as np
 from absl import logging
 
 from gio_ada_jax import config_checks
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.distributed import is_main_process, prefetch_to_devices, replicate, unreplicate
+from gio_ada_jax import parallel
+from gio_ada_jax.distributed import is_main_process, prefetch_to_devices
 from gio_ada_jax.train import checkpoint, summaries
 
 
@@ -81,7 +82,7 @@ class _PreemptionFlag:
 class Loop:
   """What the training loop needs to know about one kind of training (GIO-Ada, CycleGAN)."""
 
-  p_step: Callable  # (replicated state, device batch) -> (state, metrics)
+  p_step: Callable  # (placed state, placed batch) -> (state, metrics): layout.compile_step's
   to_step_batch: Callable  # pipeline batch -> the step's batch
   num_steps: int
   learning_rate_at: Callable[[int], float]
@@ -97,6 +98,8 @@ class Loop:
   # at the last step, after the step's checkpoint is saved.
   evaluate: Callable[[int, Any, bool], None] | None = None
   evaluate_every: int = 0
+  # How p_step's state and batches lie on the devices; pmap over every device by default.
+  layout: parallel.Layout = parallel.PmapLayout()
 
 
 def evaluates_at(step: int, num_steps: int, every: int) -> bool:
@@ -126,12 +129,13 @@ def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
 def run_loop(loop: Loop, state, batches, workdir: str, config):
   """Resume from `workdir`'s newest good checkpoint or start from `state`, then step until
   `loop.num_steps`, logging, checkpointing and stopping as the module docstring says; the
-  final (unreplicated) state."""
+  final state (one single-device copy)."""
   data = config.data
   train = config.train
   checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoints(workdir),
                                          train.keep_checkpoints)
-  restored = resume(checkpointer, state, workdir)
+  layout = loop.layout
+  restored = resume(checkpointer, layout.checkpoint_template(state), workdir)
   if restored is not None:
     state = restored.state
     batches.set_state(restored.data)
@@ -151,16 +155,17 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
 
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
   preemption = _PreemptionFlag()
-  replicated = replicate(state)
+  placed = layout.place_state(state)
   images_per_step = 2 * data.global_batch  # source + target
   last_time, last_step = time.perf_counter(), start
-  device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch)
+  device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch,
+                                       place=layout.place_batch)
   for step in range(start + 1, loop.num_steps + 1):
     batch, data_state = next(device_batches)
     # Everything the step reads is already on the devices: an implicit copy here would be a
     # bug (a host value creeping into the step), so it raises instead of costing time.
     with jax.transfer_guard("disallow"):
-      replicated, metrics = loop.p_step(replicated, batch)
+      placed, metrics = loop.p_step(placed, batch)
     preempted = preemption.raised  # read once: a signal arriving later waits for next step
     save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
     evaluate_now = (loop.evaluate is not None and not preempted
@@ -168,7 +173,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
     # Metrics are checked at every log line and before every save and evaluation, so no
     # checkpoint or report holds a state that came out of a NaN/inf step.
     if step % train.log_every == 0 or save_now or evaluate_now:
-      metrics = {k: float(v) for k, v in unreplicate(metrics).items()}
+      metrics = {k: float(v) for k, v in layout.to_host(metrics).items()}
       check_finite(metrics, step, checkpointer.latest_step())
     if step % train.log_every == 0 or step == loop.num_steps:
       now = time.perf_counter()
@@ -179,10 +184,9 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
                               steps_per_s * images_per_step), flush=True)
       summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))
     if writer is not None and loop.pictures is not None and step % train.image_every == 0:
-      first_device = jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], batch)
-      summaries.write_pictures(writer, step, loop.pictures(unreplicate(replicated).params,
-                                                           first_device))
-    current = unreplicate(replicated) if save_now or evaluate_now else None
+      summaries.write_pictures(writer, step, loop.pictures(layout.host_state(placed).params,
+                                                           layout.first_row(batch)))
+    current = layout.host_state(placed) if save_now or evaluate_now else None
     if save_now:
       checkpointer.save(step, current, data_state)
     if evaluate_now:
@@ -201,4 +205,4 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
     writer.close()
   checkpointer.wait()
   checkpointer.close()
-  return unreplicate(replicated)
+  return layout.host_state(placed)

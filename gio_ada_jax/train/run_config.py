@@ -30,6 +30,8 @@ _FREE_ALWAYS = (
     "data.data_dir", "data.device_prefetch", "data.read_threads",
     "data.read_buffer_batches", "model.task_net.vgg16_weights", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.image_every", "eval.",
+    # How the devices share the step: the same mathematics and data order (parallel.py).
+    "train.parallelism", "train.mesh_data", "train.mesh_spatial",
     "cyclegan.translate_batch",
 )
 _TRAINING_LENGTH = ("train.num_steps", "train.num_epochs")

@@ -1,4 +1,5 @@
-"""One GIO-Ada training step (paper equation 5): a pure per-device function and its pmap.
+"""One GIO-Ada training step (paper equation 5): a pure function, compiled for a device layout
+(parallel.py: pmap, or jit over a ("data", "spatial") mesh).
 
 Generator side (G_img and G_task) minimises
     L_seg + λ_depth L_depth + λ_input GAN(D_img(x̂_s) → real) + λ_output GAN(D_out(out_t) → source)
@@ -16,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gio_ada_jax import parallel
 from gio_ada_jax.models import GioAdaModels, check_generator_inputs, instance_norm_bias_mask
 from gio_ada_jax.train import losses
 from gio_ada_jax.train.state import GioAdaState
 from gio_ada_jax.variants import NETWORKS, Variant
 
-AXIS_NAME = "data"
+AXIS_NAME = parallel.AXIS_NAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +145,8 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
 
   Under pmap, gradients and metrics are averaged over `axis_name`, and the task losses are
   means over the pixels of the whole global batch, so the step equals one device stepping on
-  the devices' batches concatenated; with axis_name=None the step runs on one device.
+  the devices' batches concatenated. With axis_name=None the step sees the whole batch: on one
+  device, or under jit over a mesh, where XLA partitions it (parallel.MeshLayout).
   """
   g_params = {k: state.params[k] for k in ("generator", "task_net")}
   d_params = {k: state.params[k] for k in ("d_img", "d_out")}
@@ -170,16 +173,17 @@ def train_step(state: GioAdaState, batch: dict[str, jax.Array], *, models: GioAd
 def pmap_step(step, devices=None):
   """`step(state, batch, axis_name=...)` over the local devices (or `devices`): state
   replicated and donated, batch [devices, per_device, ...], collectives over AXIS_NAME."""
-  return jax.pmap(functools.partial(step, axis_name=AXIS_NAME), axis_name=AXIS_NAME,
-                  devices=devices, donate_argnums=(0,))
+  return parallel.PmapLayout(None if devices is None else tuple(devices)).compile_step(step)
 
 
 def make_p_train_step(models: GioAdaModels, optimizers, train_config, variant: Variant,
-                      devices=None):
-  """The GIO-Ada train_step of `variant` and config.train's objective, pmapped (pmap_step)."""
-  return pmap_step(functools.partial(train_step, models=models, optimizers=optimizers,
-                                     objective=objective_from_config(train_config, variant)),
-                   devices)
+                      layout: parallel.Layout | None = None):
+  """The GIO-Ada train_step of `variant` and config.train's objective, compiled for `layout`
+  (default: pmap over every device)."""
+  layout = parallel.PmapLayout() if layout is None else layout
+  return layout.compile_step(functools.partial(
+      train_step, models=models, optimizers=optimizers,
+      objective=objective_from_config(train_config, variant)))
 
 
 def batch_from_pipeline(pipeline_batch: dict[str, Any]) -> dict[str, Any]:

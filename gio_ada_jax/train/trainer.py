@@ -1,6 +1,7 @@
 """train_and_evaluate(config, workdir): GIO-Ada's training run. For the 'cg' variant the CycleGAN
 stage (cyclegan/stage.py) runs first and the task net trains on its translated source; then the
-pmapped GIO-Ada step (train/step.py) runs in the shared loop (train/loop.py), and the task net
+GIO-Ada step (train/step.py), compiled for train.parallelism's device layout (parallel.py),
+runs in the shared loop (train/loop.py), and the task net
 alone is exported (workdir/export) when training is complete. With eval.every_steps > 0 the loop
 evaluates the task net on the target's evaluation split every that many steps and at the last
 one, writing what evaluate.py writes for that step into workdir/eval (eval/evaluate.py).
@@ -13,7 +14,7 @@ from typing import Sequence
 import jax
 from flax import serialization
 
-from gio_ada_jax import config_checks, models, variants
+from gio_ada_jax import config_checks, models, parallel, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.cyclegan import stage as cyclegan_stage
 from gio_ada_jax.data import pipeline
@@ -52,20 +53,30 @@ def training_steps(train_config, num_source_examples: int, global_batch: int) ->
   return math.ceil(train_config.num_epochs * num_source_examples / global_batch)
 
 
-def with_training_length(config):
+def _batch_split(layout: parallel.Layout, per_row: int) -> str:
+  """How the global batch lies on the devices, for the start line."""
+  if isinstance(layout, parallel.MeshLayout):
+    data, spatial = layout.rows, layout.spatial
+    return (f"{per_row} of each per row of a {data} x {spatial} (data x spatial) device mesh"
+            + (f", each image's height split over {spatial} devices" if spatial > 1 else ""))
+  return f"{per_row} of each per device on {layout.rows} device{'s' if layout.rows > 1 else ''}"
+
+
+def with_training_length(config, layout: parallel.Layout | None = None):
   """A copy of `config` whose train.num_steps holds the run's steps (num_epochs resolved); says
-  the length, the global batch and what differs from the paper's 1 + 1, 10 epochs."""
+  the length, the global batch (over `layout`, default pmap) and what differs from the paper's
+  1 + 1, 10 epochs."""
   data, train = config.data, config.train
-  num_devices = jax.device_count()
-  per_device = pipeline.per_device_batch(data.global_batch, num_devices)
+  layout = parallel.PmapLayout() if layout is None else layout
+  per_row = pipeline.per_device_batch(data.global_batch, layout.rows)
   source, _ = pipeline.open_source_split(data, "train")
   steps = training_steps(train, len(source), data.global_batch)
   length = (f"{train.num_epochs:g} epochs of the {len(source)} images of {data.source}'s "
             "prepared train split" if train.num_epochs > 0 else "train.num_steps")
   if is_main_process():
     print(f"Training for {steps} steps ({length}), global batch {data.global_batch} source + "
-          f"{data.global_batch} target images ({per_device} of each per device on "
-          f"{num_devices} device{'s' if num_devices > 1 else ''}). The paper: 10 epochs of "
+          f"{data.global_batch} target images ({_batch_split(layout, per_row)}). The paper: "
+          "10 epochs of "
           f"1 + 1 at Adam 2e-4; here the learning rate is {train.learning_rate:g} and does not "
           "scale with the batch.",
           flush=True)
@@ -122,13 +133,15 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
   # stops the run at once. It reads no field that stage changes (data.source_data_dir).
   evaluate_step = (evaluate.training_evaluator(config, workdir, built.task_net)
                    if config.eval.every_steps else None)
+  layout = parallel.layout_from_config(config.train)
+  parallel.check_height(layout, config.data.height)
   if variant.trains_cyclegan:
     config = cyclegan_stage.with_cyclegan_source(config, workdir, allow_config_change)
     if config is None:
       return None
-  config = with_training_length(config)
+  config = with_training_length(config, layout)
   train = config.train
-  batches = pipeline.train_iterator(config)
+  batches = pipeline.train_iterator(config, local_devices=layout.local_rows)
   state = state_lib.create_state(built, variant, config, jax.random.key(config.seed),
                                  config.data.height, config.data.width)
   optimizers = state_lib.make_optimizers(train)
@@ -137,14 +150,14 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
     on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
         state, vgg16_path, optimizers)
   loop = Loop(
-      p_step=train_step.make_p_train_step(built, optimizers, train, variant),
+      p_step=train_step.make_p_train_step(built, optimizers, train, variant, layout),
       to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,
       learning_rate_at=lambda step: state_lib.learning_rate_at(train, step),
       pictures=lambda params, batch: summaries.pictures(
           params, batch, built, variant, config.model.num_classes),
       on_fresh_start=on_fresh_start,
       after_restore=lambda step: run_config.record(as_given, workdir, changes, step),
-      evaluate=evaluate_step, evaluate_every=config.eval.every_steps)
+      evaluate=evaluate_step, evaluate_every=config.eval.every_steps, layout=layout)
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) < train.num_steps:
     return None  # SIGTERM: checkpointed, not finished
