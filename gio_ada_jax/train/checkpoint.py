@@ -335,7 +335,13 @@ class Checkpointer:
 
   @staticmethod
   def _abstract(template: GioAdaState):
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, _savable(template))
+    """What a restore reads into: host arrays, except where `template` lies on a device mesh
+    (parallel.MeshLayout's replicated arrays), whose sharding orbax then restores into."""
+    def struct(x):
+      if isinstance(x, jax.Array) and isinstance(x.sharding, jax.sharding.NamedSharding):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+      return ocp.utils.to_shape_dtype_struct(jax.device_get(x))
+    return jax.tree.map(struct, _with_raw_key(template))
 
   @staticmethod
   def _shapes(abstract: GioAdaState):
