@@ -611,6 +611,20 @@ INVENTORY = {
     "train.image_every": [
         "test_config_branches.py::test_training_loop_paces_logs_checkpoints_pictures_prefetch",
     ],
+    "train.parallelism": [
+        "test_mesh.py::test_the_config_shapes_the_mesh",
+        "test_mesh.py::test_checkpoints_move_between_pmap_and_mesh_runs",
+        "test_mesh.py::test_static_checks_name_a_bad_parallelism_and_a_zero_data_axis",
+    ],
+    "train.mesh_data": [
+        "test_mesh.py::test_the_config_shapes_the_mesh",
+        "test_mesh.py::test_a_mesh_that_cannot_be_built_is_refused_naming_the_field",
+    ],
+    "train.mesh_spatial": [
+        "test_mesh.py::test_the_config_shapes_the_mesh",
+        "test_mesh.py::test_a_mesh_that_cannot_be_built_is_refused_naming_the_field",
+        "test_mesh.py::test_a_height_the_spatial_axis_does_not_split_is_refused",
+    ],
     "cyclegan.num_steps": [
         "test_config_branches.py::test_cyclegan_adam_uses_its_betas_rate_and_decay",
         "test_cyclegan.py::test_learning_rate_is_constant_then_linear_to_zero",

@@ -205,6 +205,23 @@ def test_every_image_of_a_split_is_counted_once_at_its_own_resolution(tiny_task_
   np.testing.assert_allclose(result.depth_sums, sums, rtol=2e-4)
 
 
+@pytest.mark.parametrize("shape", [(4, 1), (2, 2), (1, 4)])
+def test_a_mesh_counts_what_pmap_counts(tiny_task_net, shape):
+  """Evaluation under jit over a (data, spatial) mesh: the same totals and pictures as pmap,
+  the spatial axis splitting each 8-row input (labels of 11 rows stay whole per example)."""
+  net, params = tiny_task_net
+  layout = parallel.MeshLayout(parallel.make_mesh(*shape))
+  per_row = 4 // shape[0]  # 4 images a step either way
+  meshed = _run(net, params, None, per_device_batch=per_row, num_pictures=3, layout=layout)
+  pmapped = _run(net, params, jax.local_devices(), per_device_batch=1, num_pictures=3)
+  np.testing.assert_array_equal(meshed.confusion, pmapped.confusion)
+  np.testing.assert_allclose(meshed.depth_sums, pmapped.depth_sums, rtol=1e-5)
+  assert meshed.num_images == pmapped.num_images == len(SPLIT)
+  assert [p["index"] for p in meshed.pictures] == [p["index"] for p in pmapped.pictures]
+  for ours, theirs in zip(meshed.pictures, pmapped.pictures):
+    np.testing.assert_array_equal(ours["prediction"], theirs["prediction"])
+
+
 def test_several_devices_give_what_one_device_gives(tiny_task_net, monkeypatch):
   net, params = tiny_task_net
   assert jax.local_device_count() >= 2, "run with XLA_FLAGS=--xla_force_host_platform_..."

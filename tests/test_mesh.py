@@ -163,6 +163,27 @@ def test_a_mesh_that_cannot_be_built_is_refused_naming_the_field(fields, message
     parallel.layout_from_config(_train_config(**fields).train)
 
 
+@pytest.mark.parametrize("fields,shape", [
+    ({"parallelism": "mesh"}, (4, 1)),
+    ({"parallelism": "mesh", "mesh_spatial": 2}, (2, 2)),
+    ({"parallelism": "mesh", "mesh_data": 1, "mesh_spatial": 4}, (1, 4)),
+    ({"parallelism": "mesh", "mesh_data": 2, "mesh_spatial": 1}, None),
+])
+def test_the_config_shapes_the_mesh(fields, shape):
+  """train.mesh_data x train.mesh_spatial over the 4 devices, -1 taking the rest; "pmap"
+  (the default) gives pmap's layout."""
+  if shape is None:
+    with pytest.raises(ConfigError, match="train.mesh_data=2 x train.mesh_spatial=1"):
+      parallel.layout_from_config(_train_config(**fields).train)
+    return
+  layout = parallel.layout_from_config(_train_config(**fields).train)
+  assert isinstance(layout, parallel.MeshLayout)
+  assert (layout.mesh.shape["data"], layout.mesh.shape["spatial"]) == shape
+  assert layout.mesh.axis_names == ("data", "spatial")
+  assert (layout.rows, layout.local_rows) == (shape[0], shape[0])
+  assert isinstance(parallel.layout_from_config(_train_config().train), parallel.PmapLayout)
+
+
 def test_a_spatial_axis_across_processes_is_refused():
   """Each spatial group must lie within a process: 2 local devices cannot hold spatial = 4."""
   with pytest.raises(ConfigError, match=r"train.mesh_spatial=4: .* divide this process's 2"):
@@ -220,7 +241,12 @@ def test_checkpoints_move_between_pmap_and_mesh_runs(procedural_data_dir, tmp_pa
     at_3 = _train(procedural_data_dir, workdir, 3, *first)
     capsys.readouterr()
     final = _train(procedural_data_dir, workdir, 6, *then)
-    assert "Resumed from step 3" in capsys.readouterr().out, name
+    out = capsys.readouterr().out
+    assert "Resumed from step 3" in out, name
+    # The start line says how the batch lies on the devices: the config reached the trainer.
+    assert ("4 of each per row of a 1 x 4 (data x spatial) device mesh, each image's height "
+            "split over 4 devices" if then[0] == "mesh" else "1 of each per device on 4 "
+            "devices") in out, out
     # Twice the step parity's steps: rounding drifts further than in 3 steps (a mesh (2, 2)
     # then (1, 4) run measured 1.2e-5), and stays far below one step of a wrong resume (a
     # step's update is ~1e-4 here).
