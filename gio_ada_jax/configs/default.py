@@ -86,7 +86,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # slice per device; "mesh" is one jax.jit over a ("data", "spatial") device mesh that splits
   # the batch over "data" and each image's height over "spatial" (for images whose activations
   # do not fit one device). Same mathematics; checkpoints move between the two. Evaluation
-  # follows it too.
+  # follows it too; the 'cg' stage's CycleGAN trains under pmap either way.
   train.parallelism = "pmap"
   train.mesh_data = -1  # "mesh": devices along the batch axis; -1 = all the rest.
   # "mesh": devices along each image's height (a divisor of each process's device count and of

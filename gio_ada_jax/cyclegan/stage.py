@@ -32,7 +32,11 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   checkpointer.close()
   if not finished:
     if is_main_process():
-      print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}.", flush=True)
+      under = ("" if config.train.parallelism == "pmap" else
+               " under pmap (train.parallelism applies to the GIO-Ada step; the CycleGAN's "
+               "activations must fit one device)")
+      print(f"'cg': training the CycleGAN ({num_steps} steps) in {cyclegan_dir}{under}.",
+            flush=True)
     final = cyclegan_trainer.train_cyclegan(config, cyclegan_dir, allow_config_change)
     if int(final.step) != num_steps:
       return None
