@@ -279,9 +279,19 @@ def layout_from_config(train_config, devices=None) -> Layout:
   return MeshLayout(make_mesh(data, spatial, devices))
 
 
-def check_height(layout: Layout, height: int, field: str = "data.height") -> None:
-  """A ConfigError unless the spatial axis splits `height` rows evenly."""
-  if isinstance(layout, MeshLayout) and height % layout.spatial:
+def check_fits(layout: Layout, height: int, global_batch: int | None = None) -> None:
+  """A ConfigError unless a mesh's spatial axis splits `height` (data.height) rows and its
+  "data" axis `global_batch` (data.global_batch; None: not checked) images evenly (pmap
+  checks its own split where the pipeline batches: pipeline.per_device_batch)."""
+  if not isinstance(layout, MeshLayout):
+    return
+  if height % layout.spatial:
     raise ConfigError(
-        f"{field}={height} does not split evenly over train.mesh_spatial={layout.spatial} "
-        f"devices; set {field} to a multiple of {layout.spatial} or change the mesh.")
+        f"data.height={height} does not split evenly over train.mesh_spatial={layout.spatial} "
+        f"devices; set data.height to a multiple of {layout.spatial} or change the mesh.")
+  if global_batch is not None and (global_batch <= 0 or global_batch % layout.rows):
+    raise ConfigError(
+        f"data.global_batch={global_batch} does not split evenly over the mesh's "
+        f"{layout.rows} data rows ({layout.rows} x {layout.spatial}: train.mesh_data x "
+        f"train.mesh_spatial); set it to a multiple of {layout.rows}, or give the spatial axis "
+        "more devices (--config.train.mesh_spatial).")

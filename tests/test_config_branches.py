@@ -623,7 +623,7 @@ INVENTORY = {
     "train.mesh_spatial": [
         "test_mesh.py::test_the_config_shapes_the_mesh",
         "test_mesh.py::test_a_mesh_that_cannot_be_built_is_refused_naming_the_field",
-        "test_mesh.py::test_a_height_the_spatial_axis_does_not_split_is_refused",
+        "test_mesh.py::test_a_height_or_batch_the_mesh_does_not_split_is_refused",
     ],
     "cyclegan.num_steps": [
         "test_config_branches.py::test_cyclegan_adam_uses_its_betas_rate_and_decay",

@@ -201,7 +201,7 @@ def test_static_checks_name_a_bad_parallelism_and_a_zero_data_axis():
     check_config(_train_config(parallelism="mesh", mesh_spatial=0))
 
 
-def test_a_height_the_spatial_axis_does_not_split_is_refused(procedural_data_dir, tmp_path):
+def test_a_height_or_batch_the_mesh_does_not_split_is_refused(procedural_data_dir, tmp_path):
   from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(procedural_data_dir, 1)
   config.train.parallelism, config.train.mesh_spatial = "mesh", 4
@@ -210,6 +210,11 @@ def test_a_height_the_spatial_axis_does_not_split_is_refused(procedural_data_dir
                                         r"train.mesh_spatial=4"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "checkpoints").exists()
+  config.data.height, config.data.global_batch = 32, 3
+  config.train.mesh_spatial = 2
+  with pytest.raises(ConfigError, match=r"data.global_batch=3 does not split evenly over the "
+                                        r"mesh's 2 data rows \(2 x 2"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 # --------------------------------------------------------------------- checkpoints, resume

@@ -348,7 +348,7 @@ def split_evaluator(config, workdir: str, task_net, *, name: str = "",
   split = pipeline.target_eval_split(config, config.eval.at_label_resolution)
   depth = _depth_scales(config, split) if with_depth else None
   layout = parallel.layout_from_config(config.train)
-  parallel.check_height(layout, config.data.height)
+  parallel.check_fits(layout, config.data.height)
   p_eval = metrics.make_split_evaluator(task_net, label_space.num_classes, depth, layout)
   return SplitEvaluator(config, workdir, name or variant_name(config), split, label_space, depth,
                         layout, p_eval)

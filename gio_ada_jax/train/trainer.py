@@ -134,7 +134,7 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
   evaluate_step = (evaluate.training_evaluator(config, workdir, built.task_net)
                    if config.eval.every_steps else None)
   layout = parallel.layout_from_config(config.train)
-  parallel.check_height(layout, config.data.height)
+  parallel.check_fits(layout, config.data.height, config.data.global_batch)
   if variant.trains_cyclegan:
     config = cyclegan_stage.with_cyclegan_source(config, workdir, allow_config_change)
     if config is None:
