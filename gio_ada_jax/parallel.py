@@ -202,6 +202,8 @@ class MeshLayout(Layout):
     return jax.tree.map(place, tree)
 
   def host_state(self, placed):
+    # The first device's buffers themselves, not a copy: read (save, evaluate, export) before
+    # the next step, which donates them.
     return jax.tree.map(lambda x: x.addressable_data(0), placed)
 
   def checkpoint_template(self, state):

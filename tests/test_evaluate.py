@@ -42,6 +42,24 @@ def evaluated(trained_run, procedural_data_dir, tmp_path_factory):
   return workdir, result.stdout
 
 
+def test_evaluate_py_under_a_mesh_reports_what_pmap_reports(evaluated, procedural_data_dir,
+                                                            tmp_path):
+  """train.parallelism=mesh with each image's height over 2 devices: evaluate.py counts the
+  confusion matrix the pmap evaluation counted, pixel for pixel."""
+  workdir, _ = evaluated
+  copy = tmp_path / "work"
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("eval"))
+  result = _evaluate_py("--config", "configs/test.py", "--workdir", str(copy),
+                        f"--config.data.data_dir={procedural_data_dir}", "--step", "6",
+                        "--config.train.parallelism=mesh", "--config.train.mesh_spatial=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Evaluating over a 2 x 2 (data x spatial) device mesh" in result.stdout
+  meshed = json.loads((copy / "eval" / "step_6.json").read_text())
+  pmapped = json.loads((workdir / "eval" / "step_6.json").read_text())
+  assert meshed["confusion_matrix"] == pmapped["confusion_matrix"]
+  assert meshed["metrics"]["num_images"] == pmapped["metrics"]["num_images"] == 4
+
+
 def _labelled_pixels(data_dir: str) -> int:
   source, _ = pipeline.open_split(data_dir, "procedural/target", "validation")
   return sum(int((source[i]["label"] < 255).sum()) for i in range(len(source)))

@@ -349,6 +349,9 @@ def split_evaluator(config, workdir: str, task_net, *, name: str = "",
   depth = _depth_scales(config, split) if with_depth else None
   layout = parallel.layout_from_config(config.train)
   parallel.check_fits(layout, config.data.height)
+  if isinstance(layout, parallel.MeshLayout) and is_main_process():
+    print(f"Evaluating over a {layout.rows} x {layout.spatial} (data x spatial) device mesh "
+          "(train.parallelism='mesh').", flush=True)
   p_eval = metrics.make_split_evaluator(task_net, label_space.num_classes, depth, layout)
   return SplitEvaluator(config, workdir, name or variant_name(config), split, label_space, depth,
                         layout, p_eval)
