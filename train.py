@@ -15,10 +15,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, distributed
-from gio_ada_jax.cyclegan import translate
-from gio_ada_jax.data import interrupts, pipeline
-from gio_ada_jax.train import checkpoint, loop, run_config, trainer, workdir_lock
+from gio_ada_jax import cli, distributed
+from gio_ada_jax.data import interrupts
+from gio_ada_jax.train import loop, run_config, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -46,14 +45,12 @@ def main(argv):
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                        _ALLOW_CONFIG_CHANGE.value)
-  except (config_checks.ConfigError, pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
-          translate.TranslationError, workdir_lock.WorkdirLockError,
-          checkpoint.UnrestorableCheckpoint) as e:
+  except cli.USER_ERRORS as e:
     print(f"train.py: {e}", file=sys.stderr)
-    return 2
-  except loop.NonFiniteError as e:
+    return cli.USAGE_EXIT_CODE
+  except cli.NonFiniteError as e:
     print(f"train.py: {e}", file=sys.stderr)
-    return 3
+    return cli.NON_FINITE_EXIT_CODE
   except interrupts.Terminated:  # while the 'cg' variant translated its source set
     print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
           f"CycleGAN is checkpointed; exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the "

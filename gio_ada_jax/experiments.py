@@ -28,13 +28,12 @@ from typing import Any, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, files, variants
+from gio_ada_jax import cli, config_checks, files, variants
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.cyclegan import translate
-from gio_ada_jax.data import formats, interrupts, pipeline, prepare
+from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
 from gio_ada_jax.eval import charts, evaluate, reports
-from gio_ada_jax.train import checkpoint, loop, trainer, workdir_lock
+from gio_ada_jax.train import loop, trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,15 +361,13 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
   except config_checks.ConfigError as e:  # e.g. a finished run of another config: reused
     print(f"experiments: {e} (The runs of {workdir} are reused; give another --workdir to "
           "train with this config.)", file=sys.stderr)
-    return 2
-  except (ExperimentError, pipeline.DatasetNotPrepared, pipeline.DatasetUnusable,
-          formats.DataError, checkpoint.UnrestorableCheckpoint, workdir_lock.WorkdirLockError,
-          translate.TranslationError) as e:
+    return cli.USAGE_EXIT_CODE
+  except (ExperimentError,) + cli.USER_ERRORS as e:
     print(f"experiments: {e}", file=sys.stderr)
-    return 2
-  except loop.NonFiniteError as e:
+    return cli.USAGE_EXIT_CODE
+  except cli.NonFiniteError as e:
     print(f"experiments: {e}", file=sys.stderr)
-    return 3
+    return cli.NON_FINITE_EXIT_CODE
   except Preempted as e:
     print(f"experiments: {e}", file=sys.stderr)
     return loop.PREEMPTED_EXIT_CODE

@@ -14,6 +14,7 @@ from gio_ada_jax import parallel
 from gio_ada_jax.config_checks import ConfigError, check_config
 from tests import mesh_worker
 from tests.conftest import tiny_training_config
+from tests.test_multihost import _free_port, _gloo_available
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "mesh_worker.py")
@@ -127,7 +128,6 @@ def test_every_mesh_shape_on_8_devices_steps_as_pmap_and_one_device(tmp_path):
 
 
 def test_two_processes_of_2_devices_step_as_one_device(tmp_path):
-  from tests.test_multihost import _free_port, _gloo_available  # pylint: disable=g-import-not-at-top
   if not _gloo_available():
     pytest.skip("this jaxlib has no gloo CPU collectives, so CPU processes cannot reduce "
                 "across each other")
