@@ -1,0 +1,64 @@
+"""train.parallelism = "mesh" probed as a careless user, a flaky cluster and a hostile file would:
+a damaged checkpoint or one of another shape restored straight into a mesh's sharding says what
+is wrong as under pmap."""
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from gio_ada_jax.train import checkpoint, loop
+from tests import mesh_worker
+from tests.test_adversarial_checkpoints import _truncate
+
+
+@pytest.fixture
+def workdir(trained_run, tmp_path):
+  """A copy of the trained run's workdir (checkpoints 3 and 6, export)."""
+  path = tmp_path / "work"
+  shutil.copytree(trained_run[1], path)
+  return path
+
+
+def test_a_damaged_checkpoint_under_a_mesh_names_the_array_it_cannot_read(
+    trained_run, workdir, capsys):
+  """orbax's read into the mesh's sharding says "Encountered error while reading array index"
+  and a TensorStore spec; the message names the array and the file instead, as under pmap, and
+  the run resumes from the previous checkpoint, into the mesh's replicated sharding."""
+  _truncate(workdir / "checkpoints" / "6")
+  layout = mesh_worker.mesh("2x2")
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
+  try:
+    restored = loop.resume(checkpointer, layout.checkpoint_template(trained_run[0]),
+                           str(workdir))
+  finally:
+    checkpointer.close()
+  out = capsys.readouterr().out
+  assert restored.step == 3
+  assert (f"Skipped checkpoint {workdir / 'checkpoints' / '6'}: it cannot be restored "
+          "(ValueError: OUT_OF_RANGE: Error reading ") in out, out
+  assert "TensorStore" not in out and "pybind11" not in out, out
+  assert f"moved it to {workdir / 'checkpoints_unrestorable' / '6'}" in out
+  placed = layout.place_state(restored.state)
+  assert {x.sharding for x in jax.tree.leaves(placed.params)} == {layout.replicated}
+
+
+def test_a_checkpoint_of_another_shape_under_a_mesh_names_the_arrays(trained_run, workdir):
+  """A config whose networks have other shapes (an allowed model.width change, say): orbax's
+  read into a sharding refuses with "Requested shape ... set `strict=False`", naming no array;
+  the error names the arrays and both shapes, as under pmap."""
+  state = trained_run[0]
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: np.zeros((8,), x.dtype) if jax.tree_util.keystr(path) ==
+      "['d_img']['conv_0']['bias']" else x, state.params)
+  template = mesh_worker.mesh("1x4").checkpoint_template(state.replace(params=params))
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
+  try:
+    with pytest.raises(checkpoint.UnrestorableCheckpoint) as error:
+      checkpointer.restore(template, 6)
+  finally:
+    checkpointer.close()
+  assert str(error.value) == (
+      f"{workdir / 'checkpoints' / '6'}: its arrays have other shapes than this config's: "
+      ".params['d_img']['conv_0']['bias'] (4,) (config: (8,))")
