@@ -62,3 +62,25 @@ def test_a_checkpoint_of_another_shape_under_a_mesh_names_the_arrays(trained_run
   assert str(error.value) == (
       f"{workdir / 'checkpoints' / '6'}: its arrays have other shapes than this config's: "
       ".params['d_img']['conv_0']['bias'] (4,) (config: (8,))")
+
+
+def test_cg_under_a_mesh_says_its_cyclegan_stage_needs_pmap_s_batch_split(
+    procedural_data_dir, tmp_path):
+  """A spatial mesh takes data.global_batch=1 (one data row); the 'cg' CycleGAN stage, which
+  trains under pmap over the 4 devices, cannot: the error says it is that stage, before it
+  trains or writes anything."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  config = test.get_config("cg,joint")
+  config.data.data_dir = procedural_data_dir
+  config.data.global_batch = 1
+  config.train.parallelism, config.train.mesh_spatial = "mesh", 4
+  with pytest.raises(ConfigError) as error:
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert str(error.value).startswith(
+      "the 'cg' variant's CycleGAN stage trains under pmap, one slice of the batch per device, "
+      "whatever train.parallelism ('mesh' here): data.global_batch=1 does not split evenly over "
+      "4 devices; set it to a positive multiple of 4"), error.value
+  checkpoints = tmp_path / "run" / "cyclegan" / "checkpoints"
+  assert not checkpoints.exists() or not any(checkpoints.iterdir())
