@@ -84,3 +84,20 @@ def test_cg_under_a_mesh_says_its_cyclegan_stage_needs_pmap_s_batch_split(
       "4 devices; set it to a positive multiple of 4"), error.value
   checkpoints = tmp_path / "run" / "cyclegan" / "checkpoints"
   assert not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
+def test_pictures_under_a_spatial_mesh_predict_only_the_examples_shown():
+  """Under a 1 x 4 mesh the loop's first row is the whole global batch, which the step split
+  over 4 devices; the pictures' one-device forward pass takes only the NUM_PICTURES examples
+  TensorBoard shows, not all of them."""
+  from gio_ada_jax.train import summaries  # pylint: disable=g-import-not-at-top
+  layout = mesh_worker.mesh("1x4")
+  models, _, _, variant, state = mesh_worker.setup()
+  global_batch = mesh_worker.global_batches(4)[0]
+  row = layout.first_row(layout.place_batch(mesh_worker.local_part(global_batch, layout)))
+  assert row["source_image"].shape[0] == 4
+  shown = summaries.pictures(state.params, row, models, variant, 10)
+  assert {name: x.shape[0] for name, x in shown.items()} == {name: 2 for name in shown}
+  assert summaries.NUM_PICTURES == 2  # what write_pictures shows
+  np.testing.assert_array_equal(
+      shown["source"], summaries.image_to_uint8(global_batch["source_image"][:2]))
