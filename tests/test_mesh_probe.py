@@ -2,7 +2,10 @@
 a damaged checkpoint or one of another shape restored straight into a mesh's sharding says what
 is wrong as under pmap."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,6 +14,8 @@ import pytest
 from gio_ada_jax.train import checkpoint, loop
 from tests import mesh_worker
 from tests.test_adversarial_checkpoints import _truncate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -101,3 +106,20 @@ def test_pictures_under_a_spatial_mesh_predict_only_the_examples_shown():
   assert summaries.NUM_PICTURES == 2  # what write_pictures shows
   np.testing.assert_array_equal(
       shown["source"], summaries.image_to_uint8(global_batch["source_image"][:2]))
+
+
+@pytest.mark.parametrize("command", ["train.py", "evaluate.py"])
+def test_a_mesh_shape_that_is_not_a_whole_number_is_one_line_and_exit_2(command, tmp_path):
+  """absl refused --config.train.mesh_data=2.5 in two lines with exit status 1; now one line
+  naming the flag, exit status 2, as every other setting the user must fix, and nothing is
+  written."""
+  result = subprocess.run(
+      [sys.executable, command, "--config", "configs/test.py", "--workdir",
+       str(tmp_path / "run"), "--config.train.parallelism=mesh", "--config.train.mesh_data=2.5"],
+      cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"{command}: flag --config.train.mesh_data=2.5: invalid literal for int() with base 10: "
+      "'2.5'"), result.stderr[-2000:]
+  assert "Traceback" not in result.stderr and "FATAL" not in result.stderr
+  assert not (tmp_path / "run").exists()
