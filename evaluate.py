@@ -31,7 +31,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import distributed, files, models, variants
+from gio_ada_jax import cli, distributed, files, models, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax.train import run_config
@@ -133,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -5,9 +5,11 @@ trainer (train/trainer.py) calls with_cyclegan_source before it trains the task 
 import pathlib
 from typing import Sequence
 
+import jax
 from jax.experimental import multihost_utils
 
 from gio_ada_jax import workdir as workdir_lib
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.cyclegan import trainer as cyclegan_trainer
 from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import pipeline
@@ -31,6 +33,8 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   finished = checkpointer.latest_step() == num_steps
   checkpointer.close()
   if not finished:
+    if config.train.parallelism != "pmap":
+      _check_pmap_batch(config.data.global_batch)
     if is_main_process():
       under = ("" if config.train.parallelism == "pmap" else
                " under pmap (train.parallelism applies to the GIO-Ada step; the CycleGAN's "
@@ -69,6 +73,17 @@ def with_cyclegan_source(config, workdir: str, allow_config_change: Sequence[str
   config = config.copy_and_resolve_references()
   config.data.source_data_dir = output_dir
   return config
+
+
+def _check_pmap_batch(global_batch: int) -> None:
+  """A ConfigError unless pmap, which the CycleGAN stage trains under whatever
+  train.parallelism, splits data.global_batch over every device (a mesh may take fewer rows)."""
+  try:
+    pipeline.per_device_batch(global_batch, jax.device_count())
+  except ConfigError as e:
+    raise ConfigError(
+        "the 'cg' variant's CycleGAN stage trains under pmap, one slice of the batch per "
+        f"device, whatever train.parallelism ('mesh' here): {e}") from None
 
 
 def _translate_for_cg(config, params, output_dir: str, provenance: dict) -> str:

@@ -139,6 +139,11 @@ def _short(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
+def _on_mesh(abstract) -> bool:
+  """Whether a restore target has arrays with a sharding (Checkpointer._abstract's)."""
+  return any(getattr(x, "sharding", None) is not None for x in jax.tree.leaves(abstract))
+
+
 def _all_processes(ok: bool) -> bool:
   """Whether `ok` holds in every process (each process restores; they must agree)."""
   if jax.process_count() == 1:
@@ -230,7 +235,16 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for damaged files and misfitting trees
-      raise UnrestorableCheckpoint(f"{self.folder(step)}: {_short(e)}") from e
+      if not _on_mesh(abstract):
+        raise UnrestorableCheckpoint(f"{self.folder(step)}: {_short(e)}") from e
+      # Read into a mesh's shardings, orbax wraps a damaged file's error in a TensorStore spec
+      # and refuses an array of another shape without naming it: read once more as host
+      # arrays, which say what is wrong as under pmap (or restore, the fault having passed).
+      items["state"] = ocp.args.StandardRestore(self._shapes(abstract))
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+      except Exception as e2:  # as above
+        raise UnrestorableCheckpoint(f"{self.folder(step)}: {_short(e2)}") from e2
     state, data = restored["state"], restored["data"] if with_data else None
     misfits = shape_mismatches(state, abstract)
     if misfits:

@@ -21,6 +21,9 @@ from gio_ada_jax.train.step import forward
 from gio_ada_jax.variants import Variant
 
 
+NUM_PICTURES = 2  # examples of each kind shown in TensorBoard per picture step
+
+
 def open_writer(logdir: str):
   """A TensorBoard SummaryWriter on process 0; None elsewhere."""
   if not is_main_process():
@@ -41,7 +44,11 @@ def _predict(params, batch, models: GioAdaModels, variant: Variant):
 
 def pictures(params, batch, models: GioAdaModels, variant: Variant,
              num_classes: int) -> dict[str, np.ndarray]:
-  """uint8 [N, H, W, 3] pictures of one (single-device) batch."""
+  """uint8 [N, H, W, 3] pictures of the first NUM_PICTURES examples of a batch, predicted on
+  one device."""
+  # Only these are shown, and one device predicts them: a mesh's first row holds a whole data
+  # row of examples that the step split over the spatial devices.
+  batch = jax.tree.map(lambda x: x[:NUM_PICTURES], batch)
   out = jax.device_get(_predict(params, batch, models, variant))
   space = label_space_for(num_classes)
   return {"source": image_to_uint8(batch["source_image"]),
@@ -71,5 +78,5 @@ def write_pictures(writer, step: int, images: dict[str, np.ndarray]) -> None:
   if writer is None:
     return
   for name, batch in images.items():
-    writer.image(f"pictures/{name}", batch, step, max_outputs=2)
+    writer.image(f"pictures/{name}", batch, step, max_outputs=NUM_PICTURES)
   writer.flush()
