@@ -120,7 +120,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   cyclegan.translate_batch = 1
 
   evaluation = config.eval = ml_collections.ConfigDict()
-  evaluation.per_device_batch = 1  # Target images per device per evaluation step.
+  # Target images per device per evaluation step (under train.parallelism='mesh': per "data"
+  # row of the mesh, each split over its spatial devices).
+  evaluation.per_device_batch = 1
   # Evaluate G_task during training every this many steps and at the last step (0 = only
   # evaluate.py evaluates): the report, curve and TensorBoard scalars evaluate.py writes for
   # that step, from the step's parameters in memory, into WORKDIR/eval.
