@@ -13,7 +13,7 @@ from gio_ada_jax.cyclegan.translate import TranslationError
 from gio_ada_jax.data.formats import DataError
 from gio_ada_jax.data.pipeline import DatasetNotPrepared, DatasetUnusable
 from gio_ada_jax.train.checkpoint import UnrestorableCheckpoint
-from gio_ada_jax.train.loop import PREEMPTED_EXIT_CODE, NonFiniteError  # noqa: F401
+from gio_ada_jax.train.loop import NonFiniteError  # noqa: F401 (the CLIs catch cli.NonFiniteError)
 from gio_ada_jax.train.workdir_lock import WorkdirLockError
 
 USAGE_EXIT_CODE = 2  # a config, dataset, checkpoint or workdir the user must fix: one line

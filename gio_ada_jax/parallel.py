@@ -83,10 +83,9 @@ class Layout:
     """This process's batch [local_rows, per_row, ...] (the pipeline's shape) on the devices."""
     raise NotImplementedError
 
-  def compile_step(self, step: Callable, *, donate: bool = True,
-                   sharded_outputs: bool = False) -> Callable:
+  def compile_step(self, step: Callable, *, sharded_outputs: bool = False) -> Callable:
     """`step(state, batch, axis_name=...)` compiled for this layout: (state, batch) -> (state,
-    outputs). With `sharded_outputs` the second output is per example (kept with its batch
+    outputs), the state donated. With `sharded_outputs` the second output is per example (kept with its batch
     slots, read with `local_rows_of`); otherwise it is one global value (metrics)."""
     raise NotImplementedError
 
@@ -144,10 +143,10 @@ class PmapLayout(Layout):
   def place_batch(self, host_batch):
     return put_sharded(host_batch, self._local)
 
-  def compile_step(self, step, *, donate=True, sharded_outputs=False):
+  def compile_step(self, step, *, sharded_outputs=False):
     del sharded_outputs  # pmap outputs are per device either way
     return jax.pmap(functools.partial(step, axis_name=AXIS_NAME), axis_name=AXIS_NAME,
-                    devices=self.devices, donate_argnums=(0,) if donate else ())
+                    devices=self.devices, donate_argnums=(0,))
 
   def local_rows_of(self, x):
     return local_values(x)
@@ -216,12 +215,12 @@ class MeshLayout(Layout):
 
     return jax.tree.map(place, host_batch)
 
-  def compile_step(self, step, *, donate=True, sharded_outputs=False):
+  def compile_step(self, step, *, sharded_outputs=False):
     per_example = jax.sharding.NamedSharding(self.mesh, P("data"))
     return jax.jit(functools.partial(step, axis_name=None),
                    out_shardings=(self.replicated,
                                   per_example if sharded_outputs else self.replicated),
-                   donate_argnums=(0,) if donate else ())
+                   donate_argnums=(0,))
 
   def local_rows_of(self, x):
     block = _host_local_block(x)
