@@ -120,16 +120,20 @@ def create_state(models: CycleGanModels, config, rng: jax.Array, height: int,
                    for name in DISCRIMINATORS})
     return params
 
-  params = jax.jit(init)(init_rng)
+  return state_from_params(jax.jit(init)(init_rng), config, state_rng, height, width)
+
+
+def state_from_params(params: dict[str, Any], config, rng: jax.Array, height: int,
+                      width: int) -> CycleGanState:
+  """A step-0 state around given parameters: Adam states, empty pools, the pools' `rng`."""
   optimizers = make_optimizers(config)
-  grouped = _groups(params)
   pool_size = config.cyclegan.pool_size
   return CycleGanState(
       step=jnp.zeros((), jnp.int32), params=params,
-      opt_states={name: optimizers[name].init(tree) for name, tree in grouped.items()},
+      opt_states={name: optimizers[name].init(tree) for name, tree in _groups(params).items()},
       pools={domain: empty_pool(pool_size, height, width, jnp.dtype(config.model.param_dtype))
              for domain in ("s", "t")},
-      rng=state_rng)
+      rng=rng)
 
 
 def query_pool(pool: ImagePool, images: jax.Array, uniforms: jax.Array,

@@ -1,0 +1,165 @@
+"""Step parity over every variant row and many seeds, as `parity --step` checks it: the evidence
+that its tolerances judge the implementation, not one machine's rounding (docs/development.md).
+
+    python dev/parity_sweep.py                          # every row, seeds 0-9; table on stdout
+    python dev/parity_sweep.py --seeds 0,1 --rows cg +sd,joint-bce-patch
+    python dev/parity_sweep.py --output sweep.md --fingerprint sweep.npz
+
+Rows: every GIO-Ada row of tests/test_step_parity.py (Tables 2 and 3, the lsgan and fc rows)
+and the CycleGAN step ("cg": upstream's defaults; "cg-bce": no identity, no pool, BCE), on the
+tiny networks at 32x48. Each (row, seed) runs parity.check_step / check_cyclegan_step, what the
+command runs: one float32 step, then 3 float64 steps from the same weights. The table gives,
+per row and precision, how many seeds passed and the worst margin: the smallest
+tolerance / error over the seeds and the lines that precision decides (a margin of 10 means the
+worst error was a tenth of its tolerance).
+
+--fingerprint saves JAX's and PyTorch's float32 losses and parameters after one step of each
+(row, seed); --compare_fingerprint reads another run's file and prints how far they differ:
+the proof that a second XLA or PyTorch CPU code path (XLA_FLAGS, ATEN_CPU_CAPABILITY) rounds
+differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
+once for all its seeds.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import test as test_config  # noqa: E402
+from gio_ada_jax.interop import parity  # noqa: E402
+from tests.test_step_parity import HEIGHT, NUM_STEPS, ROWS, WIDTH, row_config  # noqa: E402
+
+CYCLEGAN_ROWS = {"cg": (0.5, 3, "lsgan"), "cg-bce": (0.0, 0, "bce")}
+
+
+def row_names() -> list[str]:
+  return [f"{v}-{g}-{k}" for v, g, k in ROWS] + list(CYCLEGAN_ROWS)
+
+
+def cyclegan_config(name: str):
+  config = test_config.get_config()
+  cg = config.cyclegan
+  cg.lambda_identity, cg.pool_size, cg.gan_loss = CYCLEGAN_ROWS[name]
+  return config
+
+
+def margin(check: parity.Check) -> float:
+  """tolerance / error: > 1 passes; inf where the error is 0, 0 where it is NaN."""
+  if np.isnan(check.error):
+    return 0.0
+  return np.inf if check.error == 0 else check.tolerance / check.error
+
+
+def run_row(name: str, seed: int) -> parity.StepReport:
+  """What `parity --step` (`--cyclegan_step` for the cg rows) checks for this row and seed."""
+  if name in CYCLEGAN_ROWS:
+    return parity.check_cyclegan_step(cyclegan_config(name), HEIGHT, WIDTH, seed, NUM_STEPS)
+  variant, gan_loss, d_out_kind = ROWS[row_names().index(name)]
+  return parity.check_step(row_config(variant, gan_loss, d_out_kind), HEIGHT, WIDTH, seed,
+                           NUM_STEPS)
+
+
+def fingerprint(name: str, seed: int) -> dict[str, np.ndarray]:
+  """JAX's float32 losses and parameters after one step (and, for the GIO-Ada rows, PyTorch's
+  losses): values that a change of rounding changes."""
+  if name in CYCLEGAN_ROWS:
+    run = parity.cyclegan_jax_steps(cyclegan_config(name), HEIGHT, WIDTH, seed)
+    torch_losses = {}
+  else:
+    variant, gan_loss, d_out_kind = ROWS[row_names().index(name)]
+    run = parity.jax_steps(row_config(variant, gan_loss, d_out_kind), HEIGHT, WIDTH, seed)
+    torch_losses = parity.torch_steps(run)[2][0]
+  return {"jax_losses": np.array([run.metrics[0][k] for k in sorted(run.metrics[0])]),
+          "torch_losses": np.array([torch_losses[k] for k in sorted(torch_losses)]),
+          "jax_params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(run.params)])}
+
+
+def compare_fingerprints(ours: dict[str, np.ndarray], path: str) -> str:
+  """How far this run's fingerprints are from another run's: per kind, the largest relative
+  difference and how many (row, seed) pairs differ at all."""
+  theirs = dict(np.load(path))
+  lines = [f"Rounding against {path} ({len(ours)} values):",
+           "| values | (row, seed) pairs that differ | largest relative difference |",
+           "|---|---|---|"]
+  for kind in ("jax_losses", "torch_losses", "jax_params"):
+    keys = [k for k in ours if k.endswith(f"/{kind}") and k in theirs and ours[k].size]
+    differ = [k for k in keys if not np.array_equal(ours[k], theirs[k])]
+    largest = max((float(np.max(np.abs(ours[k] - theirs[k]))
+                         / max(float(np.max(np.abs(theirs[k]))), 1e-30)) for k in keys),
+                  default=0.0)
+    lines.append(f"| {kind} | {len(differ)} of {len(keys)} | {largest:.1e} |")
+  return "\n".join(lines)
+
+
+def summary(results: dict[str, dict[int, parity.StepReport]]) -> str:
+  """The Markdown table: per row and precision, seeds passed and the worst margin (with the
+  line and seed it came from)."""
+  lines = ["| row | precision | seeds passed | worst margin (tolerance / error) | at |",
+           "|---|---|---|---|---|"]
+  for name, reports in results.items():
+    for dtype in parity.DTYPES:
+      passed = sum(all(c.ok for c in r.checks if c.precision == dtype) and not any(
+          e.startswith(dtype) for e in r.count_errors) for r in reports.values())
+      worst = min(((margin(c), c.name, seed) for seed, r in reports.items()
+                   for c in r.checks if c.precision == dtype), default=(np.inf, "-", "-"))
+      lines.append(f"| {name} | {dtype} | {passed} of {len(reports)} | {worst[0]:.3g} | "
+                   f"{worst[1]}, seed {worst[2]} |")
+  return "\n".join(lines)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--seeds", default="0-9", help="'0-9' or '0,3,5'")
+  parser.add_argument("--rows", nargs="+", default=None, help="row names (default all)")
+  parser.add_argument("--output", default=None, help="also write the table to this file")
+  parser.add_argument("--fingerprint", default=None, help="save float32 one-step values here")
+  parser.add_argument("--compare_fingerprint", default=None,
+                      help="another run's --fingerprint file to compare with this run's")
+  args = parser.parse_args()
+  seeds = (list(range(int(args.seeds.split("-")[0]), int(args.seeds.split("-")[1]) + 1))
+           if "-" in args.seeds else [int(s) for s in args.seeds.split(",")])
+  names = args.rows or row_names()
+  unknown = sorted(set(names) - set(row_names()))
+  if unknown:
+    parser.error(f"unknown rows {unknown}; choose from {row_names()}")
+
+  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="parity_sweep_"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  jax.config.update("jax_default_matmul_precision", "highest")
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
+        f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')!r} "
+        f"jax {jax.__version__}, seeds {seeds}", flush=True)
+  results, prints, started = {}, {}, time.time()
+  for name in names:
+    results[name] = {}
+    for seed in seeds:
+      report = results[name][seed] = run_row(name, seed)
+      if args.fingerprint or args.compare_fingerprint:
+        prints.update({f"{name}/{seed}/{k}": v for k, v in fingerprint(name, seed).items()})
+      failed = [f"{c.precision} {c.name} {c.error:.3e}" for c in report.failures()]
+      print(f"{name} seed {seed}: {'PASS' if report.passed else 'FAIL'} "
+            f"{failed + report.count_errors if not report.passed else ''} "
+            f"({time.time() - started:.0f} s)", flush=True)
+  table = summary(results)
+  print(table)
+  if args.fingerprint:
+    np.savez(args.fingerprint, **prints)
+  if args.compare_fingerprint:
+    table += "\n\n" + compare_fingerprints(prints, args.compare_fingerprint)
+    print(table.split("\n\n")[-1])
+  if args.output:
+    with open(args.output, "w") as f:
+      f.write(table + "\n")
+  return 0 if all(r.passed for reports in results.values() for r in reports.values()) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
