@@ -24,7 +24,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_ENV = {
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
+    "XLA_FLAGS": ("--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0 "
+                  "--xla_cpu_use_fusion_emitters=false"),
     "JAX_PLATFORMS": "cpu",
 }
 

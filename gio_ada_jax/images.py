@@ -7,6 +7,7 @@ numpy, PIL and files.atomic_write only, on uint8 [H, W, 3] arrays; the datasets'
 the evaluation's pictures all use these.
 """
 
+import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -196,3 +197,10 @@ def legend(names: list[str], colours: list[tuple[int, int, int]], width: int) ->
 def write_png(path: str, picture: np.ndarray) -> None:
   """Write an RGB uint8 picture, creating the folder; never half-written (files.atomic_write)."""
   atomic_write(path, lambda f: Image.fromarray(picture).save(f, format="PNG"))
+
+
+def encode_png(picture: np.ndarray) -> bytes:
+  """An RGB uint8 picture as the bytes of a PNG file (TensorBoard's pictures)."""
+  buffer = io.BytesIO()
+  Image.fromarray(picture).save(buffer, format="PNG")
+  return buffer.getvalue()

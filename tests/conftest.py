@@ -11,17 +11,28 @@ import pytest
 
 # Many tests compile the same tiny programs again: the trainer tests' train.py subprocesses,
 # resumed runs, the CycleGAN stages. JAX's persistent compilation cache, in a fresh folder
-# for this session only (so every session compiles everything once) and inherited by the
-# subprocesses through the environment, turns those repeats into cache hits.
-_CACHE_DIR = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                                   tempfile.mkdtemp(prefix="gio_ada_jax_test_xla_cache_"))
+# for this session only (so every session compiles everything once) and inherited through
+# the environment by the subprocesses and by pytest-xdist's workers (`make test` runs two),
+# turns those repeats into cache hits. Only the process that made the folder removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix="gio_ada_jax_test_xla_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-if _CACHE_DIR.startswith(os.path.join(tempfile.gettempdir(), "gio_ada_jax_test_xla_cache_")):
-  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+
+
+
+def xla_flags_for(devices: int) -> str:
+  """This session's XLA_FLAGS (`make test`'s compile settings) for a subprocess with `devices`
+  simulated CPU devices."""
+  kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+          if not flag.startswith("--xla_force_host_platform_device_count=")]
+  return " ".join([f"--xla_force_host_platform_device_count={devices}", *kept])
+
 
 # Parity is defined in float32; on accelerators XLA would otherwise use TF32-like precision.
 jax.config.update("jax_default_matmul_precision", "highest")

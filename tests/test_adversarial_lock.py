@@ -17,6 +17,7 @@ import time
 import pytest
 
 from gio_ada_jax.train import workdir_lock
+from tests.conftest import xla_flags_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -237,7 +238,7 @@ def test_the_processes_of_one_run_are_one_writer_and_stop_together(tmp_path, sle
   locked, free = tmp_path / "locked", tmp_path / "free"
   _write_lock(locked, pid=sleeper.pid, process_start=workdir_lock.process_status(sleeper.pid)[1])
   port = _free_port()
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "",
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags_for(1),
          "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
   workers = [subprocess.Popen(
       [sys.executable, os.path.join(REPO, "tests", "multihost_lock_worker.py"), "--process_id",

@@ -67,60 +67,73 @@ def test_learning_rate_is_constant_then_linear_to_zero():
   np.testing.assert_allclose(rates, [2e-4, 2e-4, 1e-4, 4e-6, 0.0], rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.parametrize("lambda_identity,pool_size,gan_loss", [
-    (0.5, 3, "lsgan"),  # upstream's defaults (narrow networks)
-    (0.0, 0, "bce"),  # no identity loss, no pool, vanilla GAN loss
-], ids=["defaults", "no-identity-no-pool-bce"])
-def test_cyclegan_step_matches_pytorch(lambda_identity, pool_size, gan_loss):
-  """`parity --cyclegan_step`: one float32 step (every loss and the pools to 1e-4 relative),
-  then 4 float64 steps from the same weights: the test config's whole schedule (constant, then
-  halved at the 4th) and a pool of 3 that fills, then swaps, with PyTorch's pools taking JAX's
-  draws; every loss of every step, the four networks, their Adam moments and the pools (the
-  tolerances of parity.decided_checks) and the step counts."""
-  pytest.importorskip("torch")
+ROWS = {"defaults": (0.5, 3, "lsgan"),  # upstream's defaults (narrow networks)
+        "no-identity-no-pool-bce": (0.0, 0, "bce")}  # no identity loss, no pool, vanilla GAN
+
+
+def _row_runs(row: str) -> dict[str, parity.JaxSteps]:
+  """What `parity --cyclegan_step --num_steps 4` runs in JAX for `row`: one float32 step, then
+  4 float64 steps from the same weights (the test config's whole schedule: constant, then
+  halved at the 4th; a pool of 3 fills, then swaps)."""
   config = test_config.get_config()
-  config.cyclegan.lambda_identity, config.cyclegan.pool_size = lambda_identity, pool_size
-  config.cyclegan.gan_loss = gan_loss
-  report = parity.check_cyclegan_step(config, HEIGHT, WIDTH, num_steps=4)
+  cg = config.cyclegan
+  cg.lambda_identity, cg.pool_size, cg.gan_loss = ROWS[row]
+  return parity.step_runs(config, HEIGHT, WIDTH, num_steps=4, steps=parity.cyclegan_jax_steps)
+
+
+@pytest.fixture(scope="module")
+def default_runs():
+  pytest.importorskip("torch")
+  return _row_runs("defaults")
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_cyclegan_step_matches_pytorch(row, request):
+  """`parity --cyclegan_step`: the float32 step's losses and pools, then every loss of every
+  float64 step and, after the 4th, the four networks, their Adam moments and the pools, with
+  PyTorch's pools taking JAX's draws (parity.decided_checks' tolerances), and the step
+  counts."""
+  pytest.importorskip("torch")
+  runs = request.getfixturevalue("default_runs") if row == "defaults" else _row_runs(row)
+  report = parity.step_report({dtype: parity.compare_cyclegan_steps(run)
+                               for dtype, run in runs.items()})
   float32, float64 = report.errors["float32"], report.errors["float64"]
   assert set(float32.loss_relative) >= {"loss_g", "loss_d_s", "loss_d_t", "loss_cycle_s"}
   assert len(float64.loss_relative_per_step) == 4
   assert set(float64.param_in_updates) == set(cyclegan.NETWORKS)
-  assert set(float64.pool_relative) == ({"pool_s", "pool_t"} if pool_size else set())
+  assert set(float64.pool_relative) == ({"pool_s", "pool_t"} if ROWS[row][1] else set())
   assert {k.split("/")[0] for k in float64.moment_relative} == set(cyclegan.NETWORKS)
   assert report.passed, [(c.precision, c.name, c.error) for c in report.failures()] + (
       report.count_errors)
   assert jnp.zeros(()).dtype == jnp.float32  # x64 mode did not leak out of the check
 
 
-def test_cyclegan_parity_detects_a_changed_weight():
-  """Not vacuous: a different cycle weight on the JAX side shows up in the float32 losses and
-  in the float64 generators."""
-  pytest.importorskip("torch")
-  config = test_config.get_config()
+def test_cyclegan_parity_detects_a_changed_weight(default_runs, monkeypatch):
+  """Not vacuous: a cycle weight of 5 in the PyTorch reference against the config's 10 shows
+  up in the float32 losses and in the float64 generators."""
   real = parity.torch_cyclegan_step
 
-  def torch_step_with_default_lambda(cfg, params, *args, **kwargs):
+  def torch_step_with_half_the_cycle_weight(cfg, params, *args, **kwargs):
     cfg = cfg.copy_and_resolve_references()
-    cfg.cyclegan.lambda_cycle = 10.0
+    cfg.cyclegan.lambda_cycle = 5.0
     return real(cfg, params, *args, **kwargs)
 
-  config.cyclegan.lambda_cycle = 5.0
-  parity.torch_cyclegan_step = torch_step_with_default_lambda
-  try:
-    report = parity.check_cyclegan_step(config, HEIGHT, WIDTH, num_steps=2)
-  finally:
-    parity.torch_cyclegan_step = real
+  monkeypatch.setattr(parity, "torch_cyclegan_step", torch_step_with_half_the_cycle_weight)
+  report = parity.step_report({dtype: parity.compare_cyclegan_steps(run)
+                               for dtype, run in default_runs.items()})
+  assert default_runs["float32"].config.cyclegan.lambda_cycle == 10.0
   assert not report.passed
   assert report.errors["float32"].loss_relative["loss_g"] > 1e-2
   assert report.errors["float64"].param_in_updates["g_st"] > 1e3 * parity.float64_param_tolerance(
-      config.train.adam_eps)
+      default_runs["float64"].config.train.adam_eps)
 
 
 def test_pmap_with_one_pool_over_devices_equals_one_device_with_the_whole_batch():
   """4 devices x 1 image: the pool gathers every device's translations, so the state equals
-  one device stepping on all 4 images (pool contents and order included)."""
+  one device stepping on all 4 images (pool contents and order included). Adam's eps is 1e-3,
+  as in the GIO-Ada step's pmap test (tests/test_train_step.py)."""
   config = test_config.get_config()
+  config.train.adam_eps = 1e-3
   built = cyclegan.build_models(config)
   state = cyclegan.create_state(built, config, jax.random.key(0), HEIGHT, WIDTH)
   devices = jax.local_device_count()
@@ -129,8 +142,9 @@ def test_pmap_with_one_pool_over_devices_equals_one_device_with_the_whole_batch(
   multi = jax.tree.map(lambda x: jnp.stack([x] * devices), state)
   p_step = cyclegan.make_p_train_step(built, cyclegan.make_optimizers(config), config.cyclegan)
   sharded = {k: v.reshape((devices, 1) + v.shape[1:]) for k, v in batch.items()}
+  single_step = jax.jit(_step(config, built))
   for _ in range(2):  # the second step queries a full pool (size 3 < 4 images)
-    single, _ = jax.jit(_step(config, built))(single, batch)
+    single, _ = single_step(single, batch)
     multi, metrics = p_step(multi, sharded)
   assert metrics["loss_g"].shape == (devices,)
   for a, b in zip(jax.tree.leaves(single.pools), jax.tree.leaves(multi.pools)):

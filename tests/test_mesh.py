@@ -13,7 +13,7 @@ import pytest
 from gio_ada_jax import parallel
 from gio_ada_jax.config_checks import ConfigError, check_config
 from tests import mesh_worker
-from tests.conftest import tiny_training_config
+from tests.conftest import tiny_training_config, xla_flags_for
 from tests.test_multihost import _free_port, _gloo_available
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +79,7 @@ def test_the_spatial_axis_splits_each_image_and_exchanges_halos():
 
 def _env(devices: int) -> dict[str, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                      "--xla_backend_optimization_level=0")
+  env["XLA_FLAGS"] = xla_flags_for(devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
   return env

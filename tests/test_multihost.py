@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from gio_ada_jax import distributed
+from tests.conftest import xla_flags_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "multihost_worker.py")
@@ -88,8 +89,7 @@ def _free_port() -> int:
 def _start(tmp_path, name: str, process_id: int, num_processes: int, devices: int, port: int,
            out: str) -> tuple[subprocess.Popen, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                      "--xla_backend_optimization_level=0")  # compiles twice as fast
+  env["XLA_FLAGS"] = xla_flags_for(devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
   log = str(tmp_path / f"{name}.log")

@@ -51,26 +51,18 @@ def failures(report: parity.StepReport) -> list[str]:
           for c in report.failures()] + report.count_errors
 
 
-def jax_runs(config, seed: int = 0) -> dict[str, parity.JaxSteps]:
-  """What parity.check_step runs in JAX: one float32 step, then NUM_STEPS float64 steps from
-  the same weights."""
-  float32 = parity.jax_steps(config, HEIGHT, WIDTH, seed, 1, "float32")
-  return {"float32": float32,
-          "float64": parity.jax_steps(config, HEIGHT, WIDTH, seed, NUM_STEPS, "float64",
-                                      float32.initial_params)}
-
-
 @pytest.fixture(scope="module")
 def final_runs():
   """The final model's JAX runs (tiny), compiled once for the tests below."""
-  return jax_runs(row_config(*FINAL))
+  return parity.step_runs(row_config(*FINAL), HEIGHT, WIDTH, num_steps=NUM_STEPS)
 
 
 @pytest.mark.parametrize("variant,gan_loss,d_out_kind", ROWS,
                          ids=[f"{v}-{g}-{k}" for v, g, k in ROWS])
 def test_steps_match_pytorch(variant, gan_loss, d_out_kind, request):
   runs = (request.getfixturevalue("final_runs") if (variant, gan_loss, d_out_kind) == FINAL
-          else jax_runs(row_config(variant, gan_loss, d_out_kind)))
+          else parity.step_runs(row_config(variant, gan_loss, d_out_kind), HEIGHT, WIDTH,
+                                num_steps=NUM_STEPS))
   report = parity.step_report({dtype: parity.compare_steps(run) for dtype, run in runs.items()})
   float64 = report.errors["float64"]
   assert len(float64.loss_relative_per_step) == NUM_STEPS

@@ -120,7 +120,9 @@ def create_state(models: CycleGanModels, config, rng: jax.Array, height: int,
                    for name in DISCRIMINATORS})
     return params
 
-  return state_from_params(jax.jit(init)(init_rng), config, state_rng, height, width)
+  # One program for the parameters, optimiser states and pools (see train/state.create_state).
+  return jax.jit(lambda key: state_from_params(init(key), config, state_rng, height, width))(
+      init_rng)
 
 
 def state_from_params(params: dict[str, Any], config, rng: jax.Array, height: int,

@@ -697,13 +697,20 @@ def check_step(config, height: int, width: int, seed: int = 0, num_steps: int = 
   of the losses all move the parameters, and the Adam moments show them at every step.
   `reference` builds the PyTorch step (torch_steps).
   """
-  errors, initial_params = {}, None
+  runs = step_runs(config, height, width, seed, num_steps, dtypes)
+  return step_report({dtype: compare_steps(run, reference) for dtype, run in runs.items()})
+
+
+def step_runs(config, height: int, width: int, seed: int = 0, num_steps: int = 3,
+              dtypes: tuple[str, ...] = DTYPES, steps=None) -> dict[str, JaxSteps]:
+  """The JAX runs check_step compares (`steps`=cyclegan_jax_steps: check_cyclegan_step's), by
+  precision: float32 one step, float64 `num_steps` from the float32 run's weights."""
+  runs, initial_params = {}, None
   for dtype in dtypes:
-    run = jax_steps(config, height, width, seed, _steps_in(dtype, num_steps), dtype,
-                    initial_params)
-    initial_params = run.initial_params
-    errors[dtype] = compare_steps(run, reference)
-  return step_report(errors)
+    runs[dtype] = (steps or jax_steps)(config, height, width, seed, _steps_in(dtype, num_steps),
+                                       dtype, initial_params)
+    initial_params = runs[dtype].initial_params
+  return runs
 
 
 def cyclegan_batch(height: int, width: int, seed: int = 0,
@@ -821,13 +828,8 @@ def check_cyclegan_step(config, height: int, width: int, seed: int = 0, num_step
   """CycleGAN steps in JAX and in the PyTorch reference from identical weights and batches, in
   each of `dtypes` as check_step (float32 one step, float64 `num_steps`); the pools start
   empty and persist across the steps, and PyTorch's pools take JAX's draws."""
-  errors, initial_params = {}, None
-  for dtype in dtypes:
-    run = cyclegan_jax_steps(config, height, width, seed, _steps_in(dtype, num_steps), dtype,
-                             initial_params)
-    initial_params = run.initial_params
-    errors[dtype] = compare_cyclegan_steps(run)
-  return step_report(errors)
+  runs = step_runs(config, height, width, seed, num_steps, dtypes, cyclegan_jax_steps)
+  return step_report({dtype: compare_cyclegan_steps(run) for dtype, run in runs.items()})
 
 
 FLAGS = flags.FLAGS

@@ -80,9 +80,12 @@ def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array,
   parameters from `rng`, optimiser states and step 0."""
   # The first half, as when the state also held an RNG: a seed keeps giving the same networks.
   init_rng, _ = jax.random.split(rng)
-  params = jax.jit(functools.partial(init_params, models, variant, config.model.num_classes,
-                                     height=height, width=width))(init_rng)
-  return state_from_params(params, make_optimizers(config.train))
+  init = functools.partial(init_params, models, variant, config.model.num_classes,
+                           height=height, width=width)
+  optimizers = make_optimizers(config.train)
+  # One program for the parameters and the optimiser states: it compiles in less time than
+  # the Adam moments take to initialise op by op.
+  return jax.jit(lambda key: state_from_params(init(key), optimizers))(init_rng)
 
 
 def state_from_params(params, optimizers) -> GioAdaState:
