@@ -13,10 +13,10 @@ per row and precision, how many seeds passed and the worst margin: the smallest
 tolerance / error over the seeds and the lines that precision decides (a margin of 10 means the
 worst error was a tenth of its tolerance).
 
---fingerprint saves JAX's and PyTorch's float32 losses and parameters after one step of each
-(row, seed); --compare_fingerprint reads another run's file and prints how far they differ:
-the proof that a second XLA or PyTorch CPU code path (XLA_FLAGS, ATEN_CPU_CAPABILITY) rounds
-differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
+--fingerprint saves JAX's float32 losses and parameters after one step of each (row, seed), and
+PyTorch's losses; `--compare_fingerprints A.npz B.npz` (nothing else runs) prints how far two
+runs' files differ: the proof that a second XLA or PyTorch CPU code path (XLA_FLAGS,
+ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
 once for all its seeds.
 """
 
@@ -81,11 +81,11 @@ def fingerprint(name: str, seed: int) -> dict[str, np.ndarray]:
           "jax_params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(run.params)])}
 
 
-def compare_fingerprints(ours: dict[str, np.ndarray], path: str) -> str:
-  """How far this run's fingerprints are from another run's: per kind, the largest relative
-  difference and how many (row, seed) pairs differ at all."""
-  theirs = dict(np.load(path))
-  lines = [f"Rounding against {path} ({len(ours)} values):",
+def compare_fingerprints(first: str, second: str) -> str:
+  """How far two runs' fingerprints differ: per kind, how many (row, seed) pairs differ at all
+  and the largest difference relative to the values' largest."""
+  ours, theirs = dict(np.load(first)), dict(np.load(second))
+  lines = [f"{first} against {second}:",
            "| values | (row, seed) pairs that differ | largest relative difference |",
            "|---|---|---|"]
   for kind in ("jax_losses", "torch_losses", "jax_params"):
@@ -95,6 +95,34 @@ def compare_fingerprints(ours: dict[str, np.ndarray], path: str) -> str:
                          / max(float(np.max(np.abs(theirs[k]))), 1e-30)) for k in keys),
                   default=0.0)
     lines.append(f"| {kind} | {len(differ)} of {len(keys)} | {largest:.1e} |")
+  return "\n".join(lines)
+
+
+def kind(check: parity.Check) -> str:
+  """What a line compares: its precision and "loss", "params", "moments" or "pool"."""
+  if "params" in check.name:
+    what = "params (N lr)"
+  elif check.name.startswith("pool"):
+    what = "pool"
+  elif "/mu" in check.name or "/nu" in check.name:
+    what = "moments"
+  else:
+    what = "loss"
+  return f"{check.precision} {what}"
+
+
+def largest_errors(results: dict[str, dict[int, parity.StepReport]]) -> str:
+  """The Markdown table of the largest error of each kind of line over every row and seed."""
+  worst = {}
+  for name, reports in results.items():
+    for seed, report in reports.items():
+      for check in report.checks:
+        key = kind(check)
+        if key not in worst or not check.error <= worst[key][0]:
+          worst[key] = (check.error, check.tolerance, f"{name}, seed {seed}: {check.name}")
+  lines = ["| lines | largest error | tolerance | at |", "|---|---|---|---|"]
+  lines += [f"| {key} | {err:.2e} | {tol:.1e} | {at} |"
+            for key, (err, tol, at) in sorted(worst.items())]
   return "\n".join(lines)
 
 
@@ -120,9 +148,12 @@ def main() -> int:
   parser.add_argument("--rows", nargs="+", default=None, help="row names (default all)")
   parser.add_argument("--output", default=None, help="also write the table to this file")
   parser.add_argument("--fingerprint", default=None, help="save float32 one-step values here")
-  parser.add_argument("--compare_fingerprint", default=None,
-                      help="another run's --fingerprint file to compare with this run's")
+  parser.add_argument("--compare_fingerprints", nargs=2, default=None, metavar="FILE.npz",
+                      help="compare two runs' --fingerprint files, run nothing")
   args = parser.parse_args()
+  if args.compare_fingerprints:
+    print(compare_fingerprints(*args.compare_fingerprints))
+    return 0
   seeds = (list(range(int(args.seeds.split("-")[0]), int(args.seeds.split("-")[1]) + 1))
            if "-" in args.seeds else [int(s) for s in args.seeds.split(",")])
   names = args.rows or row_names()
@@ -142,19 +173,16 @@ def main() -> int:
     results[name] = {}
     for seed in seeds:
       report = results[name][seed] = run_row(name, seed)
-      if args.fingerprint or args.compare_fingerprint:
+      if args.fingerprint:
         prints.update({f"{name}/{seed}/{k}": v for k, v in fingerprint(name, seed).items()})
       failed = [f"{c.precision} {c.name} {c.error:.3e}" for c in report.failures()]
       print(f"{name} seed {seed}: {'PASS' if report.passed else 'FAIL'} "
             f"{failed + report.count_errors if not report.passed else ''} "
             f"({time.time() - started:.0f} s)", flush=True)
-  table = summary(results)
+  table = summary(results) + "\n\n" + largest_errors(results)
   print(table)
   if args.fingerprint:
     np.savez(args.fingerprint, **prints)
-  if args.compare_fingerprint:
-    table += "\n\n" + compare_fingerprints(prints, args.compare_fingerprint)
-    print(table.split("\n\n")[-1])
   if args.output:
     with open(args.output, "w") as f:
       f.write(table + "\n")

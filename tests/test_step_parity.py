@@ -5,9 +5,9 @@ the precision that decides it (parity.decided_checks; the arithmetic is in
 docs/development.md). One float32 step: every loss to 1e-4 relative. Three float64 steps from
 the same weights: every loss of every step and Adam's first and second moments after the last
 (per tensor to its largest entry) to float32's unit roundoff, the parameters of all four
-networks to 1.1e-6 of 3 Adam updates (3 lr), and every step count. The paper's widths in float64. Then the wrong Adam betas,
-learning rate and loss weights that these tolerances exist to catch, each made on the PyTorch
-side only, and each failing them.
+networks to 1.1e-6 of 3 Adam updates (3 lr), and every step count. The paper's widths in
+float64. Then the wrong Adam betas, learning rate and loss weights that these tolerances exist
+to catch, each made on the PyTorch side only, and each failing them.
 """
 
 import jax

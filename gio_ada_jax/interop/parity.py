@@ -15,12 +15,12 @@ checkpoint does not fit.
 Steps (--step, --cyclegan_step): training steps in both frameworks from the same weights, a new
 random batch each step, and each quantity compared in the precision that can decide it: one
 float32 step (its losses; the CycleGAN's pools), then --num_steps float64 steps from the same
-weights (JAX's x64 mode and float64 PyTorch networks: every loss of every step, then each
-network's parameters and Adam moments, per tensor to its largest entry, and every step count).
-Each printed line names the precision that decided it and its tolerance (FLOAT32_FORWARD_TOLERANCE,
-FLOAT64_TOLERANCE); exits 1 when one fails. Adam's first update is about lr * sign(g) whatever
-its betas, so only several steps check the betas, the learning rate and the relative weights of
-the losses.
+weights (JAX's x64 mode and float64 PyTorch networks): every loss of every step, then each
+network's parameters (in units of N lr) and Adam moments (per tensor to its largest entry), and
+every step count. Each printed line names the precision that decided it and its tolerance
+(decided_checks); exits 1 when one fails. Adam's first update is about lr * sign(g) whatever its
+betas, so only several steps check the betas, the learning rate and the relative weights of the
+losses.
 """
 
 import collections
@@ -866,7 +866,7 @@ def _define_flags() -> None:
 def format_step_report(report: StepReport) -> str:
   """One line per comparison (the precision that decided it, the error, its tolerance, ok or
   FAIL), then the step counts that disagree."""
-  lines = [f"{'precision':<10} {'compared':<36} {'rel err':>10} {'tolerance':>10}  status"]
+  lines = [f"{'precision':<10} {'compared':<36} {'error':>10} {'tolerance':>10}  status"]
   lines += [f"{c.precision:<10} {c.name:<36} {c.error:>10.3e} {c.tolerance:>10.1e}  "
             f"{'ok' if c.ok else 'FAIL'}" for c in report.checks]
   lines += [f"FAIL: {error}" for error in report.count_errors]
