@@ -3,7 +3,7 @@ that its tolerances judge the implementation, not one machine's rounding (docs/d
 
     python dev/parity_sweep.py                          # every row, seeds 0-9; table on stdout
     python dev/parity_sweep.py --seeds 0,1 --rows cg +sd,joint-bce-patch
-    python dev/parity_sweep.py --output sweep.md --fingerprint sweep.npz
+    python dev/parity_sweep.py --output sweep.md --results_dir sweep/   # resumable
 
 Rows: every GIO-Ada row of tests/test_step_parity.py (Tables 2 and 3, the lsgan and fc rows)
 and the CycleGAN step ("cg": upstream's defaults; "cg-bce": no identity, no pool, BCE), on the
@@ -13,14 +13,18 @@ per row and precision, how many seeds passed and the worst margin: the smallest
 tolerance / error over the seeds and the lines that precision decides (a margin of 10 means the
 worst error was a tenth of its tolerance).
 
---fingerprint saves JAX's float32 losses and parameters after one step of each (row, seed), and
-PyTorch's losses; `--compare_fingerprints A.npz B.npz` (nothing else runs) prints how far two
-runs' files differ: the proof that a second XLA or PyTorch CPU code path (XLA_FLAGS,
-ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
+--results_dir keeps each (row, seed)'s report as it finishes (ROW_seedN.json) with its
+fingerprint (ROW_seedN.npz: JAX's float32 losses and parameters after one step, and PyTorch's
+losses); a rerun with the same folder runs only the pairs it lacks. `--compare_fingerprints A B`
+(two such folders; nothing else runs) prints how far two runs' fingerprints differ: the proof that
+a second XLA or PyTorch CPU code path (XLA_FLAGS, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds
+differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
 once for all its seeds.
 """
 
 import argparse
+import glob
+import json
 import os
 import sys
 import tempfile
@@ -81,10 +85,19 @@ def fingerprint(name: str, seed: int) -> dict[str, np.ndarray]:
           "jax_params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(run.params)])}
 
 
+def load_fingerprints(results_dir: str) -> dict[str, np.ndarray]:
+  """Every fingerprint in a --results_dir, keyed "ROW_seedN/KIND"."""
+  prints = {}
+  for path in sorted(glob.glob(os.path.join(results_dir, "*.npz"))):
+    pair = os.path.basename(path)[:-len(".npz")]
+    prints.update({f"{pair}/{k}": v for k, v in np.load(path).items()})
+  return prints
+
+
 def compare_fingerprints(first: str, second: str) -> str:
   """How far two runs' fingerprints differ: per kind, how many (row, seed) pairs differ at all
   and the largest difference relative to the values' largest."""
-  ours, theirs = dict(np.load(first)), dict(np.load(second))
+  ours, theirs = load_fingerprints(first), load_fingerprints(second)
   lines = [f"{first} against {second}:",
            "| values | (row, seed) pairs that differ | largest relative difference |",
            "|---|---|---|"]
@@ -96,6 +109,32 @@ def compare_fingerprints(first: str, second: str) -> str:
                   default=0.0)
     lines.append(f"| {kind} | {len(differ)} of {len(keys)} | {largest:.1e} |")
   return "\n".join(lines)
+
+
+def pair_file(results_dir: str, name: str, seed: int, suffix: str) -> str:
+  return os.path.join(results_dir, f"{name}_seed{seed}.{suffix}")
+
+
+def save_pair(results_dir: str, name: str, seed: int, report: parity.StepReport,
+              prints: dict[str, np.ndarray]) -> None:
+  """Writes a pair's fingerprint, then its report (renamed into place last: a pair counts as
+  done only once both are whole)."""
+  np.savez(pair_file(results_dir, name, seed, "npz"), **prints)
+  path = pair_file(results_dir, name, seed, "json")
+  with open(path + ".tmp", "w") as f:
+    json.dump({"checks": [[c.precision, c.name, c.error, c.tolerance] for c in report.checks],
+               "count_errors": report.count_errors}, f)
+  os.replace(path + ".tmp", path)
+
+
+def load_pair(results_dir: str, name: str, seed: int) -> parity.StepReport | None:
+  path = pair_file(results_dir, name, seed, "json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    saved = json.load(f)
+  return parity.StepReport(checks=[parity.Check(*c) for c in saved["checks"]],
+                           count_errors=saved["count_errors"], errors={})
 
 
 def kind(check: parity.Check) -> str:
@@ -147,9 +186,10 @@ def main() -> int:
   parser.add_argument("--seeds", default="0-9", help="'0-9' or '0,3,5'")
   parser.add_argument("--rows", nargs="+", default=None, help="row names (default all)")
   parser.add_argument("--output", default=None, help="also write the table to this file")
-  parser.add_argument("--fingerprint", default=None, help="save float32 one-step values here")
-  parser.add_argument("--compare_fingerprints", nargs=2, default=None, metavar="FILE.npz",
-                      help="compare two runs' --fingerprint files, run nothing")
+  parser.add_argument("--results_dir", default=None,
+                      help="keep each pair's report and fingerprint here; rerun what is missing")
+  parser.add_argument("--compare_fingerprints", nargs=2, default=None, metavar="RESULTS_DIR",
+                      help="compare two runs' --results_dir fingerprints, run nothing")
   args = parser.parse_args()
   if args.compare_fingerprints:
     print(compare_fingerprints(*args.compare_fingerprints))
@@ -168,21 +208,22 @@ def main() -> int:
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
         f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '')!r} "
         f"jax {jax.__version__}, seeds {seeds}", flush=True)
-  results, prints, started = {}, {}, time.time()
+  if args.results_dir:
+    os.makedirs(args.results_dir, exist_ok=True)
+  results, started = {}, time.time()
   for name in names:
     results[name] = {}
     for seed in seeds:
-      report = results[name][seed] = run_row(name, seed)
-      if args.fingerprint:
-        prints.update({f"{name}/{seed}/{k}": v for k, v in fingerprint(name, seed).items()})
+      saved = load_pair(args.results_dir, name, seed) if args.results_dir else None
+      report = results[name][seed] = saved or run_row(name, seed)
+      if args.results_dir and saved is None:
+        save_pair(args.results_dir, name, seed, report, fingerprint(name, seed))
       failed = [f"{c.precision} {c.name} {c.error:.3e}" for c in report.failures()]
       print(f"{name} seed {seed}: {'PASS' if report.passed else 'FAIL'} "
             f"{failed + report.count_errors if not report.passed else ''} "
-            f"({time.time() - started:.0f} s)", flush=True)
+            f"({'saved' if saved else f'{time.time() - started:.0f} s'})", flush=True)
   table = summary(results) + "\n\n" + largest_errors(results)
   print(table)
-  if args.fingerprint:
-    np.savez(args.fingerprint, **prints)
   if args.output:
     with open(args.output, "w") as f:
       f.write(table + "\n")
