@@ -15,12 +15,10 @@ TEST_WORKERS ?= 2
 
 setup: $(STAMP)
 
-# --no-compile: byte-compiling every installed file takes most of the install time; Python
-# compiles (and caches) each module when it first imports it.
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

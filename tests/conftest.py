@@ -25,23 +25,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# `make test`'s pytest-xdist workers each take whole files (--dist loadfile), in collection
-# order. The longest files go first, so that the two workers finish together rather than one
-# running a long file alone at the end (per-file totals of `--durations=0`, longest first;
-# docs/development.md#how-long-make-test-takes).
-LONGEST_FILES_FIRST = ("test_step_parity.py", "test_mesh.py", "test_cyclegan.py",
-                       "test_train_step.py", "test_trainer.py", "test_experiments.py",
-                       "test_demo.py", "test_adversarial_run_config.py")
-
-
-def pytest_collection_modifyitems(items):
-  """Longest files first (LONGEST_FILES_FIRST); every other order stays as collected."""
-  def rank(item) -> int:
-    name = item.path.name
-    return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(
-        LONGEST_FILES_FIRST)
-  items.sort(key=rank)  # stable
-
 
 def xla_flags_for(devices: int) -> str:
   """This session's XLA_FLAGS (`make test`'s compile settings) for a subprocess with `devices`
