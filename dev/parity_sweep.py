@@ -14,8 +14,8 @@ tolerance / error over the seeds and the lines that precision decides (a margin 
 worst error was a tenth of its tolerance).
 
 --results_dir keeps each (row, seed)'s report as it finishes (ROW_seedN.json) with its
-fingerprint (ROW_seedN.npz: JAX's float32 losses and parameters after one step, and PyTorch's
-losses); a rerun with the same folder runs only the pairs it lacks. `--compare_fingerprints A B`
+fingerprint (ROW_seedN.npz: JAX's float32 metrics of step 1, its losses and gradient norms,
+its parameters after it, and PyTorch's losses); a rerun with the same folder runs only the pairs it lacks. `--compare_fingerprints A B`
 (two such folders; nothing else runs) prints how far two runs' fingerprints differ: the proof that
 a second XLA or PyTorch CPU code path (XLA_FLAGS, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds
 differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
@@ -71,8 +71,8 @@ def run_row(name: str, seed: int) -> parity.StepReport:
 
 
 def fingerprint(name: str, seed: int) -> dict[str, np.ndarray]:
-  """JAX's float32 losses and parameters after one step (and, for the GIO-Ada rows, PyTorch's
-  losses): values that a change of rounding changes."""
+  """JAX's float32 metrics of one step (losses, gradient norms) and parameters after it (and,
+  for the GIO-Ada rows, PyTorch's losses): values that a change of rounding changes."""
   if name in CYCLEGAN_ROWS:
     run = parity.cyclegan_jax_steps(cyclegan_config(name), HEIGHT, WIDTH, seed)
     torch_losses = {}
@@ -101,13 +101,15 @@ def compare_fingerprints(first: str, second: str) -> str:
   lines = [f"{first} against {second}:",
            "| values | (row, seed) pairs that differ | largest relative difference |",
            "|---|---|---|"]
-  for kind in ("jax_losses", "torch_losses", "jax_params"):
+  labels = {"jax_losses": "JAX's metrics (losses, gradient norms)",
+            "torch_losses": "PyTorch's losses", "jax_params": "JAX's parameters after the step"}
+  for kind, label in labels.items():
     keys = [k for k in ours if k.endswith(f"/{kind}") and k in theirs and ours[k].size]
     differ = [k for k in keys if not np.array_equal(ours[k], theirs[k])]
     largest = max((float(np.max(np.abs(ours[k] - theirs[k]))
                          / max(float(np.max(np.abs(theirs[k]))), 1e-30)) for k in keys),
                   default=0.0)
-    lines.append(f"| {kind} | {len(differ)} of {len(keys)} | {largest:.1e} |")
+    lines.append(f"| {label} | {len(differ)} of {len(keys)} | {largest:.1e} |")
   return "\n".join(lines)
 
 
