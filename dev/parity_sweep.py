@@ -15,11 +15,11 @@ worst error was a tenth of its tolerance).
 
 --results_dir keeps each (row, seed)'s report as it finishes (ROW_seedN.json) with its
 fingerprint (ROW_seedN.npz: JAX's float32 metrics of step 1, its losses and gradient norms,
-its parameters after it, and PyTorch's losses); a rerun with the same folder runs only the pairs it lacks. `--compare_fingerprints A B`
-(two such folders; nothing else runs) prints how far two runs' fingerprints differ: the proof that
-a second XLA or PyTorch CPU code path (XLA_FLAGS, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds
-differently. JAX's persistent compilation cache (a fresh folder for the run) compiles each row
-once for all its seeds.
+its parameters after it, and PyTorch's losses); a rerun with the same folder runs only the
+pairs it lacks. `--compare_fingerprints A B` (two such folders; nothing else runs) prints how
+far two runs' fingerprints differ: the proof that a second XLA or PyTorch CPU code path
+(XLA_FLAGS, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) rounds differently. JAX's persistent
+compilation cache (a fresh folder for the run) compiles each row once for all its seeds.
 """
 
 import argparse
