@@ -113,16 +113,14 @@ def create_state(models: CycleGanModels, config, rng: jax.Array, height: int,
   init_rng, state_rng = jax.random.split(rng)
   image = jnp.zeros((1, height, width, 3), jnp.float32)
 
-  def init(key):
-    keys = dict(zip(NETWORKS, jax.random.split(key, len(NETWORKS))))
-    params = {name: models.generator.init(keys[name], image)["params"] for name in GENERATORS}
-    params.update({name: models.discriminator.init(keys[name], image)["params"]
-                   for name in DISCRIMINATORS})
-    return params
-
-  # One program for the parameters, optimiser states and pools (see train/state.create_state).
-  return jax.jit(lambda key: state_from_params(init(key), config, state_rng, height, width))(
-      init_rng)
+  keys = dict(zip(NETWORKS, jax.random.split(init_rng, len(NETWORKS))))
+  # One compiled program per kind of network, each run for both of its networks.
+  init_generator, init_discriminator = (jax.jit(lambda k, m=module: m.init(k, image)["params"])
+                                        for module in (models.generator, models.discriminator))
+  params = {name: init_generator(keys[name]) for name in GENERATORS}
+  params.update({name: init_discriminator(keys[name]) for name in DISCRIMINATORS})
+  # One program for the optimiser states and pools (see train/state.create_state).
+  return jax.jit(lambda p: state_from_params(p, config, state_rng, height, width))(params)
 
 
 def state_from_params(params: dict[str, Any], config, rng: jax.Array, height: int,

@@ -631,10 +631,11 @@ def _cast(params, dtype: str):
 
 
 def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1,
-              dtype: str = "float32", initial_params=None) -> JaxSteps:
+              dtype: str = "float32", initial_params=None,
+              compiler_options: dict[str, Any] | None = None) -> JaxSteps:
   """`num_steps` GIO-Ada steps in JAX from a fresh state (seed, or `initial_params` cast to
   `dtype`), step k on step_batch(seed + k), in `dtype` (float64: JAX's x64 mode, for this call
-  only)."""
+  only). `compiler_options` go to XLA for the step (jax.jit's)."""
   with precision(dtype):
     config = _with_dtype(config, dtype)
     variant = variants.from_config(config)
@@ -647,7 +648,8 @@ def jax_steps(config, height: int, width: int, seed: int = 0, num_steps: int = 1
     initial_params = jax.tree.map(np.asarray, state.params)
     step = jax.jit(functools.partial(
         train_step.train_step, models=built, optimizers=state_lib.make_optimizers(config.train),
-        objective=train_step.objective_from_config(config.train, variant), axis_name=None))
+        objective=train_step.objective_from_config(config.train, variant), axis_name=None),
+                   compiler_options=compiler_options)
     batches, metrics = [], []
     with jax.default_matmul_precision("highest"):
       for k in range(num_steps):

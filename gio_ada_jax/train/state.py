@@ -61,17 +61,23 @@ def init_params(models: GioAdaModels, variant: Variant, num_classes: int, rng: j
   params = {name: {} for name in NETWORKS}
   if variant.has_generator:
     check_generator_inputs(models.generator, variant)
-    params["generator"] = models.generator.init(
-        keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
-        jnp.zeros((1, height, width, 1), jnp.float32))["params"]
-    params["d_img"] = models.d_img.init(keys["d_img"], image)["params"]
-  params["task_net"] = models.task_net.init(keys["task_net"], image)["params"]
+    params["generator"] = init_network(
+        models.generator, keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
+        jnp.zeros((1, height, width, 1), jnp.float32))
+    params["d_img"] = init_network(models.d_img, keys["d_img"], image)
+  params["task_net"] = init_network(models.task_net, keys["task_net"], image)
   channels = variant.d_out_channels(num_classes)
   d_out_keys = jax.random.split(keys["d_out"], max(len(channels), 1))
-  params["d_out"] = {
-      name: models.d_out.init(key, jnp.zeros((1, height, width, c)))["params"]
-      for key, (name, c) in zip(d_out_keys, channels.items())}
+  params["d_out"] = {name: init_network(models.d_out, key, jnp.zeros((1, height, width, c)))
+                     for key, (name, c) in zip(d_out_keys, channels.items())}
   return params
+
+
+def init_network(module, key: jax.Array, *inputs) -> Any:
+  """`module`'s fresh parameters, compiled as a program of its own: variants that share a
+  network (the task net, D_img) share its program, and so JAX's compilation cache when one is
+  set. Under jit or eval_shape it is traced into the caller's program as before."""
+  return jax.jit(lambda k, *xs: module.init(k, *xs)["params"])(key, *inputs)
 
 
 def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array, height: int,
@@ -80,12 +86,11 @@ def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array,
   parameters from `rng`, optimiser states and step 0."""
   # The first half, as when the state also held an RNG: a seed keeps giving the same networks.
   init_rng, _ = jax.random.split(rng)
-  init = functools.partial(init_params, models, variant, config.model.num_classes,
-                           height=height, width=width)
-  optimizers = make_optimizers(config.train)
-  # One program for the parameters and the optimiser states: it compiles in less time than
-  # the Adam moments take to initialise op by op.
-  return jax.jit(lambda key: state_from_params(init(key), optimizers))(init_rng)
+  params = init_params(models, variant, config.model.num_classes, init_rng, height, width)
+  # One program for the optimiser states: it compiles in less time than the Adam moments
+  # take to initialise op by op.
+  return jax.jit(functools.partial(state_from_params, optimizers=make_optimizers(
+      config.train)))(params)
 
 
 def state_from_params(params, optimizers) -> GioAdaState:
