@@ -1,12 +1,13 @@
-"""The paper's tables with one command: every row x seed trained in its own run folder (rerun:
-resumed, or reused when finished), evaluated on the target, and laid out as the paper lays the
-table out, mean ± std over seeds, beside the paper's published numbers.
+"""The paper's tables with one command: every GIO-Ada row x seed trained in its own run folder
+(rerun: resumed, or reused when finished), evaluated on the target, and laid out as the paper
+lays the table out, mean ± std over seeds, beside the paper's published numbers.
 
     python -m gio_ada_jax.experiments --table 2 --config configs/vkitti_to_kitti.py \\
         --workdir runs/t2 --seeds 0,1,2 [--print_commands] [--config.field=value ...]
 
 Tables: 1 (Virtual KITTI -> KITTI) and 4 (SYNTHIA -> Cityscapes) are the final model's ablation
-(non-adapted, input level, output level, GIO-Ada) per class; 2 the input levels (output "na");
+(non-adapted, input level, output level, GIO-Ada) per class (Table 4's other 7 rows are other
+papers' methods, not run here: docs/experiments.md); 2 the input levels (output "na");
 3 the output levels (input "na"), as mIoU. A run is its variant and seed,
 WORKDIR/runs/INPUT_OUTPUT_seedS, so tables that share a row (Table 2's "na" is Table 1's
 non-adapted row) share its runs. Writes WORKDIR/tableN.md, tableN.json and tableN.png (a

@@ -5,7 +5,7 @@ the precision that decides it (parity.decided_checks; the arithmetic is in
 docs/development.md). One float32 step: every loss to 1e-4 relative. Three float64 steps from
 the same weights: every loss of every step and Adam's first and second moments after the last
 (per tensor to its largest entry) to float32's unit roundoff, the parameters of all four
-networks to 1.1e-6 of 3 Adam updates (3 lr), and every step count. The paper's widths in
+networks to 1.1e-6 of 3 Adam updates (3 lr), and every step count. The default widths in
 float64. Then the wrong Adam betas, learning rate and loss weights that these tolerances exist
 to catch, each made on the PyTorch side only, and each failing them.
 """
@@ -82,8 +82,8 @@ def test_steps_match_pytorch_with_distinct_loss_weights():
   assert report.passed, failures(report)
 
 
-def test_paper_width_steps_match_pytorch_in_float64():
-  """The final model at the paper's widths (configs/default.py: G_img ngf 64 with 9 blocks,
+def test_default_width_steps_match_pytorch_in_float64():
+  """The final model at the default widths (configs/default.py: G_img ngf 64 with 9 blocks,
   the VGG16 task net, PatchGANs of 64) in float64, 3 steps at 24x32 (the smallest input the
   PatchGANs take): what float32 cannot compare entry by entry at this size agrees to rounding.
 

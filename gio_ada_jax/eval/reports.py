@@ -156,7 +156,7 @@ def report_stem(step: int | None, source: str, resolution: str) -> str:
 
 
 def curve_name(resolution: str) -> str:
-  """curve.json (label resolution, the paper's protocol) or curve_input.json."""
+  """curve.json (label resolution, the default protocol) or curve_input.json."""
   return "curve.json" if resolution == "label" else "curve_input.json"
 
 
@@ -219,7 +219,7 @@ def _eval_folder_reports(path: str) -> list[FoundReport]:
 
 
 def workdir_reports(path: str) -> list[FoundReport]:
-  """The reports in the workdir's eval folder at label resolution (the paper's protocol), or
+  """The reports in the workdir's eval folder at label resolution (the default protocol), or
   if it has none those scored at the input size."""
   found = _eval_folder_reports(path)
   return [r for r in found if r.resolution == "label"] or found

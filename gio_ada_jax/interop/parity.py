@@ -285,7 +285,7 @@ DTYPES = ("float32", "float64")
 # float32 and float64 decide", derives both).
 # float32 decides the first step's forward values from identical weights (every loss, the
 # CycleGAN's pooled translations): their rounding is about sqrt(L k) u32, 2.4e-5 relative for
-# L = 35 layers of fan-in k = 4608 (the paper's widths), u32 = 2^-24. It cannot decide an
+# L = 35 layers of fan-in k = 4608 (the default widths), u32 = 2^-24. It cannot decide an
 # update: Adam's first step moves a parameter by lr g / (|g| + eps), anywhere in [-lr, lr] for
 # a gradient float32 does not resolve, and every later value inherits that.
 FLOAT32_FORWARD_TOLERANCE = 1e-4
