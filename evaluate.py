@@ -28,7 +28,7 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import cli, distributed, files, models, variants
@@ -133,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main, flags_parser=cli.parse_flags))
+  cli.run(main, "evaluate.py")

@@ -12,7 +12,7 @@ rerun to resume).
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import cli, distributed
@@ -45,12 +45,6 @@ def main(argv):
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                        _ALLOW_CONFIG_CHANGE.value)
-  except cli.USER_ERRORS as e:
-    print(f"train.py: {e}", file=sys.stderr)
-    return cli.USAGE_EXIT_CODE
-  except cli.NonFiniteError as e:
-    print(f"train.py: {e}", file=sys.stderr)
-    return cli.NON_FINITE_EXIT_CODE
   except interrupts.Terminated:  # while the 'cg' variant translated its source set
     print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
           f"CycleGAN is checkpointed; exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the "
@@ -65,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main, flags_parser=cli.parse_flags))
+  cli.run(main, "train.py")

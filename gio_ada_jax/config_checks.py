@@ -4,6 +4,8 @@ in range, and the files it names. Each error names the field, what is wrong and 
 import numbers
 import os
 
+from gio_ada_jax.errors import UserError
+
 # Fields that configs no longer have -> what replaced them. A config file written for an older
 # version may still set them (ConfigDict accepts new fields), and nothing would read them. The
 # variant's old fields are checked with the variant (variants.check_no_stale_fields).
@@ -55,7 +57,7 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
 

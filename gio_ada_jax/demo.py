@@ -25,7 +25,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import cli, config_checks, configs, experiments, models, variants
@@ -195,13 +195,7 @@ def main(argv):
     print(f"demo: {e} (The demo has no --allow_config_change: it reuses the runs of "
           f"{_OUTPUT_DIR.value}; give another --output_dir to train with this config.)",
           file=sys.stderr)
-    return cli.USAGE_EXIT_CODE
-  except cli.USER_ERRORS as e:  # e.g. another demo is training in the same run folder
-    print(f"demo: {e}", file=sys.stderr)
-    return cli.USAGE_EXIT_CODE
-  except cli.NonFiniteError as e:
-    print(f"demo: {e}", file=sys.stderr)
-    return cli.NON_FINITE_EXIT_CODE
+    return e.exit_code
   except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
     print("SIGTERM: stopped before the data being written was complete; rerun the same "
           "command to resume.", file=sys.stderr)
@@ -210,4 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  sys.exit(app.run(main))
+  cli.run(main, "demo")

@@ -26,13 +26,14 @@ import sys
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import cli, config_checks, files, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.eval import charts, evaluate, reports
 from gio_ada_jax.train import loop, trainer
 
@@ -118,7 +119,7 @@ TABLES = {
 }
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
   """A table that cannot be run as asked (unknown table, wrong benchmark, bad seeds)."""
 
 
@@ -362,13 +363,10 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
   except config_checks.ConfigError as e:  # e.g. a finished run of another config: reused
     print(f"experiments: {e} (The runs of {workdir} are reused; give another --workdir to "
           "train with this config.)", file=sys.stderr)
-    return cli.USAGE_EXIT_CODE
-  except (ExperimentError,) + cli.USER_ERRORS as e:
+    return e.exit_code
+  except UserError as e:  # ExperimentError too; NonFiniteError has its own status
     print(f"experiments: {e}", file=sys.stderr)
-    return cli.USAGE_EXIT_CODE
-  except cli.NonFiniteError as e:
-    print(f"experiments: {e}", file=sys.stderr)
-    return cli.NON_FINITE_EXIT_CODE
+    return e.exit_code
   except Preempted as e:
     print(f"experiments: {e}", file=sys.stderr)
     return loop.PREEMPTED_EXIT_CODE
@@ -402,7 +400,7 @@ def _main() -> None:
                             config_flags.get_override_values(flag), workdir_flag.value,
                             seeds_flag.value, print_flag.value))
 
-  app.run(main)
+  cli.run(main, "experiments")
 
 
 if __name__ == "__main__":

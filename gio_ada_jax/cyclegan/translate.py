@@ -28,13 +28,14 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import config_checks, workdir as workdir_lib
+from gio_ada_jax import cli, config_checks, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import builders, interrupts, pipeline, prepare
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.eval import pictures
 from gio_ada_jax.interop import convert
 from gio_ada_jax.train import checkpoint, run_config
@@ -47,7 +48,7 @@ DIGEST = "generator_sha256"  # the recorded generator's content (file_sha256 or 
 IDENTITY_FIELDS = (DIGEST, "residual_output")
 
 
-class TranslationError(ValueError):
+class TranslationError(UserError, ValueError):
   """No generator to translate with, or an output that belongs to another generator."""
 
 
@@ -339,4 +340,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  sys.exit(app.run(main))
+  cli.run(main, "translate")

@@ -31,6 +31,7 @@ from PIL import Image
 
 from gio_ada_jax.data import labels
 from gio_ada_jax.data.labels import IGNORE_LABEL, LabelSpace
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.images import rgb_from_image
 
 # The far clip in centimetres: Virtual KITTI's value for the sky and anything beyond 655.35 m,
@@ -38,7 +39,7 @@ from gio_ada_jax.images import rgb_from_image
 FAR_DEPTH_CM = 65535
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """Bad input data: the message names the file or folder, what is wrong and how to fix it."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from gio_ada_jax.config_checks import SKY_DEPTH_MODES, ConfigError, sky_depth_problem
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.images import resize_image
 
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py, the far clip included
@@ -47,11 +48,11 @@ FEATURE_CLASSES = frozenset(
         "image_feature.Image"))
 
 
-class DatasetNotPrepared(FileNotFoundError):
+class DatasetNotPrepared(UserError, FileNotFoundError):
   """The prepared folder of a dataset is missing."""
 
 
-class DatasetUnusable(ValueError):
+class DatasetUnusable(UserError, ValueError):
   """A prepared dataset that cannot be read as it is (rendered from another config, foreign
   feature classes, a missing split or statistics); the message says how to prepare it again."""
 

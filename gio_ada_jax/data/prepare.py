@@ -18,10 +18,10 @@ import pathlib
 import shutil
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import configs
+from gio_ada_jax import cli, configs
 from gio_ada_jax.data import builders, formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
@@ -154,4 +154,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  sys.exit(app.run(main))
+  cli.run(main, "prepare")

@@ -33,12 +33,13 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import configs, models, variants
+from gio_ada_jax import cli, configs, models, variants
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data.labels import IGNORE_LABEL
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.images import UnreadableImage, read_rgb, resize_image
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.task_net import input_normalisation_affine
@@ -923,7 +924,7 @@ def main(argv):
   variant = variants.from_config(FLAGS.config)  # G_img's inputs
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)
   if FLAGS.checkpoint and len(networks) > 1:
-    raise app.UsageError("--checkpoint needs one --network, not 'all'.")
+    raise UserError("--checkpoint needs one --network, not 'all'.")
   try:
     image = load_image(FLAGS.image, FLAGS.height, FLAGS.width) if FLAGS.image else None
   except UnreadableImage as e:
@@ -947,4 +948,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  sys.exit(app.run(main))
+  cli.run(main, "parity")

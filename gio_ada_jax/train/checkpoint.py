@@ -34,13 +34,14 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.train.state import GioAdaState
 
 CHECKSUMS_ITEM = "checksums"
 UNRESTORABLE_SUFFIX = "_unrestorable"  # CHECKPOINTS + this: where bad steps are set aside
 
 
-class UnrestorableCheckpoint(ValueError):
+class UnrestorableCheckpoint(UserError, ValueError):
   """A checkpoint (or every checkpoint of a folder) cannot be restored."""
 
 

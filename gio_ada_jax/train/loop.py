@@ -22,6 +22,7 @@ import jax
 from absl import logging
 
 from gio_ada_jax import config_checks
+from gio_ada_jax import errors
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax import parallel
 from gio_ada_jax.distributed import is_main_process, prefetch_to_devices
@@ -31,11 +32,12 @@ from gio_ada_jax.train import checkpoint, summaries
 # train.py's exit status when SIGTERM (preemption) stopped a run after its checkpoint: not 0, so
 # that `train.py ... && evaluate.py ...` never evaluates a half-trained run. 75 is EX_TEMPFAIL
 # ("try again"): rerunning the same command resumes.
-PREEMPTED_EXIT_CODE = 75
+PREEMPTED_EXIT_CODE = errors.PREEMPTED_EXIT_CODE
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(errors.UserError, FloatingPointError):
   """A loss or gradient norm became NaN or inf."""
+  exit_code = errors.NON_FINITE_EXIT_CODE
 
 
 def check_finite(metrics: dict[str, float], step: int, last_checkpoint: int | None) -> None:

@@ -29,13 +29,14 @@ from jax.experimental import multihost_utils
 
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.errors import UserError
 
 HEARTBEAT_S = 60.0  # how often the holder refreshes the lock file's modification time
 PROBABLY_STOPPED_S = 10 * HEARTBEAT_S  # a lock untouched this long: its holder likely stopped
 _MESSAGE_BYTES = 4096  # room for process 0's verdict when broadcast to the other processes
 
 
-class WorkdirLockError(RuntimeError):
+class WorkdirLockError(UserError, RuntimeError):
   """The workdir is in use by another run, or its lock cannot be taken; the message says what
   to do."""
 

@@ -1,0 +1,15 @@
+"""The errors a user fixes, and the exit statuses of every command line.
+
+Each command (train.py, evaluate.py, the demo, experiments, prepare, translate, parity) prints a
+UserError as one line, `PROGRAM: message`, and exits with its `exit_code`: the message names the
+field, file or folder and how to fix it, so a traceback would only hide it.
+"""
+
+USAGE_EXIT_CODE = 2  # a flag, config, dataset, checkpoint or workdir the user must fix
+NON_FINITE_EXIT_CODE = 3  # a NaN/inf loss stopped training (the last good checkpoint is kept)
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; rerun to resume
+
+
+class UserError(Exception):
+  """An error whose message says what to fix; the commands print it and exit `exit_code`."""
+  exit_code = USAGE_EXIT_CODE

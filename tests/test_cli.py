@@ -1,0 +1,55 @@
+"""Every command line answers a flag that is unknown or does not parse with one line naming it
+and exit status 2 (gio_ada_jax/cli.py), and prints a UserError as one line with its status."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gio_ada_jax import cli
+from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.train.loop import NonFiniteError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Each command, and one of its own flags that takes an integer (or a bool).
+COMMANDS = {
+    "train.py": (["train.py"], "--num_processes"),
+    "evaluate.py": (["evaluate.py"], "--step"),
+    "demo": (["-m", "gio_ada_jax.demo"], "--oracle"),
+    "experiments": (["-m", "gio_ada_jax.experiments"], "--table"),
+    "prepare": (["-m", "gio_ada_jax.data.prepare"], "--num_workers"),
+    "translate": (["-m", "gio_ada_jax.cyclegan.translate"], "--step"),
+    "parity": (["-m", "gio_ada_jax.interop.parity"], "--height"),
+}
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_bad_flag_or_value_is_one_line_and_exit_2(command):
+  args, int_flag = COMMANDS[command]
+  for bad, named in (("--no_such_flag=1", "no_such_flag"), (f"{int_flag}=x", int_flag[2:])):
+    result = _run(args + [bad])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (bad, result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1 and named in lines[0], (bad, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("error,status", [(ConfigError("config.x: fix it"), 2),
+                                          (NonFiniteError("loss is nan"), 3)])
+def test_a_user_error_is_one_line_with_its_exit_status(error, status, capsys, monkeypatch):
+  def main(argv):
+    del argv
+    raise error
+
+  monkeypatch.setattr(sys, "argv", ["prog"])
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run(main, "prog")
+  assert exit_info.value.code == status
+  assert capsys.readouterr().err == f"prog: {error}\n"
