@@ -1,4 +1,4 @@
-"""Damaged checkpoints (issue 15, item 10): a latest checkpoint that does not restore (a
+"""Damaged checkpoints: a latest checkpoint that does not restore (a
 truncated file, flipped bytes, an empty _METADATA, a missing item) is named with the reason and
 set aside, never deleted, and training resumes from the previous one; evaluation falls back the
 same way and leaves it in place; an explicitly requested damaged step, and a workdir none of

@@ -60,7 +60,7 @@ def cg_config(procedural_data_dir):
 
 
 def test_a_changed_generator_file_at_the_same_path_is_not_reused(cg_config, tmp_path):
-  """Issue 15.6: the copy records the .pth's sha256; the same path with other weights is a
+  """The copy records the .pth's sha256; the same path with other weights is a
   different generator (refused without --overwrite), as is a copy recorded without a digest."""
   config, pth, output = cg_config, tmp_path / "latest_net_G_A.pth", str(tmp_path / "out")
   _save_torch_generator(config, pth, seed=0)
@@ -113,7 +113,7 @@ def _save_cyclegan_checkpoint(config, directory, seed: int):
 
 
 def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_path):
-  """Issue 15.6: the 'cg' stage reuses its copy only for the same g_st parameters; a copy
+  """The 'cg' stage reuses its copy only for the same g_st parameters; a copy
   recorded without a digest (older versions) is translated again."""
   config, workdir = cg_config, str(tmp_path / "work")
   output = translate.translated_data_dir(workdir)
@@ -292,7 +292,7 @@ def _read(path) -> np.ndarray:
 
 
 def test_16_bit_images_give_the_pictures_of_their_8_bit_versions(init_weights, tmp_path):
-  """Issue 15.7: a 16-bit PNG was clipped to white."""
+  """A 16-bit PNG is scaled to 8 bits, not clipped to white."""
   config, weights = init_weights
   rng = np.random.default_rng(0)
   folder, output = tmp_path / "photos", tmp_path / "out"

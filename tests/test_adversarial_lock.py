@@ -1,4 +1,4 @@
-"""Issue 15 item 12: two train.py processes on one workdir. The second writer is refused with a
+"""Two train.py processes on one workdir. The second writer is refused with a
 clear message and changes nothing; a lock left by a killed run on this host is replaced; one
 from another host is refused; the lock goes away on every exit Python unwinds.
 

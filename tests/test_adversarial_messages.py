@@ -1,4 +1,4 @@
-"""Issue 15, "Messages": every error says what is wrong and suggests only what the command that
+"""Messages: every error says what is wrong and suggests only what the command that
 prints it can do. A hostile .pth is refused without passing on torch's advice to unpickle it; a
 layout mismatch names the command's own flags; `evaluate.py compare` finds every kind of report;
 a prepare interrupted by a kill leaves nothing behind for long."""

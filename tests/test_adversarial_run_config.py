@@ -1,6 +1,6 @@
 """A run records its config (WORKDIR/config.json); resuming, evaluating or translating with one
-that computes differently is refused by name unless --allow_config_change names the field.
-Issue 15, items 3-5: probe first, then the clear error or the correct result."""
+that computes differently is refused by name unless --allow_config_change names the field:
+probe first, then the clear error or the correct result."""
 
 import json
 import os
