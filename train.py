@@ -15,9 +15,9 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, distributed
+from gio_ada_jax import cli, distributed, errors
 from gio_ada_jax.data import interrupts
-from gio_ada_jax.train import loop, run_config, trainer
+from gio_ada_jax.train import run_config, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -34,27 +34,25 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   del argv
   if not _WORKDIR.value.strip():  # "" would write checkpoints into the current directory
-    print("train.py: --workdir is empty; give the run's own folder (checkpoints, logs and the "
-          "export go there).", file=sys.stderr)
-    return 2
+    raise errors.UserError("--workdir is empty; give the run's own folder (checkpoints, logs "
+                           "and the export go there).")
   try:  # before anything touches a device
     _PROCESSES.initialize()
   except ValueError as e:
-    print(f"train.py: {e}", file=sys.stderr)
-    return 2
+    raise errors.UserError(str(e)) from e
   try:
     final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                        _ALLOW_CONFIG_CHANGE.value)
   except interrupts.Terminated:  # while the 'cg' variant translated its source set
     print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
-          f"CycleGAN is checkpointed; exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the "
+          f"CycleGAN is checkpointed; exit status {errors.PREEMPTED_EXIT_CODE}). Rerun the "
           "same command to resume.", file=sys.stderr)
-    return loop.PREEMPTED_EXIT_CODE
+    return errors.PREEMPTED_EXIT_CODE
   if final is None:
     print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
-          f"finished (exit status {loop.PREEMPTED_EXIT_CODE}). Rerun the same command to "
+          f"finished (exit status {errors.PREEMPTED_EXIT_CODE}). Rerun the same command to "
           "resume.", file=sys.stderr)
-    return loop.PREEMPTED_EXIT_CODE
+    return errors.PREEMPTED_EXIT_CODE
   return 0
 
 

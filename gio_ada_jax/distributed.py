@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+from gio_ada_jax.errors import UserError
+
 FLAG_NAMES = ("--coordinator_address", "--num_processes", "--process_id")
 TIMEOUT_FLAG = "--initialization_timeout"
 DEFAULT_INITIALIZATION_TIMEOUT_S = 300  # jax.distributed.initialize's own default
@@ -37,7 +39,7 @@ _SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PRO
                "SLURM_LOCALID")
 
 
-class ProcessGroupError(ValueError):
+class ProcessGroupError(UserError, ValueError):
   """The processes could not form their group: a start-up error (the CLIs exit with status 2)."""
 
 

@@ -7,7 +7,10 @@ field, file or folder and how to fix it, so a traceback would only hide it.
 
 USAGE_EXIT_CODE = 2  # a flag, config, dataset, checkpoint or workdir the user must fix
 NON_FINITE_EXIT_CODE = 3  # a NaN/inf loss stopped training (the last good checkpoint is kept)
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; rerun to resume
+# SIGTERM (preemption) stopped a run after its checkpoint: not 0, so that `train.py ... &&
+# evaluate.py ...` never evaluates a half-trained run. 75 is EX_TEMPFAIL ("try again"):
+# rerunning the same command resumes.
+PREEMPTED_EXIT_CODE = 75
 
 
 class UserError(Exception):

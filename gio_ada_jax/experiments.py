@@ -33,9 +33,9 @@ from gio_ada_jax import cli, config_checks, files, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
-from gio_ada_jax.errors import UserError
+from gio_ada_jax.errors import PREEMPTED_EXIT_CODE, UserError
 from gio_ada_jax.eval import charts, evaluate, reports
-from gio_ada_jax.train import loop, trainer
+from gio_ada_jax.train import trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,7 +341,7 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
 def main_exit_code(number: int, config, config_file: str, overrides: dict[str, Any],
                    workdir: str, seed_values: Sequence[str], print_commands: bool) -> int:
   """What `python -m gio_ada_jax.experiments` does; its exit status (0, 2 a usage or config
-  error, loop.PREEMPTED_EXIT_CODE when SIGTERM stopped a run)."""
+  error, PREEMPTED_EXIT_CODE when SIGTERM stopped a run)."""
   try:
     chosen = table(number)
     seeds = parse_seeds(seed_values)
@@ -369,11 +369,11 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
     return e.exit_code
   except Preempted as e:
     print(f"experiments: {e}", file=sys.stderr)
-    return loop.PREEMPTED_EXIT_CODE
+    return PREEMPTED_EXIT_CODE
   except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
     print("experiments: SIGTERM stopped the command before the data being written was "
           "complete; rerun the same command to resume.", file=sys.stderr)
-    return loop.PREEMPTED_EXIT_CODE
+    return PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -391,7 +391,7 @@ def test_demo_figure_compares_cyclegan_and_gio_ada_translations(cg_run, trained_
 def test_sigterm_during_the_cyclegan_stage_checkpoints_it_and_stops(procedural_data_dir,
                                                                      tmp_path):
   """train.py with 'cg': SIGTERM while the CycleGAN trains saves its checkpoint and exits 75
-  (loop.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
+  (errors.PREEMPTED_EXIT_CODE, not finished) before anything is translated or the task net starts (resuming from such a checkpoint:
   test_cyclegan_training_resumes_exactly)."""
   pytest.importorskip("tensorflow_datasets")
   from tests.test_trainer import SUBPROCESS_ENV, _stop_after  # pylint: disable=g-import-not-at-top

@@ -12,6 +12,7 @@ from flax import serialization
 
 pytest.importorskip("tensorflow_datasets")
 
+from gio_ada_jax import errors  # noqa: E402
 from gio_ada_jax.train import checkpoint, loop  # noqa: E402
 
 
@@ -119,7 +120,7 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, strai
   out = _stop_after(terminated, "step ", signal.SIGTERM)
   assert f"train.lock: replaced the stale lock of pid {killed.pid} from " in out
   # Not 0: `train.py ... && evaluate.py ...` must not evaluate an unfinished run.
-  assert terminated.returncode == loop.PREEMPTED_EXIT_CODE == 75
+  assert terminated.returncode == errors.PREEMPTED_EXIT_CODE == 75
   assert not (workdir / "train.lock").exists()
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < 6

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax.models import ImageTransformNet, PatchDiscriminator, subpixel_upsampling
+from gio_ada_jax.models import (ImageTransformNet, PatchDiscriminator, param_initializer,
+                                subpixel_upsampling)
 from gio_ada_jax.models.layers import at_least_float32
 from gio_ada_jax.train import losses
 from gio_ada_jax.train.step import AXIS_NAME, pmap_step, zero_instance_norm_biases
@@ -112,13 +113,12 @@ def create_state(models: CycleGanModels, config, rng: jax.Array, height: int,
   """Fresh parameters of the four networks, Adam states, empty pools, step 0."""
   init_rng, state_rng = jax.random.split(rng)
   image = jnp.zeros((1, height, width, 3), jnp.float32)
-
   keys = dict(zip(NETWORKS, jax.random.split(init_rng, len(NETWORKS))))
-  # One compiled program per kind of network, each run for both of its networks.
-  init_generator, init_discriminator = (jax.jit(lambda k, m=module: m.init(k, image)["params"])
-                                        for module in (models.generator, models.discriminator))
-  params = {name: init_generator(keys[name]) for name in GENERATORS}
-  params.update({name: init_discriminator(keys[name]) for name in DISCRIMINATORS})
+  # One compiled program per kind of network, run for both networks of that kind.
+  init_generator = param_initializer(models.generator)
+  init_discriminator = param_initializer(models.discriminator)
+  params = {name: init_generator(keys[name], image) for name in GENERATORS}
+  params.update({name: init_discriminator(keys[name], image) for name in DISCRIMINATORS})
   # One program for the optimiser states and pools (see train/state.create_state).
   return jax.jit(lambda p: state_from_params(p, config, state_rng, height, width))(params)
 

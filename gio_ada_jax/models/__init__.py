@@ -14,7 +14,8 @@ from gio_ada_jax.models.task_net import TaskNet
 from gio_ada_jax.variants import Variant
 
 __all__ = ["FCDiscriminator", "GioAdaModels", "ImageTransformNet", "PatchDiscriminator",
-           "TaskNet", "build_models", "check_generator_inputs", "instance_norm_bias_mask"]
+           "TaskNet", "build_models", "check_generator_inputs", "instance_norm_bias_mask",
+           "param_initializer"]
 
 D_OUT_KINDS = ("patch", "fc")
 
@@ -36,6 +37,14 @@ def subpixel_upsampling(upsampling: str) -> bool:
   if upsampling == "auto":
     return jax.default_backend() == "cpu"
   return upsampling == "subpixel"
+
+
+def param_initializer(module: nn.Module):
+  """`module`'s fresh parameters as one compiled program, (key, *example inputs) -> params.
+  A program per network (not one for all of a state's networks) lets the networks several
+  variants share (the task net, D_img) share it, and so a compilation cache when one is set;
+  under jit or eval_shape it is traced into the caller's program."""
+  return jax.jit(lambda key, *inputs: module.init(key, *inputs)["params"])
 
 
 def build_models(model_config, variant: Variant) -> GioAdaModels:

@@ -29,12 +29,6 @@ from gio_ada_jax.distributed import is_main_process, prefetch_to_devices
 from gio_ada_jax.train import checkpoint, summaries
 
 
-# train.py's exit status when SIGTERM (preemption) stopped a run after its checkpoint: not 0, so
-# that `train.py ... && evaluate.py ...` never evaluates a half-trained run. 75 is EX_TEMPFAIL
-# ("try again"): rerunning the same command resumes.
-PREEMPTED_EXIT_CODE = errors.PREEMPTED_EXIT_CODE
-
-
 class NonFiniteError(errors.UserError, FloatingPointError):
   """A loss or gradient norm became NaN or inf."""
   exit_code = errors.NON_FINITE_EXIT_CODE

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from gio_ada_jax.config_checks import ConfigError
-from gio_ada_jax.models import GioAdaModels, check_generator_inputs
+from gio_ada_jax.models import GioAdaModels, check_generator_inputs, param_initializer
 from gio_ada_jax.variants import NETWORKS, Variant
 
 
@@ -61,23 +61,17 @@ def init_params(models: GioAdaModels, variant: Variant, num_classes: int, rng: j
   params = {name: {} for name in NETWORKS}
   if variant.has_generator:
     check_generator_inputs(models.generator, variant)
-    params["generator"] = init_network(
-        models.generator, keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
+    params["generator"] = param_initializer(models.generator)(
+        keys["generator"], image, jnp.zeros((1, height, width), jnp.int32),
         jnp.zeros((1, height, width, 1), jnp.float32))
-    params["d_img"] = init_network(models.d_img, keys["d_img"], image)
-  params["task_net"] = init_network(models.task_net, keys["task_net"], image)
+    params["d_img"] = param_initializer(models.d_img)(keys["d_img"], image)
+  params["task_net"] = param_initializer(models.task_net)(keys["task_net"], image)
   channels = variant.d_out_channels(num_classes)
   d_out_keys = jax.random.split(keys["d_out"], max(len(channels), 1))
-  params["d_out"] = {name: init_network(models.d_out, key, jnp.zeros((1, height, width, c)))
+  init_d_out = param_initializer(models.d_out)
+  params["d_out"] = {name: init_d_out(key, jnp.zeros((1, height, width, c)))
                      for key, (name, c) in zip(d_out_keys, channels.items())}
   return params
-
-
-def init_network(module, key: jax.Array, *inputs) -> Any:
-  """`module`'s fresh parameters, compiled as a program of its own: variants that share a
-  network (the task net, D_img) share its program, and so JAX's compilation cache when one is
-  set. Under jit or eval_shape it is traced into the caller's program as before."""
-  return jax.jit(lambda k, *xs: module.init(k, *xs)["params"])(key, *inputs)
 
 
 def create_state(models: GioAdaModels, variant: Variant, config, rng: jax.Array, height: int,
