@@ -2,30 +2,31 @@
 translate, parity): absl's flag parsing with a flag that is unknown or does not parse said in one
 line with exit status 2, and a UserError printed as one line with its exit status."""
 
-import os
 import sys
 from typing import Callable
 
 from absl import app
 from absl import flags
 
+from gio_ada_jax import errors
 from gio_ada_jax.errors import UserError
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def _parse_flags(argv: list[str], program: str) -> list[str]:
   """absl's flag parsing (app.run's flags_parser) with an unknown flag or a value that does not
   parse, such as --config.train.mesh_data=2.5, said in one line naming the flag, exit status 2
-  (absl: two lines, exit status 1)."""
+  (absl: two lines, exit status 1), starting with `program`."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"{os.path.basename(argv[0])}: {e}", file=sys.stderr)
-    sys.exit(UserError.exit_code)
+    print(f"{program}: {e}", file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
 
 
 def run(main: Callable[[list[str]], int | None], program: str) -> None:
-  """app.run(main) with parse_flags, and a UserError that `main` raises printed as
-  `program: message` with the error's exit status instead of a traceback."""
+  """app.run(main) with _parse_flags, and a UserError that `main` raises printed as
+  `program: message` with the error's exit status instead of a traceback (flag errors start
+  with `program` too)."""
 
   def main_or_user_error(argv):
     try:
@@ -34,4 +35,4 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
       print(f"{program}: {e}", file=sys.stderr)
       return e.exit_code
 
-  app.run(main_or_user_error, flags_parser=parse_flags)
+  app.run(main_or_user_error, flags_parser=lambda argv: _parse_flags(argv, program))

@@ -38,6 +38,7 @@ def test_a_bad_flag_or_value_is_one_line_and_exit_2(command):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (bad, result.returncode, result.stderr[-2000:])
     assert len(lines) == 1 and named in lines[0], (bad, result.stderr[-2000:])
+    assert lines[0].startswith(f"{command}: "), lines[0]  # as its other errors start
     assert "Traceback" not in result.stderr
 
 
