@@ -15,9 +15,9 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, distributed, errors
+from gio_ada_jax import cli, distributed, errors, trainer
 from gio_ada_jax.data import interrupts
-from gio_ada_jax.train import run_config, trainer
+from gio_ada_jax.train import run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)

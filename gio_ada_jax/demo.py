@@ -32,8 +32,9 @@ from gio_ada_jax import cli, config_checks, configs, errors, experiments, models
 from gio_ada_jax.cyclegan import model as cyclegan, translate
 from gio_ada_jax.data import interrupts, pipeline
 from gio_ada_jax.data.labels import label_space_for
-from gio_ada_jax.eval import evaluate, pictures
-from gio_ada_jax.images import legend, panel, with_column_titles, write_png
+from gio_ada_jax.eval import evaluate
+from gio_ada_jax.images import (colourise, image_to_uint8, legend, panel, with_column_titles,
+                                 write_png)
 from gio_ada_jax.train import step as train_step
 
 
@@ -65,8 +66,8 @@ def figure3(base_config, data_dir: str, runs: dict[str, str], seed: int, path: s
   gio_ada = _task_net_predictions(
       experiments.run_config(base_config, GIO_ADA.variant, seed, data_dir),
       runs[GIO_ADA.key], images)
-  grid = panel([[pictures.image_to_uint8(e["image"]), pictures.colourise(b, space),
-                 pictures.colourise(g, space), pictures.colourise(e["label"], space)]
+  grid = panel([[image_to_uint8(e["image"]), colourise(b, space.palette()),
+                 colourise(g, space.palette()), colourise(e["label"], space.palette())]
                 for e, b, g in zip(examples, baseline, gio_ada)])
   titled = with_column_titles(grid, ["target image", f"non-adapted {BASELINE.variant}",
                                      f"GIO-Ada {GIO_ADA.variant}", "ground truth"],
@@ -108,8 +109,8 @@ def figure4(base_config, data_dir: str, workdir: str, seed: int, path: str) -> N
   src = _validation_examples(config, data_dir, config.data.source)
   tgt = _validation_examples(config, data_dir, config.data.target)
   translated = _gio_ada_translations(base_config, data_dir, workdir, seed, src, tgt)
-  grid = panel([[pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(x),
-                 pictures.image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)])
+  grid = panel([[image_to_uint8(s["image"]), image_to_uint8(x),
+                 image_to_uint8(t["image"])] for s, x, t in zip(src, translated, tgt)])
   write_png(path, with_column_titles(grid, ["source image", "translated by G_img (GIO-Ada)",
                                             "a target image"], src[0]["image"].shape[1]))
 
@@ -126,8 +127,8 @@ def figure4_cyclegan(base_config, data_dir: str, runs: dict[str, str], seed: int
   by_cyclegan = np.asarray(cyclegan.apply_generator(cyclegan.build_models(config).generator,
                                                     params, np.stack([e["image"] for e in src])))
   by_gio_ada = _gio_ada_translations(base_config, data_dir, runs[GIO_ADA.key], seed, src, tgt)
-  grid = panel([[pictures.image_to_uint8(s["image"]), pictures.image_to_uint8(c),
-                 pictures.image_to_uint8(g), pictures.image_to_uint8(t["image"])]
+  grid = panel([[image_to_uint8(s["image"]), image_to_uint8(c),
+                 image_to_uint8(g), image_to_uint8(t["image"])]
                 for s, c, g, t in zip(src, by_cyclegan, by_gio_ada, tgt)])
   write_png(path, with_column_titles(grid, ["source image", "CycleGAN (cg)",
                                             "G_img of GIO-Ada (+sd,joint)", "a target image"],

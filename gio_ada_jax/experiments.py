@@ -29,13 +29,12 @@ from typing import Any, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, config_checks, files, variants
+from gio_ada_jax import cli, config_checks, files, trainer, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.data import interrupts, pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
 from gio_ada_jax.errors import PREEMPTED_EXIT_CODE, UserError
 from gio_ada_jax.eval import charts, evaluate, reports
-from gio_ada_jax.train import trainer
 
 
 @dataclasses.dataclass(frozen=True)

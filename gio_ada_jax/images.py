@@ -1,13 +1,16 @@
 """The one place for the project's picture mechanisms: reading an image file as 8-bit RGB,
-resizing, colouring depth, tiling pictures into a panel with gaps, column titles and a colour
-legend, and writing a PNG.
+network images and class maps as pictures, resizing, colouring depth, tiling pictures into a
+panel with gaps, column titles and a colour legend, an evaluated example's pictures, and
+writing a PNG.
 
 numpy, PIL and files.atomic_write only, on uint8 [H, W, 3] arrays; the datasets' readers
-(data/formats.py), the procedural contact sheet, the training summaries, the demo's figures and
-the evaluation's pictures all use these.
+(data/formats.py), the procedural contact sheet, the training summaries, the CycleGAN, the
+demo's figures and the evaluation's pictures all use these.
 """
 
 import io
+import os
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -204,3 +207,43 @@ def encode_png(picture: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(picture).save(buffer, format="PNG")
   return buffer.getvalue()
+
+
+def image_to_uint8(image: np.ndarray) -> np.ndarray:
+  """A network image in [-1, 1] -> uint8 RGB."""
+  return np.clip((np.asarray(image, np.float32) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+
+
+def colourise(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
+  """Class indices [H, W] -> RGB in `palette` ([256, 3] uint8: a LabelSpace's palette(), the
+  benchmark's Cityscapes colours with ignore black)."""
+  return palette[np.clip(np.asarray(classes), 0, 255).astype(np.uint8)]
+
+
+def prediction_pictures(example: dict[str, np.ndarray], palette: np.ndarray
+                        ) -> dict[str, np.ndarray]:
+  """The pictures of one evaluated example (`metrics._picture_inputs`): segmentation,
+  depth and the panel image | prediction | ground truth (+ depth prediction | truth)."""
+  height, width = example["prediction"].shape
+  image = resize_image(image_to_uint8(example["image"]), height, width)
+  segmentation = colourise(example["prediction"], palette)
+  has_truth = bool(example["depth_mask"].any())
+  # One colour scale for prediction and ground truth, so the two can be compared.
+  scale = (display_scale(example["depth"], example["depth_mask"]) if has_truth
+           else display_scale(example["predicted_depth"]))
+  depth = depth_colours(example["predicted_depth"], scale=scale)
+  rows = [[image, segmentation, colourise(example["label"], palette)]]
+  if has_truth:
+    rows.append([image, depth, depth_colours(example["depth"], example["depth_mask"], scale)])
+  return {"segmentation": segmentation, "depth": depth, "panel": panel(rows)}
+
+
+def write_prediction_pictures(directory: str, name: str, pictures: dict[str, np.ndarray]
+                              ) -> list[str]:
+  """Write `name`_segmentation.png, _depth.png, _panel.png; the paths."""
+  paths = []
+  for kind, picture in pictures.items():
+    path = os.path.join(directory, f"{name}_{kind}.png")
+    write_png(path, picture)
+    paths.append(path)
+  return paths

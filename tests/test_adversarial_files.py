@@ -19,7 +19,7 @@ from configs import test as test_config
 from gio_ada_jax import images, models, variants, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan, stage, translate
 from gio_ada_jax.data import pipeline
-from gio_ada_jax.eval import evaluate, pictures
+from gio_ada_jax.eval import evaluate
 from gio_ada_jax.train import checkpoint, run_config
 
 # ------------------------------------------------------------------ translate: by content
@@ -131,7 +131,7 @@ def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_p
   stage.with_cyclegan_source(config, workdir)
   assert _stored_provenance(output, config)[translate.DIGEST] == translate.params_sha256(second)
   assert translate.params_sha256(second) != translate.params_sha256(first)
-  expected = pictures.image_to_uint8(np.asarray(cyclegan.apply_generator(
+  expected = images.image_to_uint8(np.asarray(cyclegan.apply_generator(
       cyclegan.build_models(config).generator, second,
       pipeline.normalise_image(_translated_images(config.data.data_dir, config)))))
   got = _translated_images(output, config)

@@ -216,7 +216,7 @@ def test_a_run_already_past_a_shorter_length_is_refused_not_exported(run_copy,
   """num_steps 3 on a run at step 6 used to say "Resumed from step 6", exit 0 and export the
   step-6 task net as a 3-step run (for the 'cg' CycleGAN stage: exit 75, "stopped by SIGTERM",
   forever); now a ConfigError naming the field, before the record or the export is touched."""
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   before = _snapshot(run_copy)
   with pytest.raises(config_checks.ConfigError) as raised:
     trainer.train_and_evaluate(tiny_training_config(procedural_data_dir, 3), str(run_copy))

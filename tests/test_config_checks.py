@@ -13,7 +13,7 @@ from configs import synthia_to_cityscapes, vkitti_to_kitti
 from configs import test as test_config
 from gio_ada_jax import config_checks
 from gio_ada_jax.data import pipeline
-from gio_ada_jax.train import trainer
+from gio_ada_jax import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -162,7 +162,7 @@ def cg_run(procedural_data_dir, tmp_path_factory):
   """(config, workdir, final state) of a whole 'cg,na' run: CycleGAN 4 steps, translation,
   task net 6 steps."""
   pytest.importorskip("tensorflow_datasets")
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   config = test_config.get_config("cg,na")
   config.data.data_dir = procedural_data_dir
   workdir = str(tmp_path_factory.mktemp("cg_run"))
@@ -205,7 +205,7 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
 
 
 def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run):
-  from gio_ada_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import images  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run
@@ -214,14 +214,14 @@ def test_translated_images_are_the_final_generator_applied_to_the_source(cg_run)
   translated, _ = _examples(translate.translated_data_dir(workdir), config.data.source,
                             "validation")
   generator = cyclegan.build_models(config).generator
-  expected = pictures.image_to_uint8(np.asarray(cyclegan.apply_generator(
+  expected = images.image_to_uint8(np.asarray(cyclegan.apply_generator(
       generator, params, pipeline.normalise_image(np.stack([o["image"] for o in originals])))))
   got = np.stack([t["image"] for t in translated])
   assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batch-size rounding
 
 
 def test_rerunning_a_finished_cg_run_retrains_and_rewrites_nothing(cg_run):
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, workdir, _ = cg_run

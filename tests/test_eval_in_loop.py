@@ -15,7 +15,8 @@ from gio_ada_jax import config_checks  # noqa: E402
 from gio_ada_jax import workdir as workdir_lib  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.eval import evaluate  # noqa: E402
-from gio_ada_jax.train import loop as loop_lib, step as train_step, trainer  # noqa: E402
+from gio_ada_jax import trainer  # noqa: E402
+from gio_ada_jax.train import loop as loop_lib, step as train_step  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("tensorflow_datasets")
 from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.eval import evaluate  # noqa: E402
-from gio_ada_jax.train import trainer  # noqa: E402
+from gio_ada_jax import trainer  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 FAR_CLIP_CM = 65535  # the far clip (sky) of the stored depths: never scored

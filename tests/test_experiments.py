@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 from gio_ada_jax import experiments, variants  # noqa: E402
-from gio_ada_jax.train import trainer  # noqa: E402
+from gio_ada_jax import trainer  # noqa: E402
 from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 

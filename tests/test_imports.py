@@ -1,6 +1,6 @@
-"""The package's own imports, read from the source with ast: its modules' imports of each other
-form no cycle, and no function imports one of its modules, except the few allowed
-below for a heavy optional dependency."""
+"""The package's own imports, read from the source with ast: every import points down the
+layers (or within one), its modules' imports of each other form no cycle, and no function
+imports one of its modules, except the few allowed below for a heavy optional dependency."""
 
 import ast
 from pathlib import Path
@@ -14,6 +14,31 @@ FUNCTION_LEVEL_ALLOWED = {
     ("gio_ada_jax.interop.parity", "gio_ada_jax.interop.torch_ref"):
         "torch_ref imports torch (optional, [torch] extra); parity's JAX side runs without it",
 }
+
+
+# The layers, lowest first: a module imports only from its own layer or lower ones. A module
+# belongs to the layer of the longest prefix listed (docs/development.md, "Layers").
+LAYERS = (
+    ("foundations", ("gio_ada_jax", "gio_ada_jax.errors", "gio_ada_jax.files", "gio_ada_jax.cli",
+                     "gio_ada_jax.workdir", "gio_ada_jax.images", "gio_ada_jax.distributed",
+                     "gio_ada_jax.config_checks", "gio_ada_jax.variants",
+                     "gio_ada_jax.parallel")),
+    ("configs", ("gio_ada_jax.configs",)),
+    ("networks and data", ("gio_ada_jax.models", "gio_ada_jax.data")),
+    ("training", ("gio_ada_jax.train", "gio_ada_jax.interop", "gio_ada_jax.interop.convert",
+                  "gio_ada_jax.interop.torch_ref")),
+    ("stages", ("gio_ada_jax.eval", "gio_ada_jax.cyclegan")),
+    ("commands", ("gio_ada_jax.trainer", "gio_ada_jax.experiments", "gio_ada_jax.demo",
+                  "gio_ada_jax.interop.parity")),
+)
+
+
+def layer_of(module: str) -> int:
+  """The index in LAYERS of `module`'s longest listed prefix."""
+  matches = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS)
+             for prefix in prefixes if module == prefix or module.startswith(prefix + ".")]
+  assert matches, f"{module} is in no layer: add it to LAYERS"
+  return max(matches)[1]
 
 
 def module_name(path: Path) -> str:
@@ -104,6 +129,15 @@ def test_the_walk_sees_the_package():
   assert "gio_ada_jax.models.layers" in graph["gio_ada_jax.models.generator"]
   assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_import_points_down_or_within_a_layer():
+  graph = import_graph(package_modules())
+  upward = sorted(f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+                  for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+  assert not upward, "imports up the layers:\n" + "\n".join(upward)
+  assert layer_of("gio_ada_jax.interop.parity") == len(LAYERS) - 1  # the longest prefix wins
+  assert layer_of("gio_ada_jax.train.loop") < layer_of("gio_ada_jax.eval.evaluate")
 
 
 def test_no_import_cycle():

@@ -34,7 +34,7 @@ except ModuleNotFoundError:
   configs_found = None
 {imports}
 import gio_ada_jax
-import gio_ada_jax.train.trainer
+import gio_ada_jax.trainer
 from absl import flags
 {program}
 flags.FLAGS({argv!r})

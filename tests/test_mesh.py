@@ -201,7 +201,7 @@ def test_static_checks_name_a_bad_parallelism_and_a_zero_data_axis():
 
 
 def test_a_height_or_batch_the_mesh_does_not_split_is_refused(procedural_data_dir, tmp_path):
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(procedural_data_dir, 1)
   config.train.parallelism, config.train.mesh_spatial = "mesh", 4
   config.data.height = 30
@@ -220,7 +220,7 @@ def test_a_height_or_batch_the_mesh_does_not_split_is_refused(procedural_data_di
 
 
 def _train(data_dir, workdir, num_steps, parallelism="pmap", data=-1, spatial=1):
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   config = tiny_training_config(data_dir, num_steps)
   config.train.adam_eps = 1e-3  # as mesh_worker.config() explains
   config.train.parallelism, config.train.mesh_data, config.train.mesh_spatial = (

@@ -76,7 +76,7 @@ def test_cg_under_a_mesh_says_its_cyclegan_stage_needs_pmap_s_batch_split(
   trains or writes anything."""
   from configs import test  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   config = test.get_config("cg,joint")
   config.data.data_dir = procedural_data_dir
   config.data.global_batch = 1

@@ -235,6 +235,6 @@ def test_training_evaluation_and_the_demo_import_without_torch():
   demo must import (and so run) where torch is not installed."""
   _prints_ok("import sys\n"
              "sys.modules['torch'] = None\n"
-             "import gio_ada_jax.train.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
+             "import gio_ada_jax.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
              "import gio_ada_jax.cyclegan.stage, gio_ada_jax.cyclegan.translate\n"
              "print('ok')\n")

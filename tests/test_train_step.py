@@ -11,7 +11,7 @@ from configs import test as test_config
 from gio_ada_jax import models as models_lib
 from gio_ada_jax import variants
 from gio_ada_jax.data import labels
-from gio_ada_jax.eval.pictures import colourise, image_to_uint8
+from gio_ada_jax.images import colourise, image_to_uint8
 from gio_ada_jax.train import state as state_lib
 from gio_ada_jax.train import step as step_lib
 from gio_ada_jax.train import summaries
@@ -143,9 +143,9 @@ def test_the_step_the_tensorboard_pictures_and_the_demo_share_one_forward_pass()
   np.testing.assert_array_equal(pictures["source_translated"],
                                 image_to_uint8(np.asarray(outputs["translated"])))
   np.testing.assert_array_equal(pictures["target_prediction"],
-                                colourise(np.argmax(outputs["seg_t"], -1), space))
+                                colourise(np.argmax(outputs["seg_t"], -1), space.palette()))
   np.testing.assert_array_equal(pictures["source_prediction"],
-                                colourise(np.argmax(outputs["seg_s"], -1), space))
+                                colourise(np.argmax(outputs["seg_s"], -1), space.palette()))
 
 
 def test_the_objective_is_resolved_from_the_config_once():
@@ -299,7 +299,7 @@ def test_pretrained_vgg16_initialises_the_encoder(tmp_path):
   """model.task_net.pretrained_vgg16: torchvision's layout, loaded strictly into the encoder."""
   torch = pytest.importorskip("torch")
   from gio_ada_jax import config_checks  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
   from gio_ada_jax.interop import convert, torch_ref  # pylint: disable=g-import-not-at-top
   config = _config()
   models, state = _setup(config)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from gio_ada_jax import models, variants
-from gio_ada_jax.train import state, step as train_step, trainer
+from gio_ada_jax import models, trainer, variants
+from gio_ada_jax.train import state, step as train_step
 
 C = 10  # configs/test.py's classes
 HEIGHT, WIDTH = 32, 48

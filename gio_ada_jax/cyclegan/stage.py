@@ -1,6 +1,6 @@
 """The 'cg' variant's CycleGAN stage: train the CycleGAN (cyclegan/trainer.py), translate the
 source set with its g_st (cyclegan/translate.py) and point the run's source at the copy. GIO-Ada's
-trainer (train/trainer.py) calls with_cyclegan_source before it trains the task net."""
+trainer (trainer.py) calls with_cyclegan_source before it trains the task net."""
 
 import pathlib
 from typing import Sequence

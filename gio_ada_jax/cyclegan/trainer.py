@@ -6,9 +6,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from gio_ada_jax import images
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import pipeline
-from gio_ada_jax.eval import pictures
 from gio_ada_jax.train import run_config
 from gio_ada_jax.train.loop import Loop, run_loop
 
@@ -38,7 +38,7 @@ def cyclegan_pictures(built: cyclegan.CycleGanModels, params, batch) -> dict[str
   """Source, source -> target, target, target -> source (uint8) for TensorBoard."""
   to_target = cyclegan.apply_generator(built.generator, params["g_st"], batch["source_image"])
   to_source = cyclegan.apply_generator(built.generator, params["g_ts"], batch["target_image"])
-  return {"source": pictures.image_to_uint8(batch["source_image"]),
-          "source_translated": pictures.image_to_uint8(np.asarray(to_target)),
-          "target": pictures.image_to_uint8(batch["target_image"]),
-          "target_translated": pictures.image_to_uint8(np.asarray(to_source))}
+  return {"source": images.image_to_uint8(batch["source_image"]),
+          "source_translated": images.image_to_uint8(np.asarray(to_target)),
+          "target": images.image_to_uint8(batch["target_image"]),
+          "target_translated": images.image_to_uint8(np.asarray(to_source))}

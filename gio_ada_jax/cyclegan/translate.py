@@ -36,7 +36,7 @@ from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import builders, interrupts, pipeline, prepare
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.errors import UserError
-from gio_ada_jax.eval import pictures
+from gio_ada_jax.images import image_to_uint8
 from gio_ada_jax.interop import convert
 from gio_ada_jax.train import checkpoint, run_config
 
@@ -206,7 +206,7 @@ def image_translator(config, params) -> Callable[[np.ndarray], np.ndarray]:
 
   def translate_images(images: np.ndarray) -> np.ndarray:
     translated = cyclegan.apply_generator(generator, params, pipeline.normalise_image(images))
-    return pictures.image_to_uint8(np.asarray(translated))
+    return image_to_uint8(np.asarray(translated))
 
   return translate_images
 

@@ -26,8 +26,10 @@ from gio_ada_jax import files, models, parallel, variants, workdir as workdir_li
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import LabelSpace, label_space_for
 from gio_ada_jax.distributed import is_main_process
-from gio_ada_jax.eval import metrics, pictures, reports
-from gio_ada_jax.images import depth_colours, display_scale, panel, read_rgb, resize_image
+from gio_ada_jax.eval import metrics, reports
+from gio_ada_jax.images import (colourise, depth_colours, display_scale, panel,
+                                 prediction_pictures, read_rgb, resize_image,
+                                 write_prediction_pictures)
 from gio_ada_jax.interop import convert
 from gio_ada_jax.models.layers import align_corners_matrix
 from gio_ada_jax.train import checkpoint, run_config, state as state_lib, summaries
@@ -383,9 +385,9 @@ def evaluate_weights(evaluator: SplitEvaluator, weights: TaskNetWeights, *,
     stem = reports.report_stem(weights.step, weights.source, evaluator.resolution)
     paths = reports.write_report(eval_dir, stem, report)
     for example in result.pictures:
-      pictures.write_prediction_pictures(
+      write_prediction_pictures(
           os.path.join(eval_dir, stem, "pictures"), _example_name(split, example["index"]),
-          pictures.prediction_pictures(example, label_space))
+          prediction_pictures(example, label_space.palette()))
     if weights.step is not None:  # the curve over training steps, updated as each one is done
       reports.update_curve(eval_dir, report)
       _write_tensorboard(evaluator.workdir, report)
@@ -577,9 +579,9 @@ def predict_images(config, weights: TaskNetWeights, images_dir: str, output_dir:
     logits, depth = jax.device_get(apply(weights.params, image[None]))
     logits = upsample_host(np.asarray(logits[0]), *rgb.shape[:2])
     depth = upsample_host(np.asarray(depth[0]), *rgb.shape[:2])[..., 0]
-    segmentation = pictures.colourise(np.argmax(logits, axis=-1), label_space)
+    segmentation = colourise(np.argmax(logits, axis=-1), label_space.palette())
     depth_rgb = depth_colours(depth, scale=display_scale(depth))
-    pictures.write_prediction_pictures(str(manifest.parent), path.name, {
+    write_prediction_pictures(str(manifest.parent), path.name, {
         "segmentation": segmentation, "depth": depth_rgb,
         "panel": panel([[rgb, segmentation, depth_rgb]])})
   return folder

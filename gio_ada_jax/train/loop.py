@@ -1,4 +1,4 @@
-"""The training loop shared by GIO-Ada (train/trainer.py) and the CycleGAN baseline
+"""The training loop shared by GIO-Ada (trainer.py) and the CycleGAN baseline
 (cyclegan/trainer.py): run_loop steps a compiled step described by a Loop, laid out over the
 devices by its parallel.Layout (pmap, or jit over a device mesh).
 

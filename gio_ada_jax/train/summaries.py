@@ -21,8 +21,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.distributed import is_main_process
-from gio_ada_jax.eval.pictures import colourise, image_to_uint8
-from gio_ada_jax.images import depth_colours, display_scale, encode_png
+from gio_ada_jax.images import colourise, depth_colours, display_scale, encode_png, image_to_uint8
 from gio_ada_jax.models import GioAdaModels
 from gio_ada_jax.train.step import forward
 from gio_ada_jax.variants import Variant
@@ -92,14 +91,14 @@ def pictures(params, batch, models: GioAdaModels, variant: Variant,
   # row of examples that the step split over the spatial devices.
   batch = jax.tree.map(lambda x: x[:NUM_PICTURES], batch)
   out = jax.device_get(_predict(params, batch, models, variant))
-  space = label_space_for(num_classes)
+  palette = label_space_for(num_classes).palette()
   return {"source": image_to_uint8(batch["source_image"]),
           "source_translated": image_to_uint8(out["translated"]),
-          "source_label": colourise(batch["source_label"], space),
-          "source_prediction": colourise(out["seg_s"], space),
+          "source_label": colourise(batch["source_label"], palette),
+          "source_prediction": colourise(out["seg_s"], palette),
           "source_depth_prediction": _depth_picture(out["depth_s"][..., 0]),
           "target": image_to_uint8(batch["target_image"]),
-          "target_prediction": colourise(out["seg_t"], space),
+          "target_prediction": colourise(out["seg_t"], palette),
           "target_depth_prediction": _depth_picture(out["depth_t"][..., 0])}
 
 
