@@ -31,7 +31,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, distributed, files, models, variants
+from gio_ada_jax import cli, config_checks, distributed, files, models, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax.train import run_config
@@ -88,6 +88,7 @@ def _evaluate() -> int:
   if _ALL_STEPS.value and (_STEP.value is not None or _TORCH_CHECKPOINT.value):
     raise ValueError("--all_steps evaluates every checkpoint; drop --step / --torch_checkpoint.")
   config, workdir = _CONFIG.value, _WORKDIR.value
+  config_checks.check_config(config)
   if _IMAGES_DIR.value:
     if not distributed.is_main_process():
       return 0  # a folder of images is small work: process 0 alone predicts and writes it

@@ -1,6 +1,7 @@
 """What a config must hold before a run compiles or reads anything: no removed field, settings
 in range, and the files it names. Each error names the field, what is wrong and how to fix it."""
 
+import math
 import numbers
 import os
 
@@ -18,6 +19,7 @@ REMOVED_FIELDS = {
 
 ENCODER_INITS = ("imagenet", "random")
 SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
+PROCEDURAL_CLASSES = 10  # data/labels.py's VKITTI_KITTI_10, which the procedural scenes draw
 # torchvision's file name for the ImageNet VGG16 weights (torchvision.models.VGG16_Weights).
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -40,9 +42,8 @@ MINIMUMS = {
 }
 
 
-# Fields that name one of a few implementations, and those names. The modules that implement
-# them raise ConfigError too, should a value reach them unchecked; tests/test_config_checks.py
-# holds each module to this list.
+# Fields that name one of a few implementations, and those names: the one list. The modules that
+# implement them trust a checked config (every command checks it at start).
 CHOICES = {
     "data.mode": ("resize", "random_crop"),
     "train.gan_loss": ("bce", "lsgan"),
@@ -141,6 +142,80 @@ def range_problems(config) -> list[str]:
     if _field(config, field) < 0:
       problems.append(f"{field}={_field(config, field)}: a loss weight cannot be negative "
                       "(0 turns the term off)")
+  if (_field(config, "train.parallelism") == "pmap"
+      and (_field(config, "train.mesh_data"), _field(config, "train.mesh_spatial")) != (-1, 1)):
+    problems.append(f"train.mesh_data={_field(config, 'train.mesh_data')} and "
+                    f"train.mesh_spatial={_field(config, 'train.mesh_spatial')} shape the mesh "
+                    "of train.parallelism='mesh', but train.parallelism is 'pmap', which would "
+                    "ignore them; set --config.train.parallelism=mesh, or leave them at -1 and 1")
+  return problems
+
+
+# The procedural benchmark (gio_ada_jax/configs/procedural.py): the rule of each field, by its
+# name or the end of its name, as (test of every value, what the values must be).
+_POSITIVE = (lambda v: v > 0, "positive")
+_NOT_NEGATIVE = (lambda v: v >= 0, "at least 0")
+_FRACTION = (lambda v: 0 <= v <= 1, "between 0 and 1")
+_COLOUR = (lambda v: 0 <= v <= 255, "between 0 and 255 (display RGB)")
+_ANY = (lambda v: True, "")
+_PROCEDURAL_RULES = (  # the first that matches a field's path applies
+    ("camera.horizontal_fov_deg", (lambda v: 0 < v < 180, "between 0 and 180 degrees")),
+    ("camera.horizon_row_fraction", (lambda v: 0 < v < 1, "between 0 and 1")),
+    ("seed", _NOT_NEGATIVE), ("target_scene_offset", _NOT_NEGATIVE),
+    ("road_curvature", _NOT_NEGATIVE), ("sun_direction", _ANY),
+    ("_probability", _FRACTION), ("_range_m", _ANY), ("jitter_m", _NOT_NEGATIVE),
+    ("_gap_m", _NOT_NEGATIVE), ("setback_m", _NOT_NEGATIVE), ("_m", _POSITIVE),
+    ("_deg", _POSITIVE), ("height", _POSITIVE), ("width", _POSITIVE), ("num_", _POSITIVE),
+    ("palette", _COLOUR), ("_rgb", _COLOUR), ("window_contrast", _FRACTION),
+    ("vehicle_darkening", _FRACTION), ("vignetting", _FRACTION), ("white_balance", _POSITIVE),
+    ("gamma", _POSITIVE), ("", _NOT_NEGATIVE),  # jitters, amplitudes, light, blur, noise
+)
+# Scene fields that count things: (lo, hi) whole numbers.
+_PROCEDURAL_COUNTS = ("trees_per_side", "bushes", "treeline_blobs", "street_lamps", "signs",
+                      "traffic_lights", "ego_lane_vehicles", "oncoming_vehicles",
+                      "parked_vehicles_per_strip")
+# Appearance fields with one value per class (the 10 classes of VKITTI_KITTI_10).
+_PER_CLASS = ("palette", "object_colour_jitter", "object_brightness_jitter", "texture_amplitude",
+              "texture_scale_m")
+
+
+def _leaves(node, prefix: str):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _numbers(value) -> list:
+  """Every number in a field's value (nested tuples flattened); [None] for a non-number."""
+  if isinstance(value, (tuple, list)):
+    return [n for item in value for n in _numbers(item)]
+  if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    return [value]
+  return [None]
+
+
+def procedural_problems(procedural) -> list[str]:
+  """What is wrong with data.procedural's values: ranges, (lo, hi) order, per-class lengths."""
+  problems = []
+  for path, value in _leaves(procedural.copy_and_resolve_references(), ""):
+    field, name = f"data.procedural.{path}", path.rsplit(".", 1)[-1]
+    values = _numbers(value)
+    test, meaning = next(rule for end, rule in _PROCEDURAL_RULES
+                         if path == end or path.endswith(end) or name.startswith(end))
+    if None in values or not all(math.isfinite(v) for v in values):
+      problems.append(f"{field}={value!r}: must hold finite numbers")
+    elif not all(test(v) for v in values):
+      problems.append(f"{field}={value!r}: every value must be {meaning}")
+    elif name in _PROCEDURAL_COUNTS and not all(float(v).is_integer() for v in values):
+      problems.append(f"{field}={value!r}: counts are whole numbers")
+    elif (path.split(".")[0] in ("scene", "target_scene") and isinstance(value, (tuple, list))
+          and len(values) == 2 and values[0] > values[1]):
+      problems.append(f"{field}={value!r}: a (lo, hi) range needs lo <= hi")
+    elif name in _PER_CLASS and len(value) != PROCEDURAL_CLASSES:
+      problems.append(f"{field} has {len(value)} entries: one per class, "
+                      f"{PROCEDURAL_CLASSES}")
   return problems
 
 
@@ -182,7 +257,9 @@ def check_config(config) -> None:
   vgg16_weights_path); one error names every bad field."""
   check_removed_fields(config)
   problems = ([training_length_problem(config.train), sky_depth_problem(config.data.sky_depth)]
-              + choice_problems(config) + range_problems(config))
+              + choice_problems(config) + range_problems(config)
+              + (procedural_problems(config.data.procedural)
+                 if has_field(config, "data.procedural") else []))
   problems = [p for p in problems if p]
   if problems:
     raise ConfigError("the config cannot run: " + "; ".join(problems) + ".")

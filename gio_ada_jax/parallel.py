@@ -31,7 +31,6 @@ from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.distributed import local_values, put_sharded, replicate, unreplicate
 
 PMAP, MESH = "pmap", "mesh"
-PARALLELISMS = (PMAP, MESH)
 AXIS_NAME = "data"  # pmap's axis, and the mesh's batch axis
 MESH_AXES = ("data", "spatial")
 P = jax.sharding.PartitionSpec
@@ -264,16 +263,7 @@ def layout_from_config(train_config, devices=None) -> Layout:
   """The Layout config.train.parallelism asks for, over `devices` (default every process's)."""
   mode = train_config.parallelism
   if mode == PMAP:
-    if int(train_config.mesh_spatial) != 1 or int(train_config.mesh_data) != -1:
-      raise ConfigError(
-          f"train.mesh_data={train_config.mesh_data} and train.mesh_spatial="
-          f"{train_config.mesh_spatial} shape the mesh of train.parallelism='mesh', but "
-          "train.parallelism is 'pmap', which would ignore them; set --config.train."
-          "parallelism=mesh, or leave them at -1 and 1.")
     return PmapLayout(None if devices is None else tuple(devices))
-  if mode != MESH:
-    raise ConfigError(f"train.parallelism={mode!r} is not known; choose one of "
-                      f"{', '.join(PARALLELISMS)}.")
   devices = list(jax.devices() if devices is None else devices)
   local = [d for d in devices if d.process_index == jax.process_index()]
   data, spatial = mesh_shape(train_config, len(devices), len(local))

@@ -6,14 +6,12 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from configs import synthia_to_cityscapes, vkitti_to_kitti
 from configs import test as test_config
-from gio_ada_jax import config_checks
+from gio_ada_jax import config_checks, trainer
 from gio_ada_jax.data import pipeline
-from gio_ada_jax import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -166,39 +164,42 @@ def test_an_unknown_name_is_named_before_anything_runs(field):
     config_checks.check_config(config)
 
 
-def test_the_modules_accept_exactly_the_names_the_check_lists():
-  """CHOICES is the list the start-up check uses; each module that implements a field accepts
-  each of its names and raises ConfigError (not a traceback-worthy ValueError) for others."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.train import losses, state  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax import models  # pylint: disable=g-import-not-at-top
-  from gio_ada_jax.models import task_net  # pylint: disable=g-import-not-at-top
-  choices = config_checks.CHOICES
-  assert tuple(task_net.INPUT_NORMALISATIONS) == choices["model.task_net.input_norm"]
-  assert tuple(models.D_OUT_KINDS) == choices["model.d_out.kind"]
-  for kind in choices["train.gan_loss"]:
-    losses.gan_loss(jnp.zeros(2), True, kind)
-  for upsampling in choices["model.generator.upsampling"]:
-    models.subpixel_upsampling(upsampling)
-  train = test_config.get_config().train
-  for schedule in choices["train.lr_schedule"]:
-    train.lr_schedule = schedule
-    state.learning_rate_at(train, 1)
-  for dtype in choices["model.dtype"]:
-    jnp.dtype(dtype)
-  unknown = [lambda: losses.gan_loss(jnp.zeros(2), True, "typo"),
-             lambda: models.subpixel_upsampling("typo"),
-             lambda: task_net.input_normalisation_affine("typo")]
-  train.lr_schedule = "typo"
-  unknown.append(lambda: state.learning_rate_at(train, 1))
-  for call in unknown:
-    with pytest.raises(config_checks.ConfigError, match="typo"):
-      call()
-  assert choices["data.mode"] == ("resize", "random_crop")
-  spec = pipeline.Preprocessing(8, 8, mode="typo")
-  example = {"image": np.zeros((8, 8, 3), np.uint8), "label": np.zeros((8, 8), np.uint8)}
-  with pytest.raises(config_checks.ConfigError, match="data.mode='typo'"):
-    pipeline.preprocess(example, spec, None)
+def test_procedural_fields_out_of_range_are_named_together():
+  """data.procedural is checked at start like every other field: a zero texture scale (which
+  would divide by zero while rendering), a reversed range, a fractional count, a field of view
+  past 180 degrees, a short palette and a NaN are each named."""
+  config = test_config.get_config()
+  procedural = config.data.procedural
+  procedural.source.texture_scale_m = (0.0,) * 10
+  procedural.scene.bushes = (3, 1)
+  procedural.target_scene.trees_per_side = (0.5, 2)
+  procedural.camera.horizontal_fov_deg = 190.0
+  procedural.target.palette = procedural.target.palette[:9]
+  procedural.scene.truck_probability = float("nan")
+  with pytest.raises(config_checks.ConfigError) as error:
+    config_checks.check_config(config)
+  for named in ("data.procedural.source.texture_scale_m=(0.0, ", "must be positive",
+                "data.procedural.scene.bushes=(3, 1): a (lo, hi) range needs lo <= hi",
+                "data.procedural.target_scene.bushes=(3, 1)",  # follows scene's
+                "data.procedural.target_scene.trees_per_side=(0.5, 2): counts are whole",
+                "data.procedural.camera.horizontal_fov_deg=190.0: every value must be between "
+                "0 and 180", "data.procedural.target.palette has 9 entries",
+                "data.procedural.scene.truck_probability=nan: must hold finite numbers"):
+    assert named in str(error.value), named
+  config_checks.check_config(test_config.get_config())  # the defaults pass
+
+
+def test_prepare_refuses_a_procedural_config_out_of_range_before_rendering(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "gio_ada_jax.data.prepare", "--dataset", "procedural",
+       "--config", "configs/test.py", "--config.data.procedural.source.gamma=0",
+       "--data_dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
+      timeout=300, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip() == ("prepare: the config cannot run: "
+                                   "data.procedural.source.gamma=0.0: every value must be "
+                                   "positive."), result.stderr
+  assert not (tmp_path / "data").exists()
 
 
 def test_several_bad_settings_are_named_together():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from gio_ada_jax import config_checks
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.interop import parity
 from gio_ada_jax.train import checkpoint
@@ -197,7 +198,7 @@ def test_cg_run_translates_the_source_and_trains_the_task_net_on_it(cg_run):
       np.testing.assert_array_equal(t["depth"], o["depth"])
       assert t["image"].shape == o["image"].shape
     assert any(np.any(t["image"] != o["image"]) for t, o in zip(translated, originals))
-  for sky_depth in pipeline.SKY_DEPTH_MODES:
+  for sky_depth in config_checks.SKY_DEPTH_MODES:
     assert (pipeline.depth_scale_cm(translated_info, sky_depth)
             == pipeline.depth_scale_cm(info, sky_depth))
   provenance = translated_info.metadata[pipeline.METADATA_TRANSLATED_BY]

@@ -79,8 +79,3 @@ def test_torchvision_normalisation_is_imagenet_mean_std():
   out = np.asarray(normalise_input(jnp.asarray(rgb), "torchvision"))[0, 0, 0]
   _, _, mean, std = INPUT_NORMALISATIONS["torchvision"]
   np.testing.assert_allclose(out, (np.array([0, 0.5, 1]) - mean) / std, rtol=1e-6)
-
-
-def test_unknown_normalisation_names_the_config_field():
-  with pytest.raises(ValueError, match="model.task_net.input_norm"):
-    normalise_input(jnp.zeros((1, 2, 2, 3)), "imagenet")

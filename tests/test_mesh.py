@@ -158,8 +158,12 @@ def _train_config(**fields):
     ({"parallelism": "mesh", "mesh_data": 4, "mesh_spatial": 2}, "is not the 4 devices"),
 ])
 def test_a_mesh_that_cannot_be_built_is_refused_naming_the_field(fields, message):
+  """Fields that do not fit each other at start (check_config); a shape that does not fit the
+  devices when the layout is built."""
+  config = _train_config(**fields)
   with pytest.raises(ConfigError, match=message):
-    parallel.layout_from_config(_train_config(**fields).train)
+    check_config(config)
+    parallel.layout_from_config(config.train)
 
 
 @pytest.mark.parametrize("fields,shape", [

@@ -312,6 +312,7 @@ def main(argv):
           file=sys.stderr)
     return 2
   try:
+    config_checks.check_config(config)
     if fl.torch_generator:
       params, provenance = generator_from_torch(config, fl.torch_generator)
     else:

@@ -23,7 +23,7 @@ import grain
 from absl import logging
 import numpy as np
 
-from gio_ada_jax.config_checks import SKY_DEPTH_MODES, ConfigError, sky_depth_problem
+from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.errors import UserError
@@ -141,18 +141,10 @@ def open_split(data_dir: str, name: str, split: str):
   return builder.as_data_source(split=split), builder.info
 
 
-def check_sky_depth(sky_depth: str) -> None:
-  """data.sky_depth is one of SKY_DEPTH_MODES, or an error names it."""
-  problem = sky_depth_problem(sky_depth)
-  if problem:
-    raise ConfigError(problem + ".")
-
-
 def depth_scale_cm(info, sky_depth: str) -> float:
   """The depth that normalises to 1, recorded at prepare time (0 without depth): the dataset-wide
   maximum, which is the far clip wherever the sky is seen ("far"), or the maximum below the far
   clip ("invalid")."""
-  check_sky_depth(sky_depth)
   key = METADATA_DEPTH_MAX if sky_depth == "far" else METADATA_DEPTH_MAX_BELOW_FAR
   return float((info.metadata or {}).get(key, 0))
 
@@ -224,8 +216,6 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
     image = resize_image(image, spec.height, spec.width)
     label = _resize_nearest(label, spec.height, spec.width)
     depth = _resize_nearest(depth, spec.height, spec.width) if depth is not None else None
-  elif spec.mode != "random_crop":
-    raise ConfigError(f"data.mode={spec.mode!r} is not known; choose 'resize' or 'random_crop'.")
 
   if rng is not None and spec.random_flip and rng.random() < 0.5:
     # One draw flips image, label and depth together.

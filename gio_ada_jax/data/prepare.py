@@ -21,7 +21,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, configs
+from gio_ada_jax import cli, config_checks, configs
 from gio_ada_jax.data import builders, formats, interrupts, pipeline
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import VKITTI_KITTI_10
@@ -133,6 +133,7 @@ def main(argv):
   del argv
   config = FLAGS.config
   data_dir = FLAGS.data_dir or config.data.data_dir
+  config_checks.check_config(config)
   try:
     built = prepare(FLAGS.dataset, data_dir, config, FLAGS.manual_dir, FLAGS.overwrite,
                     FLAGS.num_workers)

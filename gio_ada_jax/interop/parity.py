@@ -36,7 +36,7 @@ import optax
 from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, configs, models, variants
+from gio_ada_jax import cli, config_checks, configs, models, variants
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.errors import UserError
@@ -920,6 +920,7 @@ def main(argv):
   jax.config.update("jax_default_matmul_precision", "highest")
   if FLAGS.step or FLAGS.cyclegan_step:
     return _main_step()
+  config_checks.check_config(FLAGS.config)
   model_config = FLAGS.config.model
   variant = variants.from_config(FLAGS.config)  # G_img's inputs
   networks = NETWORKS if FLAGS.network == "all" else (FLAGS.network,)

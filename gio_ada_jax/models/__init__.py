@@ -7,7 +7,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models.discriminators import FCDiscriminator, PatchDiscriminator
 from gio_ada_jax.models.generator import ImageTransformNet
 from gio_ada_jax.models.task_net import TaskNet
@@ -17,7 +16,6 @@ __all__ = ["FCDiscriminator", "GioAdaModels", "ImageTransformNet", "PatchDiscrim
            "TaskNet", "build_models", "check_generator_inputs", "instance_norm_bias_mask",
            "param_initializer"]
 
-D_OUT_KINDS = ("patch", "fc")
 
 
 class GioAdaModels(NamedTuple):
@@ -31,9 +29,6 @@ class GioAdaModels(NamedTuple):
 
 def subpixel_upsampling(upsampling: str) -> bool:
   """model.generator.upsampling: "subpixel", "dilated", or "auto" (subpixel on XLA:CPU only)."""
-  if upsampling not in ("auto", "subpixel", "dilated"):
-    raise ConfigError(f"model.generator.upsampling={upsampling!r}: must be 'auto', 'subpixel' "
-                     "or 'dilated'.")
   if upsampling == "auto":
     return jax.default_backend() == "cpu"
   return upsampling == "subpixel"
@@ -67,14 +62,11 @@ def build_models(model_config, variant: Variant) -> GioAdaModels:
   d_img = PatchDiscriminator(ndf=model_config.d_img.ndf, n_layers=model_config.d_img.n_layers,
                              width=width, **dtypes)
   d_out_config = model_config.d_out
-  if d_out_config.kind == "patch":
+  if d_out_config.kind == "fc":
+    d_out = FCDiscriminator(ndf=d_out_config.ndf, width=width, **dtypes)
+  else:  # "patch"
     d_out = PatchDiscriminator(ndf=d_out_config.ndf, n_layers=d_out_config.n_layers,
                                width=width, **dtypes)
-  elif d_out_config.kind == "fc":
-    d_out = FCDiscriminator(ndf=d_out_config.ndf, width=width, **dtypes)
-  else:
-    raise ConfigError(f"model.d_out.kind={d_out_config.kind!r} is not known; choose one of "
-                     f"{D_OUT_KINDS}.")
   return GioAdaModels(generator, task_net, d_img, d_out)
 
 

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models.layers import (Dtype, at_least_float32, conv2d,
                                       resize_bilinear_align_corners, scale_width)
 
@@ -35,10 +34,6 @@ def input_normalisation_affine(name: str) -> tuple[bool, np.ndarray, np.ndarray]
   For x in [-1, 1]: pixel = (x + 1) / 2 * s and (pixel - mean) / std = x * s / (2 std) +
   (s / 2 - mean) / std. Shared by the Flax net and the PyTorch reference so both agree.
   """
-  if name not in INPUT_NORMALISATIONS:
-    raise ConfigError(
-        f"model.task_net.input_norm={name!r} is not known; choose one of "
-        f"{sorted(INPUT_NORMALISATIONS)}.")
   order, pixel_scale, mean, std = INPUT_NORMALISATIONS[name]
   mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
   scale = pixel_scale / (2.0 * std)

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gio_ada_jax.config_checks import ConfigError
 from gio_ada_jax.models import GioAdaModels, check_generator_inputs, param_initializer
 from gio_ada_jax.variants import NETWORKS, Variant
 
@@ -29,14 +28,11 @@ class GioAdaState:
 def _learning_rate(train_config):
   if train_config.lr_schedule == "constant":
     return train_config.learning_rate
-  if train_config.lr_schedule == "poly":
-    if train_config.num_steps <= 0:
-      raise ValueError("train.lr_schedule='poly' ends at train.num_steps, which is not resolved "
-                       "yet (trainer.with_training_length derives it from train.num_epochs).")
-    return optax.polynomial_schedule(train_config.learning_rate, 0.0, train_config.poly_power,
-                                     train_config.num_steps)
-  raise ConfigError(f"train.lr_schedule={train_config.lr_schedule!r} is not known; choose "
-                   "'constant' or 'poly'.")
+  if train_config.num_steps <= 0:  # "poly"
+    raise ValueError("train.lr_schedule='poly' ends at train.num_steps, which is not resolved "
+                     "yet (trainer.with_training_length derives it from train.num_epochs).")
+  return optax.polynomial_schedule(train_config.learning_rate, 0.0, train_config.poly_power,
+                                   train_config.num_steps)
 
 
 def learning_rate_at(train_config, step: int) -> float:
