@@ -1,21 +1,14 @@
-"""What a config must hold before a run compiles or reads anything: no removed field, settings
-in range, and the files it names. Each error names the field, what is wrong and how to fix it."""
+"""What a config must hold before a command compiles or reads anything: only the fields this
+version has, settings in range, and the files it names. Each error names the field, what is
+wrong and how to fix it. Every command checks its config here once, at start; the modules trust
+a checked config."""
 
 import math
 import numbers
 import os
 
-from gio_ada_jax.errors import UserError
-
-# Fields that configs no longer have -> what replaced them. A config file written for an older
-# version may still set them (ConfigDict accepts new fields), and nothing would read them. The
-# variant's old fields are checked with the variant (variants.check_no_stale_fields).
-REMOVED_FIELDS = {
-    "data.per_device_batch": "data.global_batch (images of each domain per step over all "
-                             "devices, split evenly; the paper's is 1)",
-    "model.task_net.pretrained_vgg16": "model.task_net.encoder_init ('imagenet' or 'random') "
-                                       "and model.task_net.vgg16_weights (the .pth file)",
-}
+from gio_ada_jax.configs import default
+from gio_ada_jax.errors import ConfigError
 
 ENCODER_INITS = ("imagenet", "random")
 SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
@@ -58,10 +51,6 @@ CHOICES = {
 }
 
 
-class ConfigError(UserError, ValueError):
-  """A config that cannot run as written; the message says which field and how to fix it."""
-
-
 def _field(config, dotted: str):
   node = config
   for key in dotted.split("."):
@@ -78,13 +67,24 @@ def has_field(config, dotted: str) -> bool:
   return True
 
 
-def check_removed_fields(config) -> None:
-  """Raise naming every removed field the config still sets, with its replacement."""
-  stale = [f"{field} was replaced by {new}" for field, new in REMOVED_FIELDS.items()
-           if has_field(config, field)]
-  if stale:
-    raise ConfigError("the config sets fields this version no longer reads: "
-                      + "; ".join(stale) + ". Set the replacements instead.")
+def _leaf_paths(node, prefix: str = "") -> set[str]:
+  paths = set()
+  for key, value in node.items():
+    paths |= _leaf_paths(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key}
+  return paths
+
+
+def check_known_fields(config) -> None:
+  """Raise naming every field the config sets that this version does not have (configs/
+  default.py holds every field): a typo, or a field of an earlier version, which nothing would
+  read (a config file can add fields: ConfigDict accepts them)."""
+  unknown = sorted(_leaf_paths(config) - _leaf_paths(default.get_config()))
+  if unknown:
+    raise ConfigError(
+        f"the config sets {', '.join('config.' + f for f in unknown)}, which this version does "
+        "not have: a typo, or a field of an earlier version, which nothing would read. Remove "
+        f"{'it' if len(unknown) == 1 else 'them'}; configs/default.py lists every field with "
+        "its meaning (the variant is config.variant = 'INPUT,OUTPUT').")
 
 
 def training_length_problem(train_config) -> str | None:
@@ -255,7 +255,7 @@ def vgg16_weights_path(task_net_config) -> str | None:
 def check_config(config) -> None:
   """The settings a training run checks before it reads data or compiles (the VGG16 file:
   vgg16_weights_path); one error names every bad field."""
-  check_removed_fields(config)
+  check_known_fields(config)
   problems = ([training_length_problem(config.train), sky_depth_problem(config.data.sky_depth)]
               + choice_problems(config) + range_problems(config)
               + (procedural_problems(config.data.procedural)

@@ -16,3 +16,7 @@ PREEMPTED_EXIT_CODE = 75
 class UserError(Exception):
   """An error whose message says what to fix; the commands print it and exit `exit_code`."""
   exit_code = USAGE_EXIT_CODE
+
+
+class ConfigError(UserError, ValueError):
+  """A config that cannot run as written; the message says which field and how to fix it."""

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.distributed import local_values, put_sharded, replicate, unreplicate
 
 PMAP, MESH = "pmap", "mesh"

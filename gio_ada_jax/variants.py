@@ -10,7 +10,7 @@ reference (torch_ref/step.py) and the config files use it too.
 import dataclasses
 from typing import NamedTuple
 
-from gio_ada_jax.config_checks import ConfigError, has_field
+from gio_ada_jax.errors import ConfigError
 
 # The four networks of a GIO-Ada step, in this order everywhere (state, optimisers, parity).
 NETWORKS = ("generator", "task_net", "d_img", "d_out")
@@ -57,10 +57,6 @@ OUTPUT_TABLE = {
 INPUT_LEVELS = tuple(INPUT_TABLE)  # ("na", "cg", "gd", "+d", "+s", "+sd")
 OUTPUT_LEVELS = tuple(OUTPUT_TABLE)  # ("na", "ss", "depth", "sep", "joint")
 EXAMPLE = "config.variant = '+sd,joint'"
-
-# Where the variant was stored before `config.variant` (three copies kept in sync by a check).
-STALE_FIELDS = ("train.input_level", "train.output_level", "model.generator.use_labels",
-                "model.generator.use_depth")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,24 +142,6 @@ def apply_variant(config, variant: str | None):
   return config
 
 
-def check_no_stale_fields(config) -> None:
-  """An error naming any field that held the variant before `config.variant` (a config file
-  written for older code can still set them: ConfigDict accepts new fields)."""
-  stale = [field for field in STALE_FIELDS if has_field(config, field)]
-  if not stale:
-    return
-  suggestion = f"e.g. {EXAMPLE}"
-  if {"train.input_level", "train.output_level"} <= set(stale):
-    suggestion = (f"here config.variant = '{config.train.input_level},"
-                  f"{config.train.output_level}'")
-  raise ConfigError(
-      f"{', '.join('config.' + field for field in stale)}: no longer read. The variant is set "
-      f"once, as config.variant = 'INPUT,OUTPUT' ({suggestion}; or --config "
-      "configs/X.py:INPUT,OUTPUT), and G_img's inputs follow from it. Remove "
-      f"{'this field' if len(stale) == 1 else 'these fields'} from the config.")
-
-
 def from_config(config) -> Variant:
-  """The Variant of `config.variant`, after checking the config holds no stale variant field."""
-  check_no_stale_fields(config)
+  """The Variant of `config.variant`."""
   return parse(config.variant)

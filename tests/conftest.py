@@ -82,7 +82,8 @@ TRAINED_RUN_TRACES = []  # one entry per trace of the training step during `trai
 @pytest.fixture(scope="session")
 def trained_run(procedural_data_dir, tmp_path_factory):
   """(final state, workdir) of an uninterrupted 6-step run: checkpoints 3 and 6, export."""
-  from gio_ada_jax.train import step as train_step, trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import trainer  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.train import step as train_step  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp("trained_run")
   TRAINED_RUN_TRACES.clear()
   step_function = train_step.train_step

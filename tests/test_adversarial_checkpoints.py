@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -129,7 +130,7 @@ def test_training_resumes_from_the_previous_checkpoint_and_sets_the_damaged_one_
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
     restored = loop.resume(checkpointer, trained_run[0], str(workdir))
-    assert restored.step == int(restored.state.step) == 3 and restored.verified
+    assert restored.step == int(restored.state.step) == 3
     assert restored.data == {"source": {"next_index": 3}, "target": {"next_index": 3},
                            "global_batch": 4, "process_count": 1}
     assert checkpointer.all_steps() == [3]
@@ -162,10 +163,9 @@ def test_a_step_damaged_twice_is_set_aside_twice(trained_run, workdir, capsys):
   assert f"moved it to {aside / '6.2'} (kept, not deleted)." in capsys.readouterr().out
 
 
-def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
-    trained_run, workdir, capsys):
-  """Checkpoints written before the checksums item existed still resume (their values are
-  not verified, and the message says so)."""
+def test_a_checkpoint_without_checksums_is_refused_saying_what_to_do(trained_run, workdir):
+  """A checkpoint without the checksums item (damaged, or written by an earlier version) is not
+  restored unverified: it is refused with what to do, and the older one resumes."""
   step_folder = workdir / "checkpoints" / "6"
   shutil.rmtree(step_folder / checkpoint.CHECKSUMS_ITEM)
   metadata = json.loads((step_folder / "_CHECKPOINT_METADATA").read_text())
@@ -173,37 +173,48 @@ def test_a_checkpoint_from_before_checksums_restores_unverified_and_says_so(
   (step_folder / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), keep=None)
   try:
-    restored = loop.resume(checkpointer, trained_run[0], str(workdir))
+    with pytest.raises(checkpoint.UnrestorableCheckpoint,
+                       match=rf"{step_folder}: has no checksums item, so its values cannot be "
+                       r"verified: it is damaged, or an earlier version of gio_ada_jax wrote "
+                       r"it \(train again, or resume with the version that wrote it\)"):
+      checkpointer.restore(trained_run[0], 6)
+    restored, skipped = checkpointer.restore_newest(trained_run[0])
   finally:
     checkpointer.close()
-  assert restored.step == 6 and not restored.verified
-  for x, y in zip(jax.tree.leaves(restored.state.params), jax.tree.leaves(trained_run[0].params)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert (f"Resumed from step 6 in {workdir} (written without checksums by an older version: "
-          "its values are not verified).") in capsys.readouterr().out
+  assert restored.step == 3 and [s.step for s in skipped] == [6]
 
 
-def test_a_checkpoint_with_the_unused_rng_of_older_versions_restores_verified(
-    trained_run, tmp_path, capsys):
-  """GioAdaState held an RNG that no step used until it was removed; checkpoints written with
-  it resume: the RNG is read, verified with every array against the checksums, and dropped."""
+@flax.struct.dataclass
+class _StateWithRng:
+  """GioAdaState as an earlier version saved it: with an RNG that no step used."""
+
+  step: jax.Array
+  params: dict
+  opt_states: dict
+  rng: jax.Array
+
+
+def test_a_checkpoint_of_an_earlier_state_layout_is_refused(trained_run, tmp_path):
+  """A state saved with fields this version's GioAdaState lacks (an earlier version's unused
+  RNG) does not restore, even with valid checksums; with no other checkpoint, the refusal says
+  how to start again."""
   final = trained_run[0]
   data = {"source": {"next_index": 6}, "target": {"next_index": 6}, "global_batch": 4,
           "process_count": 1}
   checkpointer = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), keep=None)
-  try:  # written as older versions wrote it: the same fields, the RNG's raw bits as `rng`
-    checkpointer.save(6, checkpoint._GioAdaStateWithRng(  # pylint: disable=protected-access
-        final.step, final.params, final.opt_states, jax.random.key(7)), data)
+  try:
+    checkpointer.save(6, _StateWithRng(final.step, final.params, final.opt_states,
+                                       jax.random.key(7)), data)
     checkpointer.wait()
-    restored = loop.resume(checkpointer, final, str(tmp_path))
+    with pytest.raises(checkpoint.UnrestorableCheckpoint) as refused:
+      loop.resume(checkpointer, final, str(tmp_path))
   finally:
     checkpointer.close()
-  assert restored.step == 6 and restored.verified and restored.data == data
-  assert type(restored.state) is type(final) and not hasattr(restored.state, "rng")
-  for x, y in zip(jax.tree.leaves((restored.state.params, restored.state.opt_states)),
-                  jax.tree.leaves((final.params, final.opt_states))):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert f"Resumed from step 6 in {tmp_path}.\n" in capsys.readouterr().out
+  message = str(refused.value)
+  assert message.startswith(f"{tmp_path / 'checkpoints'}: no checkpoint can be restored: step 6 (")
+  assert message.endswith("or an earlier version of gio_ada_jax wrote them (resume with that "
+                          "version); otherwise their files are damaged. To train again from "
+                          "step 0, move the folder aside."), message
 
 
 def test_train_py_stops_with_exit_2_when_no_checkpoint_restores(workdir, procedural_data_dir):
@@ -280,6 +291,7 @@ def test_an_export_without_a_complete_checkpoint_is_evaluated(
   built, config = built_and_config
   workdir = tmp_path / "work"
   shutil.copytree(os.path.join(trained_run[1], "export"), workdir / "export")
+  shutil.copy(os.path.join(trained_run[1], run_config.RECORD), workdir / run_config.RECORD)
   unfinished = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1796025401"  # a killed save
   unfinished.mkdir(parents=True)
   [report] = evaluate.evaluate(config, str(workdir), progress=False)

@@ -40,7 +40,7 @@ def _translated_images(data_dir, config) -> np.ndarray:
 
 
 def _set_stored_provenance(data_dir, config, record: dict) -> None:
-  """Rewrite the generator record of a translated copy (as an older translate wrote it)."""
+  """Rewrite the generator record of a translated copy."""
   info_file = pipeline.dataset_dir(data_dir, config.data.source) / "metadata.json"
   metadata = json.loads(info_file.read_text())
   metadata[pipeline.METADATA_TRANSLATED_BY] = record
@@ -84,11 +84,11 @@ def test_a_changed_generator_file_at_the_same_path_is_not_reused(cg_config, tmp_
   assert _stored_provenance(output, config) == second
   assert np.any(_translated_images(output, config) != before)
 
-  # A copy recorded by the older translate (path only): by an unknown generator.
+  # A copy recorded by path only (no digest): by an unknown generator.
   _set_stored_provenance(output, config, {"torch_generator": str(pth)})
-  with pytest.raises(translate.OutputFolderTaken, match=(
-      "recorded by an older translate without the content of its generator, so it may be "
-      "stale")) as refused:
+  with pytest.raises(translate.OutputFolderTaken, match=re.escape(
+      f"holds a translation by the PyTorch generator {pth} (no digest recorded), not by")
+  ) as refused:
     translate.translate_source(config, params, output, second)
   assert refused.value.replaceable
   translate.translate_source(config, params, output, second, overwrite=True)
@@ -114,7 +114,7 @@ def _save_cyclegan_checkpoint(config, directory, seed: int):
 
 def test_a_cyclegan_retrained_to_the_same_step_translates_again(cg_config, tmp_path):
   """The 'cg' stage reuses its copy only for the same g_st parameters; a copy
-  recorded without a digest (older versions) is translated again."""
+  recorded without a digest (by an unknown generator) is translated again."""
   config, workdir = cg_config, str(tmp_path / "work")
   output = translate.translated_data_dir(workdir)
   info_file = pipeline.dataset_dir(output, config.data.source) / "dataset_info.json"

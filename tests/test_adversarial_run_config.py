@@ -270,18 +270,14 @@ def test_translate_from_a_workdir_that_holds_no_cyclegan_names_the_right_one(
       "PyTorch generator (--torch_generator).")
 
 
-def test_a_lost_record_is_refused_when_the_checkpoints_were_written_with_one(run_copy,
-                                                                           procedural_data_dir):
+def test_a_lost_record_is_refused_when_the_workdir_holds_results(run_copy, procedural_data_dir):
   """The probe: config.json left behind when the checkpoints were copied; evaluating with
-  another input_norm then went unchecked (exit 0, a wrong report). Runs from before the record
-  (checkpoints without checksums) are still read unchecked."""
+  another input_norm then went unchecked (exit 0, a wrong report)."""
   (run_copy / run_config.RECORD).unlink()
   config = tiny_training_config(procedural_data_dir, 6)
-  with pytest.raises(config_checks.ConfigError, match=r"config.json is missing, but the "
-                     r"checkpoints of .* \(steps 3, 6\) were written by a run that recorded"):
+  with pytest.raises(config_checks.ConfigError, match=r"config.json is missing, but .* holds a "
+                     r"run's results \(checkpoints or an export\), so whether this config is "
+                     r"the run's cannot be checked. Put the file back"):
     run_config.check_matches(config, str(run_copy), "evaluate")
   with pytest.raises(config_checks.ConfigError, match="config.json is missing"):
     run_config.check_resume(config, str(run_copy))
-  for step in ("3", "6"):
-    shutil.rmtree(run_copy / "checkpoints" / step / "checksums")
-  assert run_config.check_matches(config, str(run_copy), "evaluate") == {}

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 from configs import default as default_config  # noqa: E402
+from gio_ada_jax import config_checks  # noqa: E402
 from gio_ada_jax.data import formats, pipeline, prepare  # noqa: E402
 from tests import fake_datasets  # noqa: E402
 
@@ -257,8 +258,8 @@ def test_procedural_sky_is_the_far_end_of_the_depth_range(tmp_path):
   assert np.all(batch["depth_mask"][..., 0][sky] == 0) and np.all(batch["depth"][..., 0][sky] == 0)
   assert batch["depth"][..., 0][~sky].max() <= 1.0 and batch["depth_mask"][..., 0][~sky].all()
   config.data.sky_depth = "sky"
-  with pytest.raises(ValueError, match="data.sky_depth"):
-    pipeline.train_iterator(config, local_devices=1)
+  with pytest.raises(ValueError, match="data.sky_depth"):  # at start, before any data is read
+    config_checks.check_config(config)
 
 
 def test_data_prepared_by_an_older_version_is_refused(tmp_path):

@@ -706,7 +706,7 @@ INVENTORY = {
     ],
     "model.generator.upsampling": [
         "test_models.py::test_transposed_conv_forms_equal_flax_conv_transpose",
-        "test_models.py::test_generator_upsampling_setting_is_checked",
+        "test_models.py::test_generator_upsampling_setting_picks_the_form",
     ],
     "model.task_net.input_norm": [
         "test_parity.py::test_task_net_variants",

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +18,7 @@ from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.data.labels import VKITTI_KITTI_10  # noqa: E402
 from gio_ada_jax.eval import metrics, evaluate, reports  # noqa: E402
 from gio_ada_jax.interop import convert  # noqa: E402
+from gio_ada_jax.train import run_config  # noqa: E402
 from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
@@ -121,6 +121,7 @@ def test_export_and_pytorch_checkpoint_evaluate_like_the_last_checkpoint(
   want = json.loads((workdir / "eval" / "step_6.json").read_text())["confusion_matrix"]
   export_only = tmp_path / "export_only"
   shutil.copytree(workdir / "export", export_only / "export")
+  shutil.copy(workdir / run_config.RECORD, export_only / run_config.RECORD)
   [report] = evaluate.evaluate(config, str(export_only), progress=False)
   assert report["checkpoint"] == "export/task_net.msgpack"
   assert report["confusion_matrix"] == want
@@ -174,27 +175,31 @@ def test_an_export_from_another_model_config_is_refused_by_name(evaluated, proce
   shutil.copytree(workdir / "export", tmp_path / "export")
   config = tiny_training_config(procedural_data_dir, 6)
   config.model.width = 0.125
+  run_config.record(config, str(tmp_path), {}, None)  # the record agrees; the export does not
   with pytest.raises(ValueError, match=r"model\.width \(run: 0\.0625, config: 0\.125\)"):
     evaluate.export_weights(models.build_models(config.model, variants.FINAL), config,
                              str(tmp_path))
 
 
-def test_an_export_from_before_config_variant_still_loads(evaluated, procedural_data_dir,
-                                                          tmp_path):
-  """Exports written before config.variant have model.generator.use_labels / use_depth in
-  their model_config.json; G_task does not depend on them."""
+def test_an_export_by_an_earlier_version_is_refused_naming_its_fields(evaluated,
+                                                                       procedural_data_dir,
+                                                                       tmp_path):
+  """An earlier version's export held model.generator.use_labels / use_depth in its
+  model_config.json: its model config is not this one, and evaluation says which fields."""
   workdir, _ = evaluated
   shutil.copytree(workdir / "export", tmp_path / "export")
+  shutil.copy(workdir / run_config.RECORD, tmp_path / run_config.RECORD)
   path = tmp_path / "export" / "model_config.json"
   stored = json.loads(path.read_text())
   stored["generator"].update(use_labels=True, use_depth=True)
   path.write_text(json.dumps(stored))
   config = tiny_training_config(procedural_data_dir, 6)
   built = models.build_models(config.model, variants.FINAL)
-  weights = evaluate.export_weights(built, config, str(tmp_path))
-  expected = evaluate.export_weights(built, config, str(workdir))
-  for a, b in zip(jax.tree.leaves(weights.params), jax.tree.leaves(expected.params)):
-    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match=r"was trained with another model config: "
+                     r"model.generator.use_depth \(run: True, config: None\); "
+                     r"model.generator.use_labels \(run: True, config: None\)\. Evaluate "
+                     r"with the run's config\."):
+    evaluate.export_weights(built, config, str(tmp_path))
 
 
 def test_reports_module_reads_what_evaluate_wrote(evaluated):

@@ -20,10 +20,10 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import models, variants  # noqa: E402
+from gio_ada_jax import models, trainer, variants  # noqa: E402
 from gio_ada_jax.data import pipeline  # noqa: E402
 from gio_ada_jax.eval import evaluate  # noqa: E402
-from gio_ada_jax import trainer  # noqa: E402
+from gio_ada_jax.train import run_config  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
 
 FAR_CLIP_CM = 65535  # the far clip (sky) of the stored depths: never scored
@@ -130,6 +130,7 @@ def test_depth_metrics_equal_numpy_on_another_depth_range(
     assert 0.2 < float(np.mean(np.asarray(predicted)[..., 0][scored] > 1.0)) < 0.8
     workdir = tmp_path / "export_only"  # evaluated from its export, no checkpoints
     trainer.export_task_net(params, config.model, str(workdir / "export"))
+    run_config.record(config, str(workdir), {}, None)  # as the run that exports records it
     [report] = evaluate.evaluate(config, str(workdir), progress=False)
   else:
     workdir = tmp_path / "work"

@@ -21,9 +21,8 @@ FUNCTION_LEVEL_ALLOWED = {
 LAYERS = (
     ("foundations", ("gio_ada_jax", "gio_ada_jax.errors", "gio_ada_jax.files", "gio_ada_jax.cli",
                      "gio_ada_jax.workdir", "gio_ada_jax.images", "gio_ada_jax.distributed",
-                     "gio_ada_jax.config_checks", "gio_ada_jax.variants",
-                     "gio_ada_jax.parallel")),
-    ("configs", ("gio_ada_jax.configs",)),
+                     "gio_ada_jax.variants", "gio_ada_jax.parallel")),
+    ("configs", ("gio_ada_jax.configs", "gio_ada_jax.config_checks")),
     ("networks and data", ("gio_ada_jax.models", "gio_ada_jax.data")),
     ("training", ("gio_ada_jax.train", "gio_ada_jax.interop", "gio_ada_jax.interop.convert",
                   "gio_ada_jax.interop.torch_ref")),

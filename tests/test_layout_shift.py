@@ -1,5 +1,5 @@
 """The target's own layout (data.procedural.target_scene): overrides reach only the target,
-scene.* still reaches both, the stored and recorded configs of older versions stay usable, and
+scene.* still reaches both, an earlier version's stored or recorded config is refused, and
 configs/procedural_layout_shift.py shifts the class frequencies it documents."""
 
 import json
@@ -98,33 +98,32 @@ def _info(stored: dict):
 
 
 def _stored_before_target_scene(config) -> dict:
-  """What a rendering from before target_scene stored: the JSON without that key."""
+  """What a rendering by an earlier version stored: the JSON without target_scene."""
   stored = json.loads(config.to_json())
   del stored["target_scene"]
   return stored
 
 
-def test_data_stored_without_target_scene_reads_as_target_scene_equal_to_scene():
-  config = procedural_config()
-  pipeline.check_procedural_config(_info(_stored_before_target_scene(config)), config)
-  shifted = procedural_config()
+def test_a_target_layout_other_than_the_rendered_one_is_refused():
+  config, shifted = procedural_config(), procedural_config()
   shifted.target_scene.trees_per_side = (6, 9)
   shifted.target_scene.bushes = (1, 2)
+  pipeline.check_procedural_config(_info(json.loads(config.to_json())), config)
   with pytest.raises(pipeline.DatasetUnusable,
                      match=r"fields differing: \['target_scene.bushes', "
                            r"'target_scene.trees_per_side'\]\); re-run `python -m "
                            r"gio_ada_jax.data.prepare --dataset procedural --overwrite --data_dir "
                            r"D` with this config"):
-    pipeline.check_procedural_config(_info(_stored_before_target_scene(config)), shifted, "D")
+    pipeline.check_procedural_config(_info(json.loads(config.to_json())), shifted, "D")
   # ... and a rendering of the shifted config is refused for the default one, the other way.
   with pytest.raises(pipeline.DatasetUnusable, match=r"\['target_scene.bushes', "):
     pipeline.check_procedural_config(_info(json.loads(shifted.to_json())), config)
 
 
-def test_a_prepared_copy_from_before_target_scene_is_read_and_checked(procedural_data_dir,
-                                                                       tmp_path):
-  """Real prepared files: metadata.json edited back to what older versions wrote (no
-  target_scene) is still this config's rendering, and another target layout is refused."""
+def test_a_prepared_copy_by_an_earlier_version_is_refused_with_the_command_to_render_it(
+    procedural_data_dir, tmp_path):
+  """Real prepared files: metadata.json edited back to what an earlier version wrote (no
+  target_scene) is refused, naming the fields and the command that renders it again."""
   data_dir = tmp_path / "data"
   shutil.copytree(procedural_data_dir, data_dir)
   for path in data_dir.glob("procedural/*/*/metadata.json"):
@@ -134,26 +133,26 @@ def test_a_prepared_copy_from_before_target_scene_is_read_and_checked(procedural
   config = test_config.get_config()
   for domain in procedural.DOMAINS:
     _, info = pipeline.open_split(str(data_dir), f"procedural/{domain}", "train")
-    assert "target_scene" not in info.metadata[pipeline.METADATA_PROCEDURAL_CONFIG]
-    pipeline.check_procedural_config(info, config.data.procedural)
-  config.data.procedural.target_scene.lane_width_m = (4.0, 4.5)
-  with pytest.raises(pipeline.DatasetUnusable, match=r"\['target_scene.lane_width_m'\]"):
-    pipeline.check_procedural_config(info, config.data.procedural)
+    with pytest.raises(pipeline.DatasetUnusable, match=r"'target_scene.bushes', .*re-run "
+                       r"`python -m gio_ada_jax.data.prepare --dataset procedural --overwrite"):
+      pipeline.check_procedural_config(info, config.data.procedural)
 
 
-def test_a_run_recorded_before_target_scene_resumes_and_evaluates(tmp_path):
-  """A workdir's config.json without target_scene: the same config matches (its target drew
-  from scene); a target override is refused, naming the field."""
+def test_a_run_recorded_by_an_earlier_version_is_refused_in_one_line(tmp_path):
+  """A workdir's config.json without target_scene (an earlier version's record) does not have
+  this version's fields: each use is refused, naming a few and what to do."""
   config = test_config.get_config()
   recorded = json.loads(config.to_json_best_effort())
-  del recorded["data"]["procedural"]["target_scene"]
+  recorded["data"]["procedural"] = _stored_before_target_scene(config.data.procedural)
   (tmp_path / run_config.RECORD).write_text(json.dumps(recorded))
   for use in run_config.USES:
-    assert run_config.check_matches(config, str(tmp_path), use) == {}
-  config.data.procedural.target_scene.bushes = (1, 2)
-  with pytest.raises(ConfigError, match=r"Differing: data.procedural.target_scene.bushes "
-                                        r"\(run: \[0, 5\], now: \[1, 2\]\)\."):
-    run_config.check_matches(config, str(tmp_path), "resume")
+    with pytest.raises(ConfigError, match=r"config.json does not have this version's config "
+                       r"fields \(53 differ: data.procedural.target_scene.building_depth_m, "
+                       r"data.procedural.target_scene.building_gap_m, data.procedural."
+                       r"target_scene.building_gap_probability, ...\): an earlier version of "
+                       r"gio_ada_jax wrote it. Use that version for this workdir, or start a new "
+                       r"one.$"):
+      run_config.check_matches(config, str(tmp_path), use)
 
 
 # ------------------------------------------------------------ configs/procedural_layout_shift.py

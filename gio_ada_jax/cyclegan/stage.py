@@ -9,7 +9,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.cyclegan import trainer as cyclegan_trainer
 from gio_ada_jax.cyclegan import translate
 from gio_ada_jax.data import pipeline

@@ -15,8 +15,7 @@ does all three stages itself (cyclegan/stage.py).
 A translated copy records its generator by content: the sha256 of the .pth file, or of g_st's
 parameters in the checkpoint (the path and step are kept for people to read). A copy is reused
 only when that digest matches, so a changed file at the same path or a CycleGAN retrained to
-the same step translates again; a copy recorded without a digest (older versions) is never
-reused silently.
+the same step translates again; a copy recorded without a digest is never reused.
 """
 
 import hashlib
@@ -263,11 +262,8 @@ def translate_source(config, params, output_data_dir: str, provenance: dict,
           f"{output}: holds a prepared dataset that translate did not write (no generator "
           "recorded); it is never replaced.")
     if not same_generator(stored, provenance) and not overwrite:
-      made_by = (f"a translation by {describe(stored)}, not by {describe(provenance)}"
-                 if stored.get(DIGEST) else
-                 f"a translation by {describe(stored)}, recorded by an older translate without "
-                 "the content of its generator, so it may be stale")
-      raise OutputFolderTaken(f"{output}: holds {made_by}.", replaceable=True)
+      raise OutputFolderTaken(f"{output}: holds a translation by {describe(stored)}, not by "
+                              f"{describe(provenance)}.", replaceable=True)
     if not same_generator(stored, provenance):
       shutil.rmtree(output)
   builder = builder_class(source_data_dir=source_dir,

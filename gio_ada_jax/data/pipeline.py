@@ -23,7 +23,7 @@ import grain
 from absl import logging
 import numpy as np
 
-from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
 from gio_ada_jax.errors import UserError
@@ -161,14 +161,9 @@ def _leaf_fields(tree, prefix: str = "") -> dict[str, Any]:
 
 
 def _stored_procedural_config(info) -> dict[str, Any]:
-  """The procedural config a prepared domain was rendered from, as JSON ({} if none is stored).
-  Data rendered before the target had its own layout (`target_scene`) drew the target's scenes
-  from `scene`, so a config stored without `target_scene` has it equal to `scene`."""
+  """The procedural config a prepared domain was rendered from, as JSON ({} if none is stored)."""
   stored = (info.metadata or {}).get(METADATA_PROCEDURAL_CONFIG)
-  stored = dict(stored) if isinstance(stored, dict) else {}
-  if "target_scene" not in stored and "scene" in stored:
-    stored["target_scene"] = stored["scene"]
-  return stored
+  return dict(stored) if isinstance(stored, dict) else {}
 
 
 def check_procedural_config(info, procedural_config, data_dir: str | None = None) -> None:

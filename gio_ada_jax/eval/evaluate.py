@@ -224,22 +224,6 @@ def _model_config_differences(stored: dict, current: dict, prefix: str = "model"
   return differences
 
 
-def _without_stale_variant_fields(stored: dict) -> dict:
-  """An exported model config without the fields that held the variant before config.variant
-  (variants.STALE_FIELDS; older exports have model.generator.use_labels / use_depth). G_task,
-  the only network exported, does not depend on them."""
-  for field in variants.STALE_FIELDS:
-    *parents, name = field.split(".")
-    if parents[0] != "model":
-      continue
-    node = stored
-    for parent in parents[1:]:
-      node = node.get(parent) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-      node.pop(name, None)
-  return stored
-
-
 def export_weights(built: models.GioAdaModels, config, workdir: str,
                    allow_config_change: Sequence[str] = ()) -> TaskNetWeights:
   """G_task from the workdir's export (written when training completes); `config` must compute
@@ -254,7 +238,7 @@ def export_weights(built: models.GioAdaModels, config, workdir: str,
   config_path = os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG)
   if os.path.exists(config_path):
     with open(config_path) as f:
-      stored = _without_stale_variant_fields(json.load(f))
+      stored = json.load(f)
     differences = [d for d in _model_config_differences(
         stored, json.loads(config.model.to_json_best_effort()))
                    if d.split(" ")[0] not in allow_config_change]

@@ -1,7 +1,6 @@
 """Checkpoints of the whole training state with orbax: parameters, optimiser states, step (the
 RNG of states that have one: CycleGAN's image pools) and the data iterator's state, so a resumed
-run continues exactly where it stopped. GIO-Ada checkpoints written while GioAdaState still held
-an RNG that no step used restore too (the RNG is read, verified and dropped).
+run continues exactly where it stopped.
 
 Orbax writes each step into a temporary folder and commits it only when complete, so a save
 interrupted by a kill never loads as a checkpoint. Every process calls save and restore.
@@ -10,9 +9,9 @@ A committed checkpoint can still go bad later (a truncated or overwritten file, 
 folder). Orbax notices some of that, but flipped bytes in an array's data file restore without
 complaint as wrong values, so each checkpoint also holds a `checksums` item: a SHA-256 of every
 array and of the data iterator's state, written in the same commit. A restore compares the
-values it read with them. A checkpoint without that item was written before checksums existed
-(its `_CHECKPOINT_METADATA` names no such item) and restores unverified; one whose metadata
-names it but whose folder lacks it is damaged.
+values it read with them. A checkpoint without that item does not restore: it is damaged, or
+was written by an earlier version of this project, whose layouts (no checksums; an unused RNG in
+GioAdaState) this one does not read.
 
 `restore_newest` walks from the latest checkpoint to older ones until one restores, and
 `set_aside` moves the ones that did not into CHECKPOINTS_unrestorable/ (never deleted: orbax
@@ -26,7 +25,6 @@ import json
 import os
 from typing import Any, Callable
 
-import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -56,23 +54,12 @@ class Skipped:
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-  """What a restore read: the step, the state, the data iterator state (None when not read)
-  and whether checksums verified the values (False: an older checkpoint without them)."""
+  """What a restore read and verified: the step, the state, the data iterator state (None when
+  not read)."""
 
   step: int
   state: Any
   data: dict | None
-  verified: bool
-
-
-@flax.struct.dataclass
-class _GioAdaStateWithRng:
-  """GioAdaState as checkpoints written before it dropped its unused RNG hold it."""
-
-  step: jax.Array
-  params: dict[str, Any]
-  opt_states: dict[str, Any]
-  rng: jax.Array
 
 
 def _with_raw_key(state):
@@ -162,7 +149,8 @@ def none_restores(directory: str, skipped: list[Skipped]) -> str:
           + "; ".join(f"step{'s' if len(steps) > 1 else ''} {', '.join(steps)} ({reason})"
                       for reason, steps in steps_by_reason.items())
           + ". Nothing was moved or deleted. When every step fails alike, the config may not be "
-          "the one the run was trained with (use that one); otherwise their files are "
+          "the one the run was trained with (use that one), or an earlier version of "
+          "gio_ada_jax wrote them (resume with that version); otherwise their files are "
           "damaged.")
 
 
@@ -199,40 +187,18 @@ class Checkpointer:
         state=ocp.args.StandardSave(savable), data=ocp.args.JsonSave(data_state),
         **{CHECKSUMS_ITEM: ocp.args.JsonSave(checksums(savable, data_state))}))
 
-  def _has_checksums(self, step: int) -> bool:
-    """Whether checkpoint `step` was written with checksums (False: by an older version)."""
-    if os.path.isdir(os.path.join(self.folder(step), CHECKSUMS_ITEM)):
-      return True
-    try:
-      with open(os.path.join(self.folder(step), "_CHECKPOINT_METADATA")) as f:
-        return CHECKSUMS_ITEM in json.load(f).get("item_handlers", {})
-    except (OSError, ValueError, AttributeError):
-      return False  # unreadable metadata, no checksums folder: restored as an older one
-
-  def _stores_unused_rng(self, step: int, abstract) -> bool:
-    """Whether checkpoint `step` is a GIO-Ada state from before GioAdaState dropped its RNG."""
-    if not isinstance(abstract, GioAdaState):
-      return False
-    try:
-      with open(os.path.join(self.folder(step), "state", "_METADATA")) as f:
-        return "('rng',)" in json.load(f).get("tree_metadata", {})
-    except (OSError, ValueError, AttributeError):
-      return False  # orbax's restore names what is wrong with the file
-
   def _restore(self, step: int, abstract, with_data: bool) -> Restored:
     """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
     UnrestorableCheckpoint naming the folder and what failed."""
-    verified = self._has_checksums(step)
-    with_unused_rng = self._stores_unused_rng(step, abstract)
-    if with_unused_rng:
-      raw_key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-      abstract = _GioAdaStateWithRng(abstract.step, abstract.params, abstract.opt_states,
-                                     raw_key)
-    items = {"state": ocp.args.StandardRestore(abstract)}
+    if not os.path.isdir(os.path.join(self.folder(step), CHECKSUMS_ITEM)):
+      raise UnrestorableCheckpoint(
+          f"{self.folder(step)}: has no {CHECKSUMS_ITEM} item, so its values cannot be "
+          "verified: it is damaged, or an earlier version of gio_ada_jax wrote it (train "
+          "again, or resume with the version that wrote it)")
+    items = {"state": ocp.args.StandardRestore(abstract),
+             CHECKSUMS_ITEM: ocp.args.JsonRestore()}
     if with_data:
       items["data"] = ocp.args.JsonRestore()
-    if verified:
-      items[CHECKSUMS_ITEM] = ocp.args.JsonRestore()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types for damaged files and misfitting trees
@@ -252,21 +218,18 @@ class Checkpointer:
       raise UnrestorableCheckpoint(
           f"{self.folder(step)}: its arrays have other shapes than this config's: "
           f"{', '.join(misfits[:2])}{f' and {len(misfits) - 2} more' if len(misfits) > 2 else ''}")
-    if verified:
-      stored = restored[CHECKSUMS_ITEM]
-      if not (isinstance(stored, dict) and isinstance(stored.get("state"), dict)):
-        raise UnrestorableCheckpoint(f"{self.folder(step)}: its checksums item is damaged")
-      bad = checksum_mismatches(stored, state, data)
-      if bad:
-        raise UnrestorableCheckpoint(
-            f"{self.folder(step)}: checksum mismatch, damaged files: {', '.join(bad[:3])}"
-            f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} read back other values "
-            "than were saved")
-    if with_unused_rng:
-      state = GioAdaState(state.step, state.params, state.opt_states)
-    elif hasattr(state, "rng"):
+    stored = restored[CHECKSUMS_ITEM]
+    if not (isinstance(stored, dict) and isinstance(stored.get("state"), dict)):
+      raise UnrestorableCheckpoint(f"{self.folder(step)}: its checksums item is damaged")
+    bad = checksum_mismatches(stored, state, data)
+    if bad:
+      raise UnrestorableCheckpoint(
+          f"{self.folder(step)}: checksum mismatch, damaged files: {', '.join(bad[:3])}"
+          f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''} read back other values "
+          "than were saved")
+    if hasattr(state, "rng"):
       state = state.replace(rng=jax.random.wrap_key_data(state.rng))
-    return Restored(step, state, data, verified)
+    return Restored(step, state, data)
 
   def _newest(self, restore: Callable[[int], Restored], steps: list[int] | None
               ) -> tuple[Restored | None, list[Skipped]]:

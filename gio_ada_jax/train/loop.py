@@ -116,9 +116,7 @@ def resume(checkpointer: checkpoint.Checkpointer, template, workdir: str
       print(checkpoint.skipped_message(s, f"moved it to {moved[s.step]} (kept, not deleted)"),
             flush=True)
     if restored is not None:
-      unverified = "" if restored.verified else (
-          " (written without checksums by an older version: its values are not verified)")
-      print(f"Resumed from step {restored.step} in {workdir}{unverified}.", flush=True)
+      print(f"Resumed from step {restored.step} in {workdir}.", flush=True)
   return restored
 
 

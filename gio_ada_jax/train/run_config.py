@@ -8,8 +8,7 @@ else (every field added later too) is compared, and a difference is refused, nam
 with both values, unless the user names it in `--allow_config_change`. An allowed change is
 written to WORKDIR/config_changes.json with the step it applies from, so a mixed run says so.
 The record is written once the run has restored its checkpoint (or started afresh), so a change
-that cannot resume is never recorded; a record missing beside checkpoints that carry checksums
-(written by a run that recorded one) is refused rather than taken as an older run's.
+that cannot resume is never recorded; a workdir with results but no record is refused.
 """
 
 import datetime
@@ -17,9 +16,8 @@ import json
 import os
 from typing import Any, Iterable
 
-from gio_ada_jax.config_checks import ConfigError
+from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.files import atomic_write
-from gio_ada_jax.train.checkpoint import CHECKSUMS_ITEM
 
 RECORD = "config.json"  # inside the workdir: the whole config of the run
 CHANGES = "config_changes.json"  # inside the workdir: the changes allowed on purpose
@@ -75,16 +73,6 @@ def flat_config(config) -> dict[str, Any]:
   return flat
 
 
-def _with_target_scene(recorded: dict[str, Any]) -> dict[str, Any]:
-  """A record from before the target had its own layout: its target drew its scenes from
-  data.procedural.scene, so data.procedural.target_scene.* equal those fields."""
-  scene, target = "data.procedural.scene.", "data.procedural.target_scene."
-  if any(field.startswith(target) for field in recorded):
-    return recorded
-  return {**recorded, **{target + field[len(scene):]: value
-                         for field, value in recorded.items() if field.startswith(scene)}}
-
-
 def _free_fields(use: str, recorded: dict[str, Any]) -> tuple[str, ...]:
   if use == "evaluate":
     return _FREE_TO_EVALUATE
@@ -125,30 +113,21 @@ def has_results(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, "export"))
 
 
-def _checkpoints_with_checksums(workdir: str) -> list[str]:
-  # Written by a version that records the config before its first checkpoint.
-  folder = os.path.join(workdir, "checkpoints")
-  steps = sorted(n for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
-  return [s for s in steps if os.path.isdir(os.path.join(folder, s, CHECKSUMS_ITEM))]
-
-
 def read_record(workdir: str) -> dict[str, Any] | None:
-  """The flat config recorded in `workdir` (None when the run predates the record; a ConfigError
-  when the record is lost from a run that wrote one)."""
+  """The flat config recorded in `workdir`: None before a run has started there; a ConfigError
+  when the workdir holds results without it (lost, or an earlier version's run)."""
   path = os.path.join(workdir, RECORD)
   if not os.path.exists(path):
-    recorded_runs = _checkpoints_with_checksums(workdir)
-    if recorded_runs:
+    if has_results(workdir):
       raise ConfigError(
-          f"{path} is missing, but the checkpoints of {workdir} (steps "
-          f"{', '.join(recorded_runs)}) were written by a run that recorded its config there, "
+          f"{path} is missing, but {workdir} holds a run's results (checkpoints or an export), "
           "so whether this config is the run's cannot be checked. Put the file back (copy it "
           "with the checkpoints). If it is lost and you are sure of the run's config, write "
           f"that config's JSON there (ConfigDict.to_json_best_effort()) and rerun.")
     return None
   try:
     with open(path) as f:
-      return _with_target_scene(flat_config(json.load(f)))
+      return flat_config(json.load(f))
   except (OSError, ValueError, AttributeError) as e:
     raise ConfigError(f"{path}: the run's recorded config cannot be read ({e}). It is written "
                       "when a run starts; restore it from a backup, or start a new workdir.") from e
@@ -182,13 +161,21 @@ def check_matches(config, workdir: str, use: str, allowed: Iterable[str] = ()
                   ) -> dict[str, tuple[Any, Any]]:
   """Raise a ConfigError naming every field of `config` that differs from the run recorded in
   `workdir` and changes what `use` computes, unless `allowed` names it; the allowed changes.
-  A workdir without a record (a run from before the record) is not checked."""
+  A workdir where no run has started (no record, no results) has nothing to compare."""
   allowed = tuple(allowed)
   check_allowed_fields(config, allowed)
   recorded = read_record(workdir)
   if recorded is None:
     return {}
-  found = differences(recorded, flat_config(config), use)
+  current = flat_config(config)
+  other_fields = sorted(set(recorded) ^ set(current))
+  if other_fields:  # config_checks.check_known_fields holds `config` to this version's fields
+    raise ConfigError(
+        f"{os.path.join(workdir, RECORD)} does not have this version's config fields "
+        f"({len(other_fields)} differ: {', '.join(other_fields[:3])}"
+        f"{', ...' if len(other_fields) > 3 else ''}): an earlier version of gio_ada_jax "
+        "wrote it. Use that version for this workdir, or start a new one.")
+  found = differences(recorded, current, use)
   refused = {f: values for f, values in found.items() if f not in allowed}
   if refused:
     verb = {"resume": "resume", "evaluate": "evaluate", "translate": "translate with"}[use]
