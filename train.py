@@ -16,7 +16,6 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from gio_ada_jax import cli, distributed, errors, trainer
-from gio_ada_jax.data import interrupts
 from gio_ada_jax.train import run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
@@ -40,14 +39,7 @@ def main(argv):
     _PROCESSES.initialize()
   except ValueError as e:
     raise errors.UserError(str(e)) from e
-  try:
-    final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                       _ALLOW_CONFIG_CHANGE.value)
-  except interrupts.Terminated:  # while the 'cg' variant translated its source set
-    print("train.py: stopped by SIGTERM while the 'cg' variant translated its source (the "
-          f"CycleGAN is checkpointed; exit status {errors.PREEMPTED_EXIT_CODE}). Rerun the "
-          "same command to resume.", file=sys.stderr)
-    return errors.PREEMPTED_EXIT_CODE
+  final = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _ALLOW_CONFIG_CHANGE.value)
   if final is None:
     print(f"train.py: stopped by SIGTERM after checkpointing {_WORKDIR.value}; the run is not "
           f"finished (exit status {errors.PREEMPTED_EXIT_CODE}). Rerun the same command to "

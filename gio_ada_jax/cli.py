@@ -1,6 +1,7 @@
 """What every command line shares (train.py, evaluate.py, the demo, experiments, prepare,
 translate, parity): absl's flag parsing with a flag that is unknown or does not parse said in one
-line with exit status 2, and a UserError printed as one line with its exit status."""
+line with exit status 2, a UserError printed as one line with its exit status, and SIGTERM while
+data was written (errors.Terminated: exit status 75) or Ctrl-C (130) said in one line."""
 
 import sys
 from typing import Callable
@@ -34,5 +35,14 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
     except UserError as e:
       print(f"{program}: {e}", file=sys.stderr)
       return e.exit_code
+    except errors.Terminated:  # what was unfinished is removed; checkpoints are kept
+      print(f"{program}: stopped by SIGTERM before the data being written was complete (exit "
+            f"status {errors.PREEMPTED_EXIT_CODE}); rerun the same command to resume.",
+            file=sys.stderr)
+      return errors.PREEMPTED_EXIT_CODE
+    except KeyboardInterrupt:
+      print(f"{program}: stopped by Ctrl-C (exit status {errors.INTERRUPTED_EXIT_CODE}); rerun "
+            "the same command to resume from what was saved.", file=sys.stderr)
+      return errors.INTERRUPTED_EXIT_CODE
 
   app.run(main_or_user_error, flags_parser=lambda argv: _parse_flags(argv, program))

@@ -28,9 +28,9 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, config_checks, configs, errors, experiments, models, variants
+from gio_ada_jax import cli, config_checks, configs, experiments, models, variants
 from gio_ada_jax.cyclegan import model as cyclegan, translate
-from gio_ada_jax.data import interrupts, pipeline
+from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import label_space_for
 from gio_ada_jax.eval import evaluate
 from gio_ada_jax.images import (colourise, image_to_uint8, legend, panel, with_column_titles,
@@ -189,18 +189,11 @@ def main(argv):
     return 2
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
-  except experiments.Preempted as e:
-    print(f"demo: {e}", file=sys.stderr)
-    return errors.PREEMPTED_EXIT_CODE
   except config_checks.ConfigError as e:  # e.g. rerun with another config: the runs are reused
     print(f"demo: {e} (The demo has no --allow_config_change: it reuses the runs of "
           f"{_OUTPUT_DIR.value}; give another --output_dir to train with this config.)",
           file=sys.stderr)
     return e.exit_code
-  except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
-    print("SIGTERM: stopped before the data being written was complete; rerun the same "
-          "command to resume.", file=sys.stderr)
-    return errors.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -31,9 +31,9 @@ from ml_collections import config_flags
 
 from gio_ada_jax import cli, config_checks, files, trainer, variants
 from gio_ada_jax import workdir as workdir_lib
-from gio_ada_jax.data import interrupts, pipeline, prepare
+from gio_ada_jax.data import pipeline, prepare
 from gio_ada_jax.data.labels import SYNTHIA_CITYSCAPES_16, VKITTI_KITTI_10, LabelSpace
-from gio_ada_jax.errors import PREEMPTED_EXIT_CODE, UserError
+from gio_ada_jax.errors import Preempted, UserError
 from gio_ada_jax.eval import charts, evaluate, reports
 
 
@@ -191,10 +191,6 @@ def ensure_procedural_data(config, data_dir: str, own_folder: bool) -> None:
   prepare.prepare("procedural", data_dir, config, overwrite=own_folder)
 
 
-class Preempted(Exception):
-  """SIGTERM stopped a run after its checkpoint; rerunning the command resumes it."""
-
-
 def train_and_evaluate_run(config, workdir: str, name: str) -> dict[str, Any]:
   """Train one run (reusing a finished one: its export exists) and evaluate its task net on
   the target; the report. Raises Preempted when SIGTERM stopped the training."""
@@ -339,8 +335,8 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
 
 def main_exit_code(number: int, config, config_file: str, overrides: dict[str, Any],
                    workdir: str, seed_values: Sequence[str], print_commands: bool) -> int:
-  """What `python -m gio_ada_jax.experiments` does; its exit status (0, 2 a usage or config
-  error, PREEMPTED_EXIT_CODE when SIGTERM stopped a run)."""
+  """What `python -m gio_ada_jax.experiments` does; 0, or a UserError that cli.run prints with
+  its exit status (2 a usage or config error, 75 when SIGTERM stopped a run: Preempted)."""
   try:
     chosen = table(number)
     seeds = parse_seeds(seed_values)
@@ -363,16 +359,6 @@ def main_exit_code(number: int, config, config_file: str, overrides: dict[str, A
     print(f"experiments: {e} (The runs of {workdir} are reused; give another --workdir to "
           "train with this config.)", file=sys.stderr)
     return e.exit_code
-  except UserError as e:  # ExperimentError too; NonFiniteError has its own status
-    print(f"experiments: {e}", file=sys.stderr)
-    return e.exit_code
-  except Preempted as e:
-    print(f"experiments: {e}", file=sys.stderr)
-    return PREEMPTED_EXIT_CODE
-  except interrupts.Terminated:  # while rendering the data or translating the 'cg' source
-    print("experiments: SIGTERM stopped the command before the data being written was "
-          "complete; rerun the same command to resume.", file=sys.stderr)
-    return PREEMPTED_EXIT_CODE
   return 0
 
 

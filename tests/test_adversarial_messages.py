@@ -65,7 +65,7 @@ def _task_net_pth(path, width: float) -> str:
   return str(path)
 
 
-# --------------------------------------------------------------- item 1: hostile .pth files
+# ------------------------------------------------------------------------ hostile .pth files
 
 
 def test_a_pth_with_a_pickled_global_is_refused_without_torch_advice(tmp_path, capfd):
@@ -157,7 +157,7 @@ def test_translate_and_parity_refuse_a_hostile_pth_and_name_their_own_flags(tmp_
   assert "expected (3, 3, 64, 5)" in message and "Check --network=task_net" in message
 
 
-# ------------------------------------------------------------- item 3: compare's reports
+# ---------------------------------------------------------------------- compare's reports
 
 
 def _write_report(workdir, stem: str, miou: float, resolution: str = "label"):
@@ -231,7 +231,7 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
       "of the export when the checkpoints are gone).\n")
 
 
-# ------------------------------------------------- item 4: what an interrupted prepare leaves
+# --------------------------------------------------------- what an interrupted prepare leaves
 
 
 def test_the_next_prepare_removes_only_the_unfinished_copy_a_killed_one_left(
@@ -284,14 +284,14 @@ def test_sigterm_stops_prepare_after_tfds_removed_its_unfinished_copy(tmp_path):
   time.sleep(1)  # rendering the 5000 examples, not starting (tqdm's own start is not clean)
   process.send_signal(signal.SIGTERM)
   _, err = process.communicate(timeout=120)
-  assert process.returncode == 143, err[-3000:]
-  assert err.endswith("prepare: stopped by SIGTERM; rerun the same command to finish (it keeps "
-                      "what is complete and removes any unfinished copy).\n")
+  assert process.returncode == 75, err[-3000:]  # as every command stopped by SIGTERM
+  assert err.endswith("prepare: stopped by SIGTERM before the data being written was complete "
+                      "(exit status 75); rerun the same command to resume.\n")
   assert "Traceback" not in err
   assert sorted(p.name for p in source.iterdir()) == []  # neither a copy nor its temporary
 
 
-# ------------------------------------- item 5: advice only about what the reader can change
+# ------------------------------------------- advice only about what the reader can change
 
 
 def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(

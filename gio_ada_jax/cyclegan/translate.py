@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 from gio_ada_jax import cli, config_checks, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan
-from gio_ada_jax.data import builders, interrupts, pipeline, prepare
+from gio_ada_jax.data import builders, pipeline, prepare
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.errors import UserError
 from gio_ada_jax.images import image_to_uint8
@@ -320,16 +320,8 @@ def main(argv):
               else "Choose another --output_dir (a new or empty folder).")
     print(f"translate: {e} {remedy}", file=sys.stderr)
     return 2
-  except (TranslationError, convert.ConversionError, pipeline.DatasetNotPrepared,
-          FileNotFoundError, config_checks.ConfigError, checkpoint.UnrestorableCheckpoint,
-          pipeline.DatasetUnusable) as e:
-    print(f"translate: {e}", file=sys.stderr)
-    return 2
-  except (interrupts.Terminated, KeyboardInterrupt) as e:
-    stopped = isinstance(e, interrupts.Terminated)
-    print(f"translate: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same "
-          "command to finish the translated copy.", file=sys.stderr)
-    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
+  except FileNotFoundError as e:
+    raise UserError(str(e)) from e
   print(f"Translated {config.data.source} into {path}. Train on it with "
         f"--config.data.source_data_dir={fl.output_dir}.")
   return 0

@@ -10,15 +10,7 @@ import contextlib
 import signal
 import threading
 
-SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
-SIGINT_EXIT_STATUS = 128 + signal.SIGINT
-
-
-class Terminated(BaseException):
-  """SIGTERM arrived while a dataset was being written; TFDS has removed an unfinished copy.
-
-  A BaseException, like KeyboardInterrupt: no `except Exception` on the way swallows it.
-  """
+from gio_ada_jax.errors import Terminated
 
 
 _SIGTERM = {"deferred": 0, "received": False}  # main thread only

@@ -10,13 +10,13 @@ TFDS writes each dataset version into a temporary sibling folder, incomplete.XXX
 and renames it when every split is done; it removes that folder itself when writing fails. A
 prepare killed before (SIGKILL, a lost machine) leaves it behind: the next prepare of that
 version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's own clean-up
-(exit status 143 and 130). Only one prepare may write a given dataset version at a time.
+(exit status 75 and 130, as every command). Only one prepare may write a given dataset version at
+a time.
 """
 
 import os
 import pathlib
 import shutil
-import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -134,18 +134,8 @@ def main(argv):
   config = FLAGS.config
   data_dir = FLAGS.data_dir or config.data.data_dir
   config_checks.check_config(config)
-  try:
-    built = prepare(FLAGS.dataset, data_dir, config, FLAGS.manual_dir, FLAGS.overwrite,
-                    FLAGS.num_workers)
-  except formats.DataError as e:
-    print(f"prepare: {e}", file=sys.stderr)
-    return 2
-  except (interrupts.Terminated, KeyboardInterrupt) as e:
-    stopped = isinstance(e, interrupts.Terminated)
-    print(f"prepare: stopped by {'SIGTERM' if stopped else 'Ctrl-C'}; rerun the same command "
-          "to finish (it keeps what is complete and removes any unfinished copy).",
-          file=sys.stderr)
-    return interrupts.SIGTERM_EXIT_STATUS if stopped else interrupts.SIGINT_EXIT_STATUS
+  built = prepare(FLAGS.dataset, data_dir, config, FLAGS.manual_dir, FLAGS.overwrite,
+                  FLAGS.num_workers)
   fmt = formats.FORMATS.get(FLAGS.dataset)
   label_space = fmt.label_space if fmt else VKITTI_KITTI_10  # procedural: the 10 classes
   for builder in built:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import numpy as np
 from flax import traverse_util
 
+from gio_ada_jax.errors import UserError
 from gio_ada_jax.models.task_net import VGG16_DEEPLAB_LAYERS
 
 Params = Mapping[str, Any]
@@ -32,7 +33,7 @@ RUNNING_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 DATA_PARALLEL_PREFIX = "module."
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
   """A checkpoint cannot be read, or its state_dict does not fit the network."""
 
 
