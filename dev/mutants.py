@@ -53,7 +53,7 @@ EARLIER = "seeded earlier"
 STEP_PARITY = ("tests/test_step_parity.py::test_steps_match_pytorch[+sd,joint-bce-patch]",
                "tests/test_step_parity.py::test_steps_match_pytorch[+d,sep-lsgan-patch]")
 LABELS = ("tests/test_labels.py", "tests/test_builders.py", "tests/test_formats.py")
-DEPTH_TESTS = ("tests/test_evaluation.py", "tests/test_evaluation_depth.py")
+DEPTH_TESTS = ("tests/test_metrics.py", "tests/test_evaluate.py")
 STREAMS_TESTS = ("tests/test_domain_streams.py", "tests/test_pipeline.py")
 
 MUTANTS = (
@@ -196,7 +196,7 @@ MUTANTS = (
     # Bugs seeded by hand before this list existed, all caught then, kept so they stay caught.
     Mutant("iou_formula", EARLIER, "gio_ada_jax/eval/metrics.py",
            "iou = diag / (rows + cols - diag)", "iou = diag / (rows + cols)",
-           ("tests/test_evaluation.py",)),
+           ("tests/test_metrics.py",)),
     Mutant("joint_flip_image_only", EARLIER, "gio_ada_jax/data/pipeline.py",
            "image, label = image[:, ::-1], label[:, ::-1]", "image = image[:, ::-1]",
            ("tests/test_pipeline.py",)),

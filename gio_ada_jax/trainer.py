@@ -22,7 +22,7 @@ from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.eval import evaluate
 from gio_ada_jax.files import atomic_write
 from gio_ada_jax.interop import convert
-from gio_ada_jax.train import run_config, state as state_lib, summaries, workdir_lock
+from gio_ada_jax.train import guard, state as state_lib, summaries
 from gio_ada_jax.train import step as train_step
 from gio_ada_jax.train.loop import Loop, run_loop
 
@@ -102,9 +102,9 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
   """Train GIO-Ada as configured, writing checkpoints to `workdir`; the final state, or None
   when SIGTERM stopped the run before its last step (its checkpoint is saved; rerun to resume).
 
-  The config is recorded in WORKDIR/config.json; resuming with one that computes differently
-  raises a ConfigError naming the fields, unless `allow_config_change` names them
-  (run_config.check_resume; the record is written once the run has restored its checkpoint).
+  The config is checked, WORKDIR held and compared with the run recorded there first
+  (train/guard.py): resuming with a config that computes differently raises a ConfigError
+  naming the fields, unless `allow_config_change` names them.
 
   For input level "cg" a CycleGAN is trained first (WORKDIR/cyclegan) and translates the
   source set (WORKDIR/cyclegan/translated); the task net then trains on that copy.
@@ -114,20 +114,15 @@ def train_and_evaluate(config, workdir: str, allow_config_change: Sequence[str] 
   is "checkpoints/N" when step N's checkpoint is saved, else "in memory at training step N").
   A resumed run evaluates from the next multiple on; a step SIGTERM stopped at is not
   evaluated.
-  The run holds WORKDIR/train.lock throughout (workdir_lock.WorkdirLockError if another run
-  does).
   """
-  config_checks.check_config(config)  # before anything is read or compiled
-  vgg16_path = config_checks.vgg16_weights_path(config.model.task_net)
-  with workdir_lock.hold(workdir):  # before anything is written: one run per workdir
-    return _train_and_evaluate(config, workdir, vgg16_path, allow_config_change)
+  with guard.guarded_run(config, workdir, allow_config_change) as run:
+    return _train_and_evaluate(config, workdir, run)
 
 
-def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
-                        allow_config_change: Sequence[str]) -> state_lib.GioAdaState | None:
+def _train_and_evaluate(config, workdir: str, run: guard.GuardedRun
+                        ) -> state_lib.GioAdaState | None:
+  """The method's steps, on a guarded run."""
   variant = variants.from_config(config)
-  changes = run_config.check_resume(config, workdir, allow_config_change)
-  as_given = config  # recorded as the user gave it (the training length in epochs, ...)
   built = models.build_models(config.model, variant)
   # Set up before anything trains, the 'cg' stage included, so that a missing evaluation split
   # stops the run at once. It reads no field that stage changes (data.source_data_dir).
@@ -136,7 +131,7 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
   layout = parallel.layout_from_config(config.train)
   parallel.check_fits(layout, config.data.height, config.data.global_batch)
   if variant.trains_cyclegan:
-    config = cyclegan_stage.with_cyclegan_source(config, workdir, allow_config_change)
+    config = cyclegan_stage.with_cyclegan_source(config, workdir, run.allowed)
     if config is None:
       return None
   config = with_training_length(config, layout)
@@ -146,9 +141,9 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
                                  config.data.height, config.data.width)
   optimizers = state_lib.make_optimizers(train)
   on_fresh_start = None
-  if vgg16_path is not None:
+  if run.vgg16_path is not None:
     on_fresh_start = lambda state: with_pretrained_encoder(  # noqa: E731
-        state, vgg16_path, optimizers)
+        state, run.vgg16_path, optimizers)
   loop = Loop(
       p_step=train_step.make_p_train_step(built, optimizers, train, variant, layout),
       to_step_batch=train_step.batch_from_pipeline, num_steps=train.num_steps,
@@ -156,7 +151,7 @@ def _train_and_evaluate(config, workdir: str, vgg16_path: str | None,
       pictures=lambda params, batch: summaries.pictures(
           params, batch, built, variant, config.model.num_classes),
       on_fresh_start=on_fresh_start,
-      after_restore=lambda step: run_config.record(as_given, workdir, changes, step),
+      after_restore=run.record,
       evaluate=evaluate_step, evaluate_every=config.eval.every_steps, layout=layout)
   final = run_loop(loop, state, batches, workdir, config)
   if int(final.step) < train.num_steps:

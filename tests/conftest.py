@@ -4,6 +4,8 @@ compilation cache for the session."""
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -24,6 +26,21 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+
+
+def run_side_by_side(commands: dict[str, list[str]], timeout=600
+                     ) -> dict[str, tuple[int, str, str]]:
+  """Run the Python commands (argument lists after `python`) side by side; {name: (exit
+  status, stdout, stderr)}."""
+  env = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
+  started = {name: subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+             for name, args in commands.items()}
+  done = {}
+  for name, process in started.items():
+    out, err = process.communicate(timeout=timeout)
+    done[name] = (process.returncode, out, err)
+  return done
 
 
 def xla_flags_for(devices: int) -> str:

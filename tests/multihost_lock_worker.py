@@ -1,4 +1,4 @@
-"""One process of tests/test_adversarial_lock.py's two-process check of the workdir lock.
+"""One process of tests/test_workdir_lock.py's two-process check of the workdir lock.
 
 python tests/multihost_lock_worker.py --process_id I --num_processes N --port P
     --locked WORKDIR --free WORKDIR, from the repository root with PYTHONPATH=. and

@@ -668,8 +668,8 @@ INVENTORY = {
         "test_cyclegan.py::test_translated_images_are_the_final_generator_applied_to_the_source",
     ],
     "eval.per_device_batch": [  # knob: the depth test evaluates 2 per device too
-        "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
-        "test_evaluation.py::test_several_devices_give_what_one_device_gives",
+        "test_evaluate.py::test_depth_metrics_equal_numpy_on_another_depth_range",
+        "test_metrics.py::test_several_devices_give_what_one_device_gives",
     ],
     "eval.every_steps": [
         "test_eval_in_loop.py::test_in_loop_reports_equal_evaluate_py_of_the_checkpoints",
@@ -679,15 +679,15 @@ INVENTORY = {
         "test_eval_in_loop.py::test_a_bad_every_steps_is_named_before_anything_runs",
     ],
     "eval.at_label_resolution": [
-        "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
+        "test_evaluate.py::test_depth_metrics_equal_numpy_on_another_depth_range",
         "test_evaluate.py::test_all_steps_writes_a_report_per_checkpoint_and_the_curve",
     ],
     "eval.depth_min_m": [
-        "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
+        "test_evaluate.py::test_depth_metrics_equal_numpy_on_another_depth_range",
     ],
     "eval.depth_max_m": [
-        "test_evaluation_depth.py::test_depth_metrics_equal_numpy_on_another_depth_range",
-        "test_evaluation.py::test_the_depth_cap_drops_farther_ground_truth_and_clips_predictions",
+        "test_evaluate.py::test_depth_metrics_equal_numpy_on_another_depth_range",
+        "test_metrics.py::test_the_depth_cap_drops_farther_ground_truth_and_clips_predictions",
     ],
     "model.num_classes": ["test_parity.py::test_adaptsegnet_deeplab_vgg_in_its_own_setting"],
     "model.dtype": [

@@ -1,9 +1,12 @@
-"""PyTorch state_dict <-> Flax params (gio_ada_jax/interop/convert.py) for every network layout.
+"""PyTorch state_dict <-> Flax params (gio_ada_jax/interop/convert.py) for every network layout,
+and .pth files that are not what they claim: a hostile one is refused without passing on torch's
+advice to unpickle it, and a layout mismatch names the command's own flags.
 
 Small widths (configs/test.py) for values; full-size key shapes from meta-device PyTorch modules
 and `jax.eval_shape` templates, so nothing large is initialised.
 """
 
+import builtins
 import os
 import pickle
 import shlex
@@ -12,13 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 
 from configs import default as default_config  # noqa: E402
 from configs import test as test_config  # noqa: E402
+from gio_ada_jax import models, variants  # noqa: E402
 from gio_ada_jax.interop import convert, parity, torch_ref  # noqa: E402
 from gio_ada_jax.models import ImageTransformNet  # noqa: E402
+from tests.conftest import run_side_by_side, tiny_training_config  # noqa: E402
 
 SIZE = 24  # Input height and width: params do not depend on it (PatchGAN needs >= 24).
 NETWORKS = parity.NETWORKS
@@ -495,3 +501,122 @@ def test_converted_generator_matches_torch_ref_output():
   assert ours.shape == theirs.shape == (1, SIZE, SIZE, 3)
   assert np.std(theirs) > 0.1  # Not a constant output that any kernel order would give.
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+TORCH_ADVICE = ("weights_only=False", "weights_only` set to `False`", "add_safe_globals",
+                "safe_globals")
+
+
+class _PrintsOnUnpickle:
+  """Unpickling this calls print("PWNED"): harmless, and visible if it ever runs."""
+
+  def __reduce__(self):
+    return builtins.print, ("PWNED",)
+
+
+def _hostile_pth(path) -> str:
+  torch.save({"features.0.weight": torch.zeros(2), "payload": _PrintsOnUnpickle()}, str(path))
+  return str(path)
+
+
+def _task_net_pth(path, width: float) -> str:
+  """A GIO-Ada task net state_dict of configs/test.py's networks at `width`."""
+  config = tiny_training_config("unused", 1)
+  config.model.width = width
+  task_net = models.build_models(config.model, variants.FINAL).task_net
+  image = np.zeros((1, config.data.height, config.data.width, 3), np.float32)
+  params = task_net.init(jax.random.key(0), image)["params"]
+  convert.save_torch_checkpoint(convert.flax_to_torch(params, "task_net"), str(path))
+  return str(path)
+
+
+# ------------------------------------------------------------------------ hostile .pth files
+
+
+def test_a_pth_with_a_pickled_global_is_refused_without_torch_advice(tmp_path, capfd):
+  path = _hostile_pth(tmp_path / "hostile.pth")
+  with pytest.raises(convert.UnsafeCheckpoint) as info:
+    convert.load_torch_checkpoint(path)
+  message = str(info.value)
+  assert message.startswith(f"{path}: refused")
+  assert "references print" in message  # the global torch's reader met
+  assert "torch.save(model.state_dict(), 'weights.pth')" in message
+  assert not any(advice in message for advice in TORCH_ADVICE)
+  assert "PWNED" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "is empty (0 bytes)"),
+    (b"hello, world\n", "is not a PyTorch checkpoint: it starts with b'hello, w'"),
+    ("truncated zip", "is a zip archive that torch cannot read as a checkpoint"),
+    ("folder", "is a folder, not a PyTorch .pth file"),
+])
+def test_unreadable_pth_files_say_what_they_are(tmp_path, content, says):
+  path = tmp_path / "weights.pth"
+  if content == "truncated zip":
+    torch.save({"w": torch.zeros(64)}, str(path))
+    path.write_bytes(path.read_bytes()[:200])
+  elif content == "folder":
+    path.mkdir()
+  else:
+    path.write_bytes(content)
+  with pytest.raises(convert.ConversionError) as info:
+    convert.load_torch_checkpoint(str(path))
+  assert str(info.value).startswith(f"{path}: {says}")
+  assert not isinstance(info.value, convert.UnsafeCheckpoint)
+
+
+def test_evaluate_py_refuses_a_hostile_pth_and_names_its_own_flags_on_a_mismatch(tmp_path):
+  """evaluate.py --torch_checkpoint: a hostile file and one of another width each exit 2 with
+  one message and no traceback; the hostile one without torch's advice, the other suggesting
+  evaluate.py's flags and the config's fields, never the Python API's keywords. (With
+  --images_dir, which needs no prepared data, the file is read by the same evaluate.torch_weights
+  as for an evaluation.)"""
+  hostile = _hostile_pth(tmp_path / "hostile.pth")
+  other_width = _task_net_pth(tmp_path / "task_net.pth", width=0.125)
+  images = tmp_path / "images"
+  images.mkdir()
+  Image.new("RGB", (48, 32)).save(images / "a.png")
+  evaluate = ["evaluate.py", "--config", "configs/test.py", "--workdir", str(tmp_path / "work"),
+              "--images_dir", str(images), "--torch_checkpoint"]
+  results = run_side_by_side({"hostile": evaluate + [hostile], "mismatch": evaluate + [other_width]})
+  for name, (status, out, err) in results.items():
+    assert status == 2 and "Traceback" not in err, (name, err[-3000:])
+    assert "PWNED" not in out + err
+  err = results["hostile"][2]
+  assert f"evaluate.py: {hostile}: refused" in err
+  assert not any(advice in err for advice in TORCH_ADVICE)
+  err = results["mismatch"][2]
+  assert f"--torch_checkpoint {other_width} (with --torch_layout=task_net" in err
+  assert "expected (3, 3, 3, 4)" in err  # the first conv: the file has 8 channels (width 0.125)
+  assert ("Check --torch_layout (task_net, deeplab_vgg) and the config's model fields "
+          "(model.num_classes, model.width") in err
+  assert "allow_missing" not in err and "allow_unexpected" not in err
+
+
+def test_translate_and_parity_refuse_a_hostile_pth_and_name_their_own_flags(tmp_path):
+  """What translate --torch_generator and parity --checkpoint print (both exit 2 on any
+  ConversionError)."""
+  from gio_ada_jax.interop import parity  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.cyclegan import translate  # pylint: disable=g-import-not-at-top
+  hostile = _hostile_pth(tmp_path / "hostile.pth")
+  task_net = _task_net_pth(tmp_path / "task_net.pth", width=0.0625)
+  config = tiny_training_config("unused", 1)
+  with pytest.raises(convert.UnsafeCheckpoint, match="refused"):
+    translate.generator_from_torch(config, hostile)
+  with pytest.raises(convert.ConversionError) as info:
+    translate.generator_from_torch(config, task_net)
+  message = str(info.value)
+  assert message.startswith(f"--torch_generator {task_net} (with cyclegan.ngf=64, "
+                            "cyclegan.num_blocks=2, model.width=0.0625) does not fit")
+  assert "\n  ... and 54 more\n" in message  # 20 missing keys, 46 unexpected: 12 listed
+  assert "Check the config's cyclegan.ngf, cyclegan.num_blocks and model.width" in message
+  assert "allow_" not in message
+
+  config.model.num_classes = 5
+  with pytest.raises(convert.LayoutMismatch) as info:
+    parity.check_network("task_net", config.model, 32, 48, checkpoint=task_net)
+  assert "allow_" not in str(info.value)  # the library's message suggests no keyword either
+  message = str(parity.with_cli_advice(info.value, "task_net", task_net))
+  assert message.startswith(f"--checkpoint {task_net} does not fit 'task_net'")
+  assert "expected (3, 3, 64, 5)" in message and "Check --network=task_net" in message

@@ -3,6 +3,7 @@ step each, evaluated, the table, its chart and both figures (titled, with a clas
 written."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -57,3 +58,19 @@ def test_column_titles_sit_above_their_columns_and_the_key_shows_every_class_col
   assert key.shape[1] == 300 and key.shape[0] > 2 * images.FONT_SIZE  # wrapped onto rows
   colours = {tuple(c) for c in key.reshape(-1, 3)}
   assert set(map(tuple, space.colours)) <= colours
+
+
+def test_the_demo_never_renders_over_a_data_folder_the_user_gave(procedural_data_dir, tmp_path):
+  """The demo replaces another rendering only in its own OUT/data; a --config.data.data_dir
+  holding another config's rendering is refused by prepare and kept."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax import experiments  # pylint: disable=g-import-not-at-top
+  from gio_ada_jax.data import formats  # pylint: disable=g-import-not-at-top
+  user_data = tmp_path / "user_data"
+  shutil.copytree(procedural_data_dir, user_data)
+  before = sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*"))
+  config = test.get_config()
+  config.data.procedural.num_train = 5  # another rendering than the one in the folder
+  with pytest.raises(formats.DataError, match="rendered from another config.data.procedural"):
+    experiments.ensure_procedural_data(config, str(user_data), own_folder=False)
+  assert sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*")) == before

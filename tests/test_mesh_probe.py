@@ -13,7 +13,7 @@ import pytest
 
 from gio_ada_jax.train import checkpoint, loop
 from tests import mesh_worker
-from tests.test_adversarial_checkpoints import _truncate
+from tests.test_checkpoint import _truncate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

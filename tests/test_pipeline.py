@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gio_ada_jax.data import pipeline
+from tests.conftest import tiny_training_config
 
 HEIGHT, WIDTH = 6, 10
 
@@ -205,3 +206,25 @@ def test_device_prefetch_yields_device_batches_with_the_state_after_each():
   third = next(resumed)["source"]
   np.testing.assert_array_equal(np.asarray(batches[2][0]["image"]), third["image"])
   assert _indices(third) == _indices({"label": np.asarray(batches[2][0]["label"])})
+
+
+def test_a_source_data_dir_without_the_source_names_the_field_and_both_ways_to_fill_it(
+    procedural_data_dir, tmp_path):
+  from gio_ada_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_training_config(procedural_data_dir, 1)
+  config.data.source_data_dir = str(tmp_path / "translated")
+  with pytest.raises(pipeline.DatasetNotPrepared) as info:
+    pipeline.train_iterator(config, local_devices=1)
+  message = str(info.value)
+  assert message.startswith(f"data.source_data_dir='{tmp_path}/translated' holds no "
+                            "'procedural/source' of data version")
+  assert f"gio_ada_jax.cyclegan.translate --config ... --output_dir {tmp_path}/translated" in message
+  assert "set data.source_data_dir='' to read data.source from data.data_dir" in message
+
+  config.data.source_data_dir = ""
+  config.data.procedural.num_train = 9  # another rendering than the prepared one
+  with pytest.raises(pipeline.DatasetUnusable) as info:  # train.py: exit 2, one line
+    pipeline.train_iterator(config, local_devices=1)
+  assert str(info.value).startswith(f"{procedural_data_dir}/procedural/source/")
+  assert ("re-run `python -m gio_ada_jax.data.prepare --dataset procedural --overwrite "
+          f"--data_dir {procedural_data_dir}` with this config") in str(info.value)

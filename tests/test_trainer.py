@@ -71,7 +71,7 @@ def test_train_py_runs_end_to_end_and_writes_checkpoints(data_dir, tmp_path):
   assert "step 2/2" in result.stdout
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
   assert (workdir / "export" / "task_net.msgpack").exists()
-  assert not (workdir / "train.lock").exists()  # released (tests/test_adversarial_lock.py)
+  assert not (workdir / "train.lock").exists()  # released (tests/test_workdir_lock.py)
   events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert events
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
