@@ -12,7 +12,6 @@ from gio_ada_jax.errors import ConfigError
 
 ENCODER_INITS = ("imagenet", "random")
 SKY_DEPTH_MODES = ("far", "invalid")  # data.sky_depth
-PROCEDURAL_CLASSES = 10  # data/labels.py's VKITTI_KITTI_10, which the procedural scenes draw
 # torchvision's file name for the ImageNet VGG16 weights (torchvision.models.VGG16_Weights).
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
@@ -67,18 +66,20 @@ def has_field(config, dotted: str) -> bool:
   return True
 
 
-def _leaf_paths(node, prefix: str = "") -> set[str]:
-  paths = set()
+def _leaves(node, prefix: str = "") -> dict:
+  """{"a.b.c": value} of every leaf of a ConfigDict."""
+  found = {}
   for key, value in node.items():
-    paths |= _leaf_paths(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key}
-  return paths
+    found.update(_leaves(value, f"{prefix}{key}.") if hasattr(value, "items")
+                 else {prefix + key: value})
+  return found
 
 
 def check_known_fields(config) -> None:
   """Raise naming every field the config sets that this version does not have (configs/
   default.py holds every field): a typo, or a field of an earlier version, which nothing would
   read (a config file can add fields: ConfigDict accepts them)."""
-  unknown = sorted(_leaf_paths(config) - _leaf_paths(default.get_config()))
+  unknown = sorted(set(_leaves(config)) - set(_leaves(default.get_config())))
   if unknown:
     raise ConfigError(
         f"the config sets {', '.join('config.' + f for f in unknown)}, which this version does "
@@ -174,17 +175,6 @@ _PROCEDURAL_RULES = (  # the first that matches a field's path applies
 _PROCEDURAL_COUNTS = ("trees_per_side", "bushes", "treeline_blobs", "street_lamps", "signs",
                       "traffic_lights", "ego_lane_vehicles", "oncoming_vehicles",
                       "parked_vehicles_per_strip")
-# Appearance fields with one value per class (the 10 classes of VKITTI_KITTI_10).
-_PER_CLASS = ("palette", "object_colour_jitter", "object_brightness_jitter", "texture_amplitude",
-              "texture_scale_m")
-
-
-def _leaves(node, prefix: str):
-  for key, value in node.items():
-    if hasattr(value, "items"):
-      yield from _leaves(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
 
 
 def _numbers(value) -> list:
@@ -196,10 +186,19 @@ def _numbers(value) -> list:
   return [None]
 
 
+def _shape(value) -> list[int]:
+  """A tuple's nested lengths (a palette: [10, 3, 3, ...]); [] for a number."""
+  if isinstance(value, (tuple, list)):
+    return [len(value)] + [n for item in value for n in _shape(item)]
+  return []
+
+
 def procedural_problems(procedural) -> list[str]:
-  """What is wrong with data.procedural's values: ranges, (lo, hi) order, per-class lengths."""
+  """What is wrong with data.procedural's values: ranges, (lo, hi) order, and the number of
+  entries of a tuple (one per class, an RGB triple, a pair), which is its default's."""
   problems = []
-  for path, value in _leaves(procedural.copy_and_resolve_references(), ""):
+  defaults = _leaves(default.get_config().data.procedural.copy_and_resolve_references())
+  for path, value in _leaves(procedural.copy_and_resolve_references()).items():
     field, name = f"data.procedural.{path}", path.rsplit(".", 1)[-1]
     values = _numbers(value)
     test, meaning = next(rule for end, rule in _PROCEDURAL_RULES
@@ -213,9 +212,10 @@ def procedural_problems(procedural) -> list[str]:
     elif (path.split(".")[0] in ("scene", "target_scene") and isinstance(value, (tuple, list))
           and len(values) == 2 and values[0] > values[1]):
       problems.append(f"{field}={value!r}: a (lo, hi) range needs lo <= hi")
-    elif name in _PER_CLASS and len(value) != PROCEDURAL_CLASSES:
-      problems.append(f"{field} has {len(value)} entries: one per class, "
-                      f"{PROCEDURAL_CLASSES}")
+    elif _shape(value) != _shape(defaults.get(path, value)):
+      problems.append(f"{field}={value!r}: takes {_shape(defaults[path])[0]} entries of the "
+                      "default's shape (one per class, an RGB triple or a (lo, hi) pair; "
+                      "gio_ada_jax/configs/procedural.py)")
   return problems
 
 

@@ -183,7 +183,7 @@ def test_procedural_fields_out_of_range_are_named_together():
                 "data.procedural.target_scene.bushes=(3, 1)",  # follows scene's
                 "data.procedural.target_scene.trees_per_side=(0.5, 2): counts are whole",
                 "data.procedural.camera.horizontal_fov_deg=190.0: every value must be between "
-                "0 and 180", "data.procedural.target.palette has 9 entries",
+                "0 and 180", "data.procedural.target.palette=((92, 90, 90), ", "takes 10 entries",
                 "data.procedural.scene.truck_probability=nan: must hold finite numbers"):
     assert named in str(error.value), named
   config_checks.check_config(test_config.get_config())  # the defaults pass
