@@ -42,30 +42,20 @@ def test_a_bad_flag_or_value_is_one_line_and_exit_2(command):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("error,status", [(ConfigError("config.x: fix it"), 2),
-                                          (NonFiniteError("loss is nan"), 3),
-                                          (errors.Preempted("run x is checkpointed"), 75)])
-def test_a_user_error_is_one_line_with_its_exit_status(error, status, capsys, monkeypatch):
-  def main(argv):
-    del argv
-    raise error
-
-  monkeypatch.setattr(sys, "argv", ["prog"])
-  with pytest.raises(SystemExit) as exit_info:
-    cli.run(main, "prog")
-  assert exit_info.value.code == status
-  assert capsys.readouterr().err == f"prog: {error}\n"
-
-
-@pytest.mark.parametrize("stop,status,said", [
+@pytest.mark.parametrize("raised,status,said", [
+    (ConfigError("config.x: fix it"), 2, "config.x: fix it"),
+    (NonFiniteError("loss is nan"), 3, "loss is nan"),
+    (errors.Preempted("run x is checkpointed"), 75, "run x is checkpointed"),
     (errors.Terminated(), 75, "stopped by SIGTERM before the data being written was complete "
                               "(exit status 75); rerun the same command to resume."),
     (KeyboardInterrupt(), 130, "stopped by Ctrl-C (exit status 130); rerun the same command to "
                                "resume from what was saved.")])
-def test_sigterm_and_ctrl_c_end_every_command_alike(stop, status, said, capsys, monkeypatch):
+def test_a_user_error_or_a_stop_is_one_line_with_its_exit_status(raised, status, said, capsys,
+                                                                  monkeypatch):
+  """A UserError prints its message; SIGTERM while writing and Ctrl-C end every command alike."""
   def main(argv):
     del argv
-    raise stop
+    raise raised
 
   monkeypatch.setattr(sys, "argv", ["prog"])
   with pytest.raises(SystemExit) as exit_info:

@@ -23,10 +23,9 @@ import grain
 from absl import logging
 import numpy as np
 
-from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.data.formats import FAR_DEPTH_CM
 from gio_ada_jax.data.labels import IGNORE_LABEL
-from gio_ada_jax.errors import UserError
+from gio_ada_jax.errors import ConfigError, UserError
 from gio_ada_jax.images import resize_image
 
 METADATA_DEPTH_MAX = "depth_max_cm"  # written by builders.py, the far clip included

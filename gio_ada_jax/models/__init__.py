@@ -17,7 +17,6 @@ __all__ = ["FCDiscriminator", "GioAdaModels", "ImageTransformNet", "PatchDiscrim
            "param_initializer"]
 
 
-
 class GioAdaModels(NamedTuple):
   """G_img, G_task, D_img and D_out as configured."""
 
