@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The embedded default: render the procedural domains, train the non-adapted baseline,
 # input level only, output level only and GIO-Ada (configs/demo.py), evaluate each on the
