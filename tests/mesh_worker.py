@@ -134,7 +134,8 @@ def main():
   assert jax.process_count() == args.num_processes
   setup_ = setup()
   batches = global_batches(jax.device_count())
-  results = {"single": run_single(setup_, batches)}
+  # Only process 0 writes the results, so only it runs the one-device reference.
+  results = {"single": run_single(setup_, batches)} if distributed.is_main_process() else {}
   if args.num_processes == 1:
     results["pmap"] = run_layout(setup_, batches, parallel.PmapLayout())
   for shape in args.shapes.split(","):
