@@ -26,12 +26,11 @@ Errors are printed in one paragraph and the exit status is 2.
 
 import json
 import os
-import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, config_checks, distributed, files, models, variants
+from gio_ada_jax import cli, config_checks, distributed, errors, files, models, variants
 from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.eval import evaluate, reports
 from gio_ada_jax.train import run_config
@@ -66,8 +65,15 @@ flags.adopt_module_key_flags(distributed)  # list them in --help too
 
 def _compare(paths: list[str]) -> int:
   if not paths:
-    raise ValueError("compare needs at least one workdir or report JSON.")
+    raise errors.UserError("compare needs at least one workdir or report JSON.")
   chosen = [reports.choose_report(p, _STEP.value) for p in paths]
+  given_as: dict[str, str] = {}
+  for path, report in zip(paths, chosen):
+    same = given_as.setdefault(os.path.realpath(report.path), path)
+    if same != path or paths.count(path) > 1:
+      raise errors.UserError(
+          f"compare: {same} and {path} are the same report, {report.path}; give each run once "
+          "(its mean ± std over runs would count it twice).")
   found = [reports.load_report(c.path) for c in chosen]
   rows = reports.compare(found)
   table = reports.compare_markdown(rows, found[0]["classes"], "miou13" in found[0]["metrics"])
@@ -76,17 +82,19 @@ def _compare(paths: list[str]) -> int:
   print(f"Reports compared:\n{used}\n\n{table}")
   if _OUTPUT_DIR.value:
     files.atomic_write(os.path.join(_OUTPUT_DIR.value, "compare.md"),
-                                  f"{table}\n\nReports compared:\n{used}\n")
+                       f"{table}\n\nReports compared:\n{used}\n")
     files.atomic_write(os.path.join(_OUTPUT_DIR.value, "compare.json"),
-                                  json.dumps(reports.json_ready(rows), indent=1) + "\n")
+                       json.dumps(reports.json_ready(rows), indent=1) + "\n")
   return 0
 
 
 def _evaluate() -> int:
   if _CONFIG.value is None or not _WORKDIR.value:
-    raise ValueError("--config and --workdir are required (or use `evaluate.py compare DIR...`).")
+    raise errors.UserError("--config and --workdir are required (or use `evaluate.py compare "
+                           "DIR...`).")
   if _ALL_STEPS.value and (_STEP.value is not None or _TORCH_CHECKPOINT.value):
-    raise ValueError("--all_steps evaluates every checkpoint; drop --step / --torch_checkpoint.")
+    raise errors.UserError("--all_steps evaluates every checkpoint; drop --step / "
+                           "--torch_checkpoint.")
   config, workdir = _CONFIG.value, _WORKDIR.value
   config_checks.check_config(config)
   if _IMAGES_DIR.value:
@@ -121,16 +129,15 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # orbax logs every save and restore at INFO; --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
-  try:
-    if len(argv) > 1 and argv[1] == "compare":
-      return _compare(argv[2:])
-    if len(argv) > 1:
-      raise ValueError(f"unknown arguments {argv[1:]}; the only command is `compare`.")
+  if len(argv) > 1 and argv[1] == "compare":
+    return _compare(argv[2:])
+  if len(argv) > 1:
+    raise errors.UserError(f"unknown arguments {argv[1:]}; the only command is `compare`.")
+  try:  # before anything touches a device
     _PROCESSES.initialize()
-    return _evaluate()
-  except (ValueError, FileNotFoundError) as e:
-    print(f"evaluate.py: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:
+    raise errors.UserError(str(e)) from e
+  return _evaluate()
 
 
 if __name__ == "__main__":

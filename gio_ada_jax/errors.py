@@ -26,6 +26,14 @@ class ConfigError(UserError, ValueError):
   """A config that cannot run as written; the message says which field and how to fix it."""
 
 
+class InputError(UserError, ValueError):
+  """A flag value, file or folder that the command cannot use as given; the message names it."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+  """A file or folder that the command needs is not there; the message names it."""
+
+
 class Preempted(UserError):
   """SIGTERM stopped a run after its checkpoint; rerunning the command resumes it."""
   exit_code = PREEMPTED_EXIT_CODE

@@ -68,7 +68,9 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
 
   results = run_side_by_side({"compare": ["evaluate.py", "compare", str(export_only), str(with_both),
                                   "--output_dir", str(tmp_path / "out")],
-                      "empty": ["evaluate.py", "compare", str(export_only), str(empty)]})
+                      "empty": ["evaluate.py", "compare", str(export_only), str(empty)],
+                      "twice": ["evaluate.py", "compare", str(with_both), str(export_only),
+                                str(with_both / "eval" / "export.json")]})
   status, out, err = results["compare"]
   assert status == 0, err[-3000:]
   assert (f"- +sd,joint: {export_only} -> {export_only}/eval/export.json (the export: the "
@@ -82,3 +84,8 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
       f"evaluate.py: {empty}: no evaluation report in {empty}/eval; run `python evaluate.py "
       f"--config ... --workdir {empty}` first (it writes a report of the latest checkpoint, or "
       "of the export when the checkpoints are gone).\n")
+  status, out, err = results["twice"]
+  assert status == 2 and err == (
+      f"evaluate.py: compare: {with_both} and {with_both}/eval/export.json are the same report, "
+      f"{with_both}/eval/export.json; give each run once (its mean ± std over runs would count "
+      "it twice).\n") and not out

@@ -115,7 +115,6 @@ def prepared_builder(path):
 
 def open_split(data_dir: str, name: str, split: str):
   """(random-access source of `split`, DatasetInfo) of a prepared dataset."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   path = dataset_dir(data_dir, name)
   if not (path / "dataset_info.json").exists():
     older = sorted(p.parent.name for p in path.parent.glob("*/dataset_info.json")
@@ -199,8 +198,8 @@ def preprocess(example: dict[str, Any], spec: Preprocessing,
   height, width = image.shape[:2]
   if spec.mode == "random_crop" and (height, width) != (spec.height, spec.width):
     if height < spec.height or width < spec.width:
-      raise ValueError(f"example {example.get('id')!r} is {height}x{width}, smaller than the "
-                       f"crop {spec.height}x{spec.width}; use data.mode='resize'.")
+      raise DatasetUnusable(f"example {example.get('id')!r} is {height}x{width}, smaller than "
+                            f"the crop {spec.height}x{spec.width}; use data.mode='resize'.")
     top = int(rng.integers(height - spec.height + 1)) if rng else (height - spec.height) // 2
     left = int(rng.integers(width - spec.width + 1)) if rng else (width - spec.width) // 2
     window = (slice(top, top + spec.height), slice(left, left + spec.width))
@@ -305,7 +304,7 @@ def train_dataset(source, spec: Preprocessing, *, seed: int, per_device_batch: i
       local_devices, process_index, process_count)
   shard = grain.MapDataset.source(source)[process_index::process_count]
   if len(shard) == 0:
-    raise ValueError(f"process {process_index} of {process_count} has no examples to read.")
+    raise DatasetUnusable(f"process {process_index} of {process_count} has no examples to read.")
   dataset = shard.shuffle(seed=seed).repeat()
   dataset = dataset.random_map(lambda ex, rng: preprocess(ex, spec, rng), seed=seed)
   dataset = dataset.batch(per_device_batch * local_devices, drop_remainder=True)

@@ -26,6 +26,7 @@ from gio_ada_jax import files, models, parallel, variants, workdir as workdir_li
 from gio_ada_jax.data import pipeline
 from gio_ada_jax.data.labels import LabelSpace, label_space_for
 from gio_ada_jax.distributed import is_main_process
+from gio_ada_jax.errors import InputError, MissingInput
 from gio_ada_jax.eval import metrics, reports
 from gio_ada_jax.images import (colourise, depth_colours, display_scale, panel,
                                  prediction_pictures, read_rgb, resize_image,
@@ -101,8 +102,8 @@ def _requested_step(checkpointer: checkpoint.Checkpointer, abstract, step: int
   that restores, when it does not."""
   kept = checkpointer.all_steps()
   if step not in kept:
-    raise FileNotFoundError(f"{checkpointer.directory}: no checkpoint of step {step}; kept "
-                            f"steps: {kept}.")
+    raise MissingInput(f"{checkpointer.directory}: no checkpoint of step {step}; kept "
+                       f"steps: {kept}.")
   restored, skipped = checkpointer.newest_params(abstract, [step])
   if restored is not None:
     return restored
@@ -171,7 +172,7 @@ def _export_without_checkpoints(built: models.GioAdaModels, config, workdir: str
   if step is not None or all_steps:
     where = ("no complete checkpoint in " if os.path.isdir(directory)
              else "no checkpoints folder ") + directory
-    raise FileNotFoundError(
+    raise MissingInput(
         f"{workdir}: {where}, so {'--step' if step is not None else '--all_steps'} has no "
         f"checkpoint to read" + (f"; its export {export} is evaluated without --step and "
                                  "--all_steps." if os.path.exists(export) else "."))
@@ -190,8 +191,8 @@ def checkpoint_params(built: models.GioAdaModels, config, workdir: str,
   try:
     kept = checkpointer.all_steps() if checkpointer is not None else []
     if not kept:
-      raise FileNotFoundError(f"{workdir}: no complete checkpoint in "
-                              f"{workdir_lib.checkpoints(workdir)}; train first.")
+      raise MissingInput(f"{workdir}: no complete checkpoint in "
+                         f"{workdir_lib.checkpoints(workdir)}; train first.")
     abstract = _abstract_state(built, config)
     restored = (_requested_step(checkpointer, abstract, step) if step is not None
                 else _newest_restorable(checkpointer, abstract))
@@ -233,8 +234,8 @@ def export_weights(built: models.GioAdaModels, config, workdir: str,
   directory = workdir_lib.export(workdir)
   path = os.path.join(directory, workdir_lib.EXPORTED_PARAMS)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{workdir}: neither checkpoints nor {path}; train first "
-                            f"(python train.py --config ... --workdir {workdir}).")
+    raise MissingInput(f"{workdir}: neither checkpoints nor {path}; train first "
+                       f"(python train.py --config ... --workdir {workdir}).")
   config_path = os.path.join(directory, workdir_lib.EXPORTED_MODEL_CONFIG)
   if os.path.exists(config_path):
     with open(config_path) as f:
@@ -243,7 +244,7 @@ def export_weights(built: models.GioAdaModels, config, workdir: str,
         stored, json.loads(config.model.to_json_best_effort()))
                    if d.split(" ")[0] not in allow_config_change]
     if differences:
-      raise ValueError(f"{path} was trained with another model config: "
+      raise InputError(f"{path} was trained with another model config: "
                        f"{'; '.join(differences)}. Evaluate with the run's config.")
   template = _task_net_template(built, config)
   with open(path, "rb") as f:
@@ -261,7 +262,7 @@ def torch_weights(built: models.GioAdaModels, config, path: str,
   """G_task from a PyTorch checkpoint in `layout` (convert.py; "deeplab_vgg" has no depth head,
   which then keeps its random initialisation)."""
   if layout not in TORCH_LAYOUTS:
-    raise ValueError(f"--torch_layout={layout!r} is not known; choose one of {TORCH_LAYOUTS}.")
+    raise InputError(f"--torch_layout={layout!r} is not known; choose one of {TORCH_LAYOUTS}.")
   state_dict = convert.load_torch_checkpoint(path)
   try:
     params = convert.torch_to_flax(state_dict, layout,
@@ -457,12 +458,12 @@ class ImageFolder:
 def list_images(images_dir: str) -> ImageFolder:
   """The images of `images_dir`; FileNotFoundError when it is no folder or has none."""
   if not os.path.isdir(images_dir):
-    raise FileNotFoundError(f"--images_dir={images_dir}: not a folder.")
+    raise MissingInput(f"--images_dir={images_dir}: not a folder.")
   entries = sorted(pathlib.Path(images_dir).iterdir())
   images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
   skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
   if not images:
-    raise FileNotFoundError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
+    raise MissingInput(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
   return ImageFolder(images, skipped)
 
 
@@ -483,20 +484,20 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
               else "is inside" if images in output.parents
               else "contains" if output in images.parents else None)
   if relation:
-    raise ValueError(
+    raise InputError(
         f"--output_dir {output} {relation} --images_dir {images}: pictures and images are kept "
         "apart, so that no picture is ever read back as an image and no image is overwritten. "
         f"Choose an output folder outside it, e.g. {images}_predictions.")
   existing = next(p for p in (output, *output.parents) if p.exists())
   if not existing.is_dir():  # the output folder, or one above it, is a file
-    raise ValueError(f"--output_dir {output}: {existing} is a file, not a folder; choose a new "
+    raise InputError(f"--output_dir {output}: {existing} is a file, not a folder; choose a new "
                      "or empty folder for the pictures.")
   by_case = {}
   for image in folder.images:
     by_case.setdefault(image.name.casefold(), []).append(image.name)
   same = [names for names in by_case.values() if len(names) > 1]
   if same:
-    raise ValueError(
+    raise InputError(
         f"{images}: {' and '.join(same[0])} differ only in case, so their pictures would "
         "overwrite each other on a case-insensitive file system; rename one.")
   if output.is_dir():
@@ -504,7 +505,7 @@ def check_image_folders(images_dir: str, output_dir: str) -> ImageFolder:
     foreign = sorted(p.name for p in output.iterdir() if p.name not in ours
                      and not any(files.is_temporary_of(p.name, name) for name in ours))
     if foreign:
-      raise ValueError(
+      raise InputError(
           f"--output_dir {output} holds files that `evaluate.py --images_dir` did not write "
           f"there ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); it never "
           "overwrites or mixes with them. Choose a new or empty folder.")
@@ -521,7 +522,7 @@ def _manifest_files(output: pathlib.Path) -> set[str]:
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
       raise TypeError("'files' is not a list of file names")
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path}: cannot be read as the list of pictures predict_images wrote "
+    raise InputError(f"{path}: cannot be read as the list of pictures predict_images wrote "
                      f"({type(e).__name__}: {e}); choose a new or empty --output_dir.") from None
   return set(files)
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from gio_ada_jax import workdir
+from gio_ada_jax.errors import InputError, MissingInput
 from gio_ada_jax.files import atomic_write
 from gio_ada_jax.eval.metrics import DEPTH_METRICS
 
@@ -169,7 +170,7 @@ def update_curve(directory: str, report: dict[str, Any]) -> str:
       with open(path) as f:
         points = {p["step"]: p for p in json.load(f)}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-      raise ValueError(f"{path}: not a readable curve ({e}); delete it to start a new one.") \
+      raise InputError(f"{path}: not a readable curve ({e}); delete it to start a new one.") \
           from None
   points[report["step"]] = curve_point(report)
   text = json.dumps(sorted(points.values(), key=lambda p: p["step"]), indent=1) + "\n"
@@ -237,14 +238,14 @@ def choose_report(path: str, step: int | None = None) -> FoundReport:
   if os.path.isfile(path):
     return parse_report_name(path) or FoundReport(path, "file", None, "label")
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"{path}: neither a report JSON nor a workdir.")
+    raise MissingInput(f"{path}: neither a report JSON nor a workdir.")
   found = workdir_reports(path)
   steps = {r.step: r for r in found if r.kind == "checkpoint"}
   if step is not None:
     if step not in steps:
-      raise FileNotFoundError(f"{path}: no evaluation report of checkpoint step {step} (have "
-                              f"{sorted(steps) or 'none'}); run `python evaluate.py --config "
-                              f"... --workdir {path} --step {step}` first.")
+      raise MissingInput(f"{path}: no evaluation report of checkpoint step {step} (have "
+                         f"{sorted(steps) or 'none'}); run `python evaluate.py --config "
+                         f"... --workdir {path} --step {step}` first.")
     return steps[step]
   exports = [r for r in found if r.kind == "export"]
   torch_reports = [r for r in found if r.kind == "torch"]
@@ -255,11 +256,11 @@ def choose_report(path: str, step: int | None = None) -> FoundReport:
   if len(torch_reports) == 1:
     return torch_reports[0]
   if torch_reports:
-    raise FileNotFoundError(
+    raise MissingInput(
         f"{path}: holds reports of several PyTorch checkpoints and none of its own run "
         f"({', '.join(os.path.basename(r.path) for r in torch_reports)}); pass the report file "
         "itself.")
-  raise FileNotFoundError(
+  raise MissingInput(
       f"{path}: no evaluation report in {workdir.evaluation(path)}; run `python evaluate.py "
       f"--config ... --workdir {path}` first (it writes a report of the latest checkpoint, or "
       "of the export when the checkpoints are gone).")
@@ -282,10 +283,10 @@ def load_report(path: str) -> dict[str, Any]:
     with open(path) as f:
       report = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: not a readable evaluation report ({e}).") from None
+    raise InputError(f"{path}: not a readable evaluation report ({e}).") from None
   missing = {"name", "classes", "metrics"} - set(report)
   if missing:
-    raise ValueError(f"{path}: not an evaluation report (no {sorted(missing)}).")
+    raise InputError(f"{path}: not an evaluation report (no {sorted(missing)}).")
   return report
 
 
@@ -302,13 +303,13 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
   for report in reports[1:]:
     for key in ("classes", "dataset", "split", "resolution"):
       if report.get(key) != reports[0].get(key):
-        raise ValueError(
+        raise InputError(
             f"reports of different {key} cannot be compared: {reports[0].get(key)!r} "
             f"({reports[0]['name']}, {reports[0].get('checkpoint')}) and {report.get(key)!r} "
             f"({report['name']}, {report.get('checkpoint')}).")
   ranges = {tuple(r["depth_range_m"]) for r in reports if r.get("depth_range_m")}
   if len(ranges) > 1:  # reports written before the range was recorded are not checked
-    raise ValueError(
+    raise InputError(
         "reports whose depth metrics score different depth ranges cannot be compared: "
         + ", ".join(f"{r['name']} ({r.get('checkpoint')}): {r['depth_range_m']} m" for r in reports
                     if r.get("depth_range_m"))

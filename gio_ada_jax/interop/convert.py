@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import numpy as np
 from flax import traverse_util
 
-from gio_ada_jax.errors import UserError
+from gio_ada_jax.errors import MissingInput, UserError
 from gio_ada_jax.models.task_net import VGG16_DEEPLAB_LAYERS
 
 Params = Mapping[str, Any]
@@ -418,7 +418,7 @@ def load_torch_checkpoint(path: str, key: str | None = None) -> dict[str, np.nda
 
 def _check_is_file(path: str) -> None:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such file (a PyTorch .pth state_dict was expected).")
+    raise MissingInput(f"{path}: no such file (a PyTorch .pth state_dict was expected).")
   if os.path.isdir(path):
     raise ConversionError(f"{path}: is a folder, not a PyTorch .pth file.")
   if os.path.getsize(path) == 0:
