@@ -7,7 +7,8 @@ config that computes differently from the one recorded in WORKDIR/config.json is
 time (WORKDIR/train.lock; a second one is refused). Exit status: 0 finished (the task net is
 exported), 2 a config or start-up error (also: the workdir is in use, or checkpoints none of
 which restores), 3 a NaN/inf loss, 75 stopped by SIGTERM after a checkpoint (not finished;
-rerun to resume).
+rerun to resume), 130 stopped by Ctrl-C after a checkpoint of the step it was at (a second
+Ctrl-C stops at once).
 """
 
 import sys

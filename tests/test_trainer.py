@@ -108,6 +108,33 @@ def _stop_after(process, line_start: str, sig) -> str:
   return "".join(lines) + process.communicate(timeout=600)[0]
 
 
+def test_ctrl_c_checkpoints_the_step_it_is_at_and_exits_130(data_dir, tmp_path):
+  """A first Ctrl-C stops like SIGTERM, after a checkpoint of the step the run is at; exit 130
+  (a shell's status for Ctrl-C, not 0: `train.py ... && evaluate.py ...` stops there)."""
+  workdir = tmp_path / "work"
+  process = subprocess.Popen(
+      [sys.executable, "train.py", "--config", "configs/test.py", "--workdir", str(workdir),
+       f"--config.data.data_dir={data_dir}", "--config.train.num_steps=500",
+       "--config.train.checkpoint_every=1000"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SUBPROCESS_ENV,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+  for line in process.stdout:
+    if line.startswith("step "):
+      process.send_signal(signal.SIGINT)
+      break
+  out, err = process.communicate(timeout=600)
+  assert process.returncode == errors.INTERRUPTED_EXIT_CODE == 130, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      "train.py: stopped by Ctrl-C (exit status 130); rerun the same command to resume from "
+      "what was saved.")
+  assert "Traceback" not in err and "step 500/500" not in out
+  folders = [p.name for p in (workdir / "checkpoints").iterdir()]
+  saved = [int(name) for name in folders if name.isdigit()]
+  assert len(saved) == 1 and 1 <= saved[0] < 500, folders
+  assert not [name for name in folders if "tmp" in name], folders  # committed, none half-written
+  assert not (workdir / "train.lock").exists() and not (workdir / "export").exists()
+
+
 def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, straight, tmp_path):
   """kill -9 after step 4 (checkpoint 3 may or may not be committed), SIGTERM after the next
   step (checkpoints where it stands), then a plain rerun: the same parameters as 6 steps."""

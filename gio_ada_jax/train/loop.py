@@ -5,7 +5,8 @@ devices by its parallel.Layout (pmap, or jit over a device mesh).
 Resumes from the workdir's latest checkpoint (parameters, optimiser states, step, RNG and the
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
 message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
-`train.checkpoint_every` steps, at the end and on SIGTERM (preemption). A latest checkpoint that
+`train.checkpoint_every` steps, at the end, and on SIGTERM (preemption; the loop returns) or a
+first Ctrl-C (it raises KeyboardInterrupt once the checkpoint is written). A latest checkpoint that
 does not restore (damaged files) is named and set aside, and the run resumes from the newest one
 that does (`resume`). With `Loop.evaluate`, it also evaluates every `Loop.evaluate_every` steps
 and at the last one (not at a step SIGTERM stopped at: that one's checkpoint is there to
@@ -48,30 +49,46 @@ def check_finite(metrics: dict[str, float], step: int, last_checkpoint: int | No
                          f"({', '.join(f'{n}={metrics[n]}' for n in bad)}); stopping. {kept}")
 
 
+def format_duration(seconds: float) -> str:
+  """Hours, minutes and seconds, with whole days in front ("2d 03:04:05"): a time of day would
+  wrap every 24 hours."""
+  days, rest = divmod(int(seconds), 24 * 3600)
+  hours, rest = divmod(rest, 3600)
+  return (f"{days}d " if days else "") + f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 def format_progress(step: int, num_steps: int, metrics: dict[str, float], steps_per_s: float,
                     images_per_s: float) -> str:
   """One console line: step, losses, speed and time left."""
   eta_s = (num_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
-  eta = time.strftime("%H:%M:%S", time.gmtime(eta_s)) if math.isfinite(eta_s) else "?"
+  eta = format_duration(eta_s) if math.isfinite(eta_s) else "?"
   losses = " ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(metrics.items())
                     if k.startswith("loss_"))
   return (f"step {step}/{num_steps} {losses} | {steps_per_s:.2f} steps/s "
           f"{images_per_s:.1f} img/s | ETA {eta}")
 
 
-class _PreemptionFlag:
-  """Set by SIGTERM: the loop then checkpoints and returns."""
+class StopFlag:
+  """Set by SIGTERM (preemption) or a first Ctrl-C: the loop checkpoints the step it is at and
+  stops. A second Ctrl-C raises KeyboardInterrupt at once (Python's own handler is back). Where
+  SIGINT is ignored (a job started with `&` from a script) it stays ignored."""
 
   def __init__(self):
-    self.raised = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.signal: int | None = None  # the first that arrived
+    watched = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+      watched.append(signal.SIGINT)
+    self._previous = {s: signal.signal(s, self._handle) for s in watched}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.raised = True
+    del frame
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
+    self.signal = self.signal or signum
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +165,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
     loop.after_restore(None if restored is None else restored.step)
 
   writer = summaries.open_writer(workdir_lib.tensorboard(workdir))
-  preemption = _PreemptionFlag()
+  stop = StopFlag()
   placed = layout.place_state(state)
   images_per_step = 2 * data.global_batch  # source + target
   last_time, last_step = time.perf_counter(), start
@@ -160,7 +177,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
     # bug (a host value creeping into the step), so it raises instead of costing time.
     with jax.transfer_guard("disallow"):
       placed, metrics = loop.p_step(placed, batch)
-    preempted = preemption.raised  # read once: a signal arriving later waits for next step
+    preempted = stop.signal is not None  # read once: a later signal waits for the next step
     save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
     evaluate_now = (loop.evaluate is not None and not preempted
                     and evaluates_at(step, loop.num_steps, loop.evaluate_every))
@@ -191,12 +208,15 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       skipped = (f" Its evaluation is skipped (evaluate.py --step {step} evaluates the "
                  "checkpoint)." if loop.evaluate is not None
                  and evaluates_at(step, loop.num_steps, loop.evaluate_every) else "")
-      logging.warning("SIGTERM: checkpointed step %d in %s; rerun to resume.%s", step, workdir,
+      logging.warning("%s: checkpointed step %d in %s; rerun to resume.%s",
+                      "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM", step, workdir,
                       skipped)
       break
-  preemption.restore()
+  stop.restore()
   if writer is not None:
     writer.close()
   checkpointer.wait()
   checkpointer.close()
+  if stop.signal == signal.SIGINT:  # after the checkpoint is committed; cli.run says so (130)
+    raise KeyboardInterrupt
   return layout.host_state(placed)
