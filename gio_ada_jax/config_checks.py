@@ -124,8 +124,9 @@ def _is_whole_number(value) -> bool:
 
 
 def range_problems(config) -> list[str]:
-  """Every MINIMUMS field that is not a whole number or is below its minimum, and negative
-  weights or learning rates."""
+  """Every MINIMUMS field that is not a whole number or is below its minimum, negative weights
+  or learning rates, a NaN or infinite number, the seed, the widths and the depth range
+  scored."""
   problems = []
   for field, (minimum, meaning) in MINIMUMS.items():
     value = _field(config, field)
@@ -143,6 +144,23 @@ def range_problems(config) -> list[str]:
     if _field(config, field) < 0:
       problems.append(f"{field}={_field(config, field)}: a loss weight cannot be negative "
                       "(0 turns the term off)")
+  problems += [f"{field}={value}: must be a finite number" for field, value in
+               _leaves(config).items() if isinstance(value, float) and not math.isfinite(value)
+               and not field.startswith("data.procedural.")]  # checked with their ranges
+  seed = _field(config, "seed")
+  if not (_is_whole_number(seed) and 0 <= seed < 2**31):
+    problems.append(f"seed={seed!r}: must be a whole number from 0 to 2**31 - 1 (the two "
+                    "domains' data orders use 2 * seed and 2 * seed + 1, seeds of 32 bits)")
+  if not _field(config, "model.width") > 0:
+    problems.append(f"model.width={_field(config, 'model.width')}: must be positive (the "
+                    "channel multiplier of every network; 1 is the default widths)")
+  min_m, max_m = _field(config, "eval.depth_min_m"), _field(config, "eval.depth_max_m")
+  if not min_m > 0:
+    problems.append(f"eval.depth_min_m={min_m}: must be positive (true depths below it are not "
+                    "scored; the log metrics need depths above 0)")
+  if max_m != 0 and not max_m > min_m:
+    problems.append(f"eval.depth_max_m={max_m}: must be 0 (no cap) or above "
+                    f"eval.depth_min_m={min_m}")
   if (_field(config, "train.parallelism") == "pmap"
       and (_field(config, "train.mesh_data"), _field(config, "train.mesh_spatial")) != (-1, 1)):
     problems.append(f"train.mesh_data={_field(config, 'train.mesh_data')} and "

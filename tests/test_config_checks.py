@@ -1,6 +1,7 @@
 """The paper's settings a run must not change silently: ImageNet initialisation, the training
 length in epochs, the global mini-batch, and fields that no longer exist."""
 
+import math
 import os
 import pathlib
 import subprocess
@@ -140,14 +141,19 @@ def test_training_length_must_be_given_once(epochs, steps, match):
     ("train.image_every", 0), ("eval.per_device_batch", 0), ("cyclegan.num_steps", -1),
     ("cyclegan.translate_batch", 0), ("data.global_batch", -2), ("train.learning_rate", 0.0),
     ("cyclegan.learning_rate", -1e-4), ("train.lambda_output", -0.001),
+    ("train.learning_rate", math.nan), ("train.poly_power", math.nan),
+    ("train.lambda_depth", math.inf), ("model.width", 0.0), ("eval.depth_min_m", 0.0),
+    ("eval.depth_min_m", -5.0), ("eval.depth_max_m", 1e-4), ("eval.depth_max_m", -1.0),
+    ("seed", -1), ("seed", 2**31),
 ])
 def test_each_bad_setting_is_named_before_anything_runs(field, value):
   config = test_config.get_config()
   parent, _, name = field.rpartition(".")
-  config[parent][name] = value
+  node = config[parent] if parent else config
+  node[name] = value
   with pytest.raises(config_checks.ConfigError, match=rf"{field}={value}: "):
     config_checks.check_config(config)
-  config[parent][name] = test_config.get_config()[parent][name]
+  node[name] = test_config.get_config()[parent][name] if parent else test_config.get_config().seed
   config_checks.check_config(config)
 
 
