@@ -12,7 +12,7 @@ import io
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from gio_ada_jax.files import atomic_write
 
@@ -35,14 +35,15 @@ class UnreadableImage(ValueError):
 
 
 def read_rgb(path) -> np.ndarray:
-  """An image file -> uint8 RGB [H, W, 3] (the first frame), or UnreadableImage naming it.
+  """An image file -> uint8 RGB [H, W, 3] (the first frame), upright as a viewer shows it (its
+  EXIF orientation applied: phones store photos sideways), or UnreadableImage naming it.
 
   Any mode `rgb_from_image` converts; a missing, damaged or truncated file raises too.
   """
   try:
     with Image.open(path) as image:
       image.load()
-      return rgb_from_image(image, path)
+      return rgb_from_image(ImageOps.exif_transpose(image), path)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     if isinstance(e, UnreadableImage):
       raise

@@ -131,6 +131,25 @@ UNREADABLE = {
 }
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_read_rgb_turns_an_image_upright_by_its_exif_orientation(suffix, tmp_path):
+  """Orientation 6: the stored 40x20 pixels are shown turned 90 degrees clockwise, 20x40."""
+  stored = np.zeros((20, 40, 3), np.uint8)
+  stored[:, :20] = (255, 0, 0)  # left half red: the top once turned clockwise
+  stored[:, 20:] = (0, 0, 255)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Orientation
+  path = tmp_path / f"phone{suffix}"
+  Image.fromarray(stored).save(path, exif=exif)
+  upright = images.read_rgb(path)
+  assert upright.shape == (40, 20, 3)
+  np.testing.assert_allclose(upright[:18].reshape(-1, 3).mean(0), (255, 0, 0), atol=12)
+  np.testing.assert_allclose(upright[22:].reshape(-1, 3).mean(0), (0, 0, 255), atol=12)
+  exif[0x0112] = 1  # as stored
+  Image.fromarray(stored).save(path, exif=exif)
+  assert images.read_rgb(path).shape == (20, 40, 3)
+
+
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_read_rgb_names_the_file_it_cannot_read_correctly(case, tmp_path):
   write, message = UNREADABLE[case]
