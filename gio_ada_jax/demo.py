@@ -181,12 +181,7 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    print(f"--seeds={','.join(_SEEDS.value)}: give integers, e.g. --seeds 0,1,2",
-          file=sys.stderr)
-    return 2
+  seeds = experiments.parse_seeds(_SEEDS.value)  # distinct: the table's spread is over seeds
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
   except config_checks.ConfigError as e:  # e.g. rerun with another config: the runs are reused

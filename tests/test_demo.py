@@ -3,7 +3,10 @@ step each, evaluated, the table, its chart and both figures (titled, with a clas
 written."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,3 +77,17 @@ def test_the_demo_never_renders_over_a_data_folder_the_user_gave(procedural_data
   with pytest.raises(formats.DataError, match="rendered from another config.data.procedural"):
     experiments.ensure_procedural_data(config, str(user_data), own_folder=False)
   assert sorted(str(p.relative_to(user_data)) for p in user_data.rglob("*")) == before
+
+
+@pytest.mark.parametrize("seeds", ["0,0", ""])
+def test_repeated_or_no_seeds_are_refused_before_anything_runs(seeds, tmp_path):
+  """A table's mean ± std is over distinct seeds; the same run twice would shrink the spread."""
+  output = tmp_path / "demo"
+  result = subprocess.run(
+      [sys.executable, "-m", "gio_ada_jax.demo", f"--seeds={seeds}", f"--output_dir={output}"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+      text=True, timeout=300, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr == (f"demo: --seeds={seeds}: give distinct integers, e.g. --seeds "
+                           "0,1,2\n")
+  assert not output.exists()
