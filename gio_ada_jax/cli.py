@@ -4,6 +4,7 @@ line with exit status 2, a UserError printed as one line with its exit status, a
 data was written (errors.Terminated: exit status 75) or Ctrl-C (130) said in one line."""
 
 import sys
+import traceback
 from typing import Callable
 
 from absl import app
@@ -13,15 +14,44 @@ from gio_ada_jax import errors
 from gio_ada_jax.errors import UserError
 
 
+def _config_file_problem(error: BaseException) -> str:
+  """One line for a --config file that did not load: the error, and where in the file."""
+  if isinstance(error, OSError):  # ml_collections lists the paths it tried; the last line says
+    return str(error).strip().splitlines()[-1].strip()  # why ("[Errno 2] No such file ...")
+  if isinstance(error, SyntaxError):
+    return f"SyntaxError: {error.msg} ({error.filename}, line {error.lineno})"
+  frames = traceback.extract_tb(error.__traceback__)
+  where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+  return f"{type(error).__name__}: {error}{where}"
+
+
 def _parse_flags(argv: list[str], program: str) -> list[str]:
   """absl's flag parsing (app.run's flags_parser) with an unknown flag or a value that does not
-  parse, such as --config.train.mesh_data=2.5, said in one line naming the flag, exit status 2
-  (absl: two lines, exit status 1), starting with `program`."""
+  parse, such as --config.train.mesh_data=2.5, or a --config file that does not load (missing,
+  a syntax error, get_config raising) said in one line naming the flag, exit status 2 (absl:
+  two lines and exit status 1, or a traceback), starting with `program`."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"{program}: {e}", file=sys.stderr)
+    message = str(e)
+    flag, found, trace = message.partition(": Error whilst parsing config file:")
+    if found:  # get_config raised a ValueError (a ConfigError): ml_collections adds its traceback
+      message = f"{flag}: {trace.strip().splitlines()[-1].split(': ', 1)[-1]}"
+    print(f"{program}: {message}", file=sys.stderr)
     sys.exit(errors.USAGE_EXIT_CODE)
+  except Exception as e:  # pylint: disable=broad-except  (a config file's own code raised)
+    print(f"{program}: a --config file did not load: {_config_file_problem(e)}",
+          file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
+  for name in flags.FLAGS:
+    # ml_collections keeps a config file that it could not read as a placeholder that raises
+    # only when it is used; say so now.
+    error = getattr(flags.FLAGS[name].value, "_error", None)
+    if isinstance(error, OSError):
+      print(f"{program}: --{name}: the config file did not load: {_config_file_problem(error)}",
+            file=sys.stderr)
+      sys.exit(errors.USAGE_EXIT_CODE)
+  return remaining
 
 
 def run(main: Callable[[list[str]], int | None], program: str) -> None:

@@ -62,3 +62,46 @@ def test_a_user_error_or_a_stop_is_one_line_with_its_exit_status(raised, status,
     cli.run(main, "prog")
   assert exit_info.value.code == status
   assert capsys.readouterr().err == f"prog: {said}\n"
+
+
+CONFIG_COMMANDS = {"train.py": ["train.py", "--workdir"],
+                   "evaluate.py": ["evaluate.py", "--workdir"],
+                   "prepare": ["-m", "gio_ada_jax.data.prepare", "--dataset=procedural",
+                               "--data_dir"]}
+# A --config file that does not load, what the one line says, and a command that reads it (the
+# three share cli.run's flag parsing).
+CONFIG_FILES = {
+    "missing": (None, "the config file did not load: [Errno 2] No such file or directory",
+                "train.py"),
+    "a syntax error": ("def get_config(:\n", "SyntaxError: invalid syntax (", "evaluate.py"),
+    "get_config raising": ("def get_config():\n  raise RuntimeError('no such scene')\n",
+                           "RuntimeError: no such scene (", "prepare"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_FILES))
+def test_a_config_file_that_does_not_load_is_one_line_and_exit_2(case, tmp_path):
+  """ml_collections defers a missing file's error to the config's first use and lets the file's
+  own errors through as tracebacks; the commands name the file in one line instead."""
+  text, said, command = CONFIG_FILES[case]
+  path = tmp_path / "my_config.py"
+  if text is not None:
+    path.write_text(text)
+  output = tmp_path / "out"
+  result = _run(CONFIG_COMMANDS[command] + [str(output), f"--config={path}"])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(f"{command}: "), result.stderr[-2000:]
+  assert said in lines[0] and str(path) in lines[0], lines[0]
+  assert not output.exists()
+
+
+def test_a_config_error_raised_by_get_config_is_one_line():
+  """configs/test.py:nonsense: the variant's ConfigError, without ml_collections' traceback."""
+  result = _run(["train.py", "--config=configs/test.py:nonsense", "--workdir=/nonexistent/run"])
+  assert result.returncode == 2
+  assert result.stderr == (
+      "train.py: flag --config=configs/test.py:nonsense: config.variant='nonsense' must be "
+      "'INPUT,OUTPUT' with INPUT in ('na', 'cg', 'gd', '+d', '+s', '+sd') (paper Table 2) and "
+      "OUTPUT in ('na', 'ss', 'depth', 'sep', 'joint') (Table 3), e.g. config.variant = "
+      "'+sd,joint'.\n")
