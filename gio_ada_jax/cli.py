@@ -1,7 +1,8 @@
 """What every command line shares (train.py, evaluate.py, the demo, experiments, prepare,
 translate, parity): absl's flag parsing with a flag that is unknown or does not parse, or a
---config file that does not load, said in one line with exit status 2, a UserError printed as one line with its exit status, and SIGTERM while
-data was written (errors.Terminated: exit status 75) or Ctrl-C (130) said in one line."""
+--config file that does not load, said in one line with exit status 2, a UserError printed as
+one line with its exit status, and SIGTERM while data was written (errors.Terminated: exit
+status 75) or Ctrl-C (130) said in one line."""
 
 import sys
 import traceback

@@ -6,11 +6,11 @@ Resumes from the workdir's latest checkpoint (parameters, optimiser states, step
 data iterator), logs losses, steps/s, images/s and ETA from the first step, stops with a clear
 message on a NaN/inf loss or gradient norm (the last good checkpoint stays), checkpoints every
 `train.checkpoint_every` steps, at the end, and on SIGTERM (preemption; the loop returns) or a
-first Ctrl-C (it raises KeyboardInterrupt once the checkpoint is written). A latest checkpoint that
-does not restore (damaged files) is named and set aside, and the run resumes from the newest one
-that does (`resume`). With `Loop.evaluate`, it also evaluates every `Loop.evaluate_every` steps
-and at the last one (not at a step SIGTERM stopped at: that one's checkpoint is there to
-evaluate).
+first Ctrl-C (it raises KeyboardInterrupt once the checkpoint is written). A latest checkpoint
+that does not restore (damaged files) is named and set aside, and the run resumes from the
+newest one that does (`resume`). With `Loop.evaluate`, it also evaluates every
+`Loop.evaluate_every` steps and at the last one (not at a step SIGTERM stopped at: that one's
+checkpoint is there to evaluate).
 """
 
 import dataclasses
@@ -171,48 +171,50 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
   last_time, last_step = time.perf_counter(), start
   device_batches = prefetch_to_devices(batches, data.device_prefetch, loop.to_step_batch,
                                        place=layout.place_batch)
-  for step in range(start + 1, loop.num_steps + 1):
-    batch, data_state = next(device_batches)
-    # Everything the step reads is already on the devices: an implicit copy here would be a
-    # bug (a host value creeping into the step), so it raises instead of costing time.
-    with jax.transfer_guard("disallow"):
-      placed, metrics = loop.p_step(placed, batch)
-    preempted = stop.signal is not None  # read once: a later signal waits for the next step
-    save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
-    evaluate_now = (loop.evaluate is not None and not preempted
-                    and evaluates_at(step, loop.num_steps, loop.evaluate_every))
-    # Metrics are checked at every log line and before every save and evaluation, so no
-    # checkpoint or report holds a state that came out of a NaN/inf step.
-    if step % train.log_every == 0 or save_now or evaluate_now:
-      metrics = {k: float(v) for k, v in layout.to_host(metrics).items()}
-      check_finite(metrics, step, checkpointer.latest_step())
-    if step % train.log_every == 0 or step == loop.num_steps:
-      now = time.perf_counter()
-      steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
-      last_time, last_step = now, step
-      if is_main_process():
-        print(format_progress(step, loop.num_steps, metrics, steps_per_s,
-                              steps_per_s * images_per_step), flush=True)
-      summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))
-    if writer is not None and loop.pictures is not None and step % train.image_every == 0:
-      summaries.write_pictures(writer, step, loop.pictures(layout.host_state(placed).params,
-                                                           layout.first_row(batch)))
-    current = layout.host_state(placed) if save_now or evaluate_now else None
-    if save_now:
-      checkpointer.save(step, current, data_state)
-    if evaluate_now:
-      started = time.perf_counter()
-      loop.evaluate(step, current.params, save_now)
-      last_time += time.perf_counter() - started  # steps/s counts training time only
-    if preempted:
-      skipped = (f" Its evaluation is skipped (evaluate.py --step {step} evaluates the "
-                 "checkpoint)." if loop.evaluate is not None
-                 and evaluates_at(step, loop.num_steps, loop.evaluate_every) else "")
-      logging.warning("%s: checkpointed step %d in %s; rerun to resume.%s",
-                      "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM", step, workdir,
-                      skipped)
-      break
-  stop.restore()
+  try:  # a NaN stop or a second Ctrl-C leaves too: the handlers are put back either way
+    for step in range(start + 1, loop.num_steps + 1):
+      batch, data_state = next(device_batches)
+      # Everything the step reads is already on the devices: an implicit copy here would be a
+      # bug (a host value creeping into the step), so it raises instead of costing time.
+      with jax.transfer_guard("disallow"):
+        placed, metrics = loop.p_step(placed, batch)
+      preempted = stop.signal is not None  # read once: a later signal waits for the next step
+      save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
+      evaluate_now = (loop.evaluate is not None and not preempted
+                      and evaluates_at(step, loop.num_steps, loop.evaluate_every))
+      # Metrics are checked at every log line and before every save and evaluation, so no
+      # checkpoint or report holds a state that came out of a NaN/inf step.
+      if step % train.log_every == 0 or save_now or evaluate_now:
+        metrics = {k: float(v) for k, v in layout.to_host(metrics).items()}
+        check_finite(metrics, step, checkpointer.latest_step())
+      if step % train.log_every == 0 or step == loop.num_steps:
+        now = time.perf_counter()
+        steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, step
+        if is_main_process():
+          print(format_progress(step, loop.num_steps, metrics, steps_per_s,
+                                steps_per_s * images_per_step), flush=True)
+        summaries.write_scalars(writer, step, metrics, loop.learning_rate_at(step))
+      if writer is not None and loop.pictures is not None and step % train.image_every == 0:
+        summaries.write_pictures(writer, step, loop.pictures(layout.host_state(placed).params,
+                                                             layout.first_row(batch)))
+      current = layout.host_state(placed) if save_now or evaluate_now else None
+      if save_now:
+        checkpointer.save(step, current, data_state)
+      if evaluate_now:
+        started = time.perf_counter()
+        loop.evaluate(step, current.params, save_now)
+        last_time += time.perf_counter() - started  # steps/s counts training time only
+      if preempted:
+        skipped = (f" Its evaluation is skipped (evaluate.py --step {step} evaluates the "
+                   "checkpoint)." if loop.evaluate is not None
+                   and evaluates_at(step, loop.num_steps, loop.evaluate_every) else "")
+        logging.warning("%s: checkpointed step %d in %s; rerun to resume.%s",
+                        "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM", step, workdir,
+                        skipped)
+        break
+  finally:
+    stop.restore()
   if writer is not None:
     writer.close()
   checkpointer.wait()
