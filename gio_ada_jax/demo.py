@@ -182,6 +182,10 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   seeds = experiments.parse_seeds(_SEEDS.value)  # distinct: the table's spread is over seeds
+  for seed in seeds:  # each run's config, before anything is rendered or trained
+    seeded = _CONFIG.value.copy_and_resolve_references()
+    seeded.seed = seed
+    config_checks.check_config(seeded)
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
   except config_checks.ConfigError as e:  # e.g. rerun with another config: the runs are reused

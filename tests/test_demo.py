@@ -91,3 +91,15 @@ def test_repeated_or_no_seeds_are_refused_before_anything_runs(seeds, tmp_path):
   assert result.stderr == (f"demo: --seeds={seeds}: give distinct integers, e.g. --seeds "
                            "0,1,2\n")
   assert not output.exists()
+
+
+def test_a_seed_out_of_range_is_refused_before_anything_is_rendered(tmp_path):
+  output = tmp_path / "demo"
+  result = subprocess.run(
+      [sys.executable, "-m", "gio_ada_jax.demo", "--seeds=0,-1", f"--output_dir={output}"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+      text=True, timeout=300, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.startswith("demo: the config cannot run: seed=-1: must be a whole number "
+                                  "from 0 to 2**31 - 1") and "reuses the runs" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and not output.exists()
