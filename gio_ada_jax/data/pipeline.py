@@ -126,10 +126,10 @@ def open_split(data_dir: str, name: str, split: str):
           "the far clip instead of invalid). Re-run `python -m gio_ada_jax.data.prepare "
           f"--dataset {name.split('/')[0]} --data_dir {data_dir}` (with --manual_dir for the "
           "official datasets); the old version's folder can then be deleted.")
-    unfinished = [p.name for p in unfinished_copies(path)]
+    unfinished = ", ".join(p.name for p in unfinished_copies(path))
+    left = f"; a prepare that is running or was interrupted left {unfinished}" if unfinished else ""
     raise DatasetNotPrepared(
-        f"{path}: dataset {name!r} is not prepared (no dataset_info.json"
-        f"{'; an interrupted prepare left ' + ', '.join(unfinished) if unfinished else ''}). "
+        f"{path}: dataset {name!r} is not prepared (no dataset_info.json{left}). "
         f"Run `python -m gio_ada_jax.data.prepare --dataset {name.split('/')[0]} --data_dir "
         f"{data_dir}` (with --manual_dir for the official datasets).")
   builder = prepared_builder(path)

@@ -10,13 +10,24 @@ TFDS writes each dataset version into a temporary sibling folder, incomplete.XXX
 and renames it when every split is done; it removes that folder itself when writing fails. A
 prepare killed before (SIGKILL, a lost machine) leaves it behind: the next prepare of that
 version removes it, saying so. SIGTERM and Ctrl-C stop a prepare after TFDS's own clean-up
-(exit status 75 and 130, as every command). Only one prepare may write a given dataset version at
-a time.
+(exit status 75 and 130, as every command).
+
+One prepare at a time per dataset folder (DATA_DIR/NAME, or DATA_DIR/procedural/DOMAIN): it
+holds an flock on PREPARE_LOCK there while it checks, removes and writes, so a second prepare is
+refused, naming the first, and never removes the copy that the first is writing. The kernel
+releases an flock when its process ends however it ends, so a killed prepare leaves no lock to
+delete by hand (the file stays, unlocked, and the next prepare takes it).
 """
 
+import contextlib
+import datetime
+import fcntl
+import json
 import os
 import pathlib
 import shutil
+import socket
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -53,6 +64,63 @@ def write_dataset(builder, **download_and_prepare_kwargs) -> None:
     raise
 
 
+PREPARE_LOCK = "prepare.lock"
+
+
+def _holder(path: str) -> str:
+  """Who holds the lock file `path`, as its holder wrote it."""
+  try:
+    with open(path) as f:
+      record = json.loads(f.read())
+    return (f"process {record['pid']} on {record['host']}, started {record['started']} "
+            f"(command: {' '.join(record['command'])})")
+  except (OSError, ValueError, KeyError, TypeError):
+    return "a process that has not yet written its name into it"
+
+
+@contextlib.contextmanager
+def dataset_folder_lock(folder):
+  """Hold an exclusive flock on `folder`/PREPARE_LOCK for the block; formats.DataError naming
+  the holder when another process holds it. The file is removed on release."""
+  path = os.path.join(folder, PREPARE_LOCK)
+  while True:
+    try:
+      os.makedirs(folder, exist_ok=True)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise formats.DataError(f"cannot write {path}: {e.strerror}. Give a --data_dir that this "
+                              "user can write.") from e
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise formats.DataError(
+          f"{folder} is being written by another prepare: {_holder(path)} holds {path}. Wait "
+          "for it to end (rerunning then finds the complete copy and writes nothing), or stop "
+          "it and rerun.") from None
+    except OSError as e:
+      os.close(fd)
+      raise formats.DataError(f"cannot lock {path}: {e.strerror}. Prepare into a folder on a "
+                              "file system with file locks (--data_dir).") from e
+    try:
+      same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:  # not a file that its last holder removed after we opened it
+      break
+    os.close(fd)
+  try:
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(record) + "\n").encode())
+    yield
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)  # while still holding it: a later opener makes a new file
+    os.close(fd)
+
+
 def hide_gpus_from_tensorflow() -> None:
   """Keep TensorFlow (used by TFDS while writing) off the accelerators JAX uses."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -82,16 +150,17 @@ def prepare(dataset: str, data_dir: str, config, manual_dir: str | None = None,
                             f"the official {dataset} download there.")
   built = make_builders(dataset, data_dir, config, num_workers)
   for builder in built:
-    if overwrite and builder.data_path.exists():
-      shutil.rmtree(builder.data_path)
-    elif dataset == "procedural" and (builder.data_path / "dataset_info.json").exists():
-      try:  # a complete copy is kept only if it is this config's rendering
-        pipeline.check_procedural_config(pipeline.prepared_builder(builder.data_path).info,
-                                         config.data.procedural)
-      except ValueError as e:
-        raise formats.DataError(f"{builder.data_path}: {e}") from None
-    write_dataset(builder,
-                  download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    with dataset_folder_lock(builder.data_path.parent):
+      if overwrite and builder.data_path.exists():
+        shutil.rmtree(builder.data_path)
+      elif dataset == "procedural" and (builder.data_path / "dataset_info.json").exists():
+        try:  # a complete copy is kept only if it is this config's rendering
+          pipeline.check_procedural_config(pipeline.prepared_builder(builder.data_path).info,
+                                           config.data.procedural)
+        except ValueError as e:
+          raise formats.DataError(f"{builder.data_path}: {e}") from None
+      write_dataset(builder,
+                    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return built
 
 
