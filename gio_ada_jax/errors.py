@@ -15,6 +15,9 @@ NON_FINITE_EXIT_CODE = 3  # a NaN/inf loss stopped training (the last good check
 # rerunning the same command resumes.
 PREEMPTED_EXIT_CODE = 75
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT  # Ctrl-C, as a shell reports it
+# A checkpoint could not be written (a full disk, a file size limit): sysexits' EX_IOERR. Not
+# 2, since nothing the user gave is wrong; rerunning once the disk has room resumes.
+IO_ERROR_EXIT_CODE = 74
 
 
 class UserError(Exception):

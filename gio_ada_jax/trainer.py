@@ -124,6 +124,8 @@ def _train_and_evaluate(config, workdir: str, run: guard.GuardedRun
   """The method's steps, on a guarded run."""
   variant = variants.from_config(config)
   built = models.build_models(config.model, variant)
+  models.check_input_size(config.model, variant, config.data.height, config.data.width,
+                          config.cyclegan.n_layers)
   # Set up before anything trains, the 'cg' stage included, so that a missing evaluation split
   # stops the run at once. It reads no field that stage changes (data.source_data_dir).
   evaluate_step = (evaluate.training_evaluator(config, workdir, built.task_net)

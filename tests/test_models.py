@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gio_ada_jax import models, variants
+from gio_ada_jax.errors import ConfigError
 from gio_ada_jax.models.task_net import ASPP
 
 FINAL = variants.FINAL  # G_img on image, labels and depth
@@ -230,3 +231,41 @@ def test_training_evaluation_and_the_demo_import_without_torch():
              "import gio_ada_jax.trainer, gio_ada_jax.eval.evaluate, gio_ada_jax.demo\n"
              "import gio_ada_jax.cyclegan.stage, gio_ada_jax.cyclegan.translate\n"
              "print('ok')\n")
+
+
+@pytest.mark.parametrize("variant,d_out_kind,size,message", [
+    ("na,na", "patch", (7, 48), r"7x48: the task net \(output stride 8\) needs at least 8"),
+    ("na,ss", "patch", (23, 48), r"23x48: D_out \(model.d_out.kind='patch', n_layers=3\) needs "
+                                 "at least 24"),
+    ("na,ss", "fc", (48, 31), r"48x31: D_out \(model.d_out.kind='fc'\) needs at least 32"),
+    ("gd,na", "patch", (1, 48), r"1x48: D_img \(model.d_img.n_layers=3\) needs at least 24"),
+    ("cg,na", "patch", (32, 23), r"32x23: the CycleGAN's discriminators \(cyclegan.n_layers=3\) "
+                                 "needs at least 24"),
+    ("na,na", "patch", (8, 8), None), ("+sd,joint", "patch", (24, 24), None),
+    ("na,ss", "fc", (32, 32), None),
+])
+def test_an_image_size_a_network_cannot_take_is_refused_naming_the_fields(
+    tiny_model_config, variant, d_out_kind, size, message):
+  tiny_model_config.d_out.kind = d_out_kind
+  check = lambda: models.check_input_size(  # noqa: E731
+      tiny_model_config, variants.parse(variant), *size, cyclegan_n_layers=3)
+  if message is None:
+    check()
+    return
+  with pytest.raises(ConfigError, match=message + ".*Raise --config.data.height"):
+    check()
+
+
+def test_the_smallest_sizes_are_the_networks_own():
+  """Each stated smallest side gives one logit, and one pixel less gives none (a mean over an
+  empty map would be NaN, not an error, without the networks' own check)."""
+  from gio_ada_jax.models import discriminators  # pylint: disable=g-import-not-at-top
+  for module, smallest in [(models.FCDiscriminator(ndf=2), discriminators.FC_SMALLEST_INPUT),
+                           (models.PatchDiscriminator(ndf=2, n_layers=2),
+                            discriminators.patch_smallest_input(2))]:
+    params = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, smallest, 40, 3)))
+    logits = jax.eval_shape(module.apply, params, jnp.zeros((1, smallest, 40, 3)))
+    assert logits.shape[1] == 1
+    with pytest.raises(ValueError, match=f"is too small: it leaves no logit; use at least "
+                                         f"{smallest} pixels per side"):
+      jax.eval_shape(module.apply, params, jnp.zeros((1, smallest - 1, 40, 3)))

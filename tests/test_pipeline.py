@@ -228,3 +228,25 @@ def test_a_source_data_dir_without_the_source_names_the_field_and_both_ways_to_f
   assert str(info.value).startswith(f"{procedural_data_dir}/procedural/source/")
   assert ("re-run `python -m gio_ada_jax.data.prepare --dataset procedural --overwrite "
           f"--data_dir {procedural_data_dir}` with this config") in str(info.value)
+
+
+def test_a_batch_larger_than_the_split_or_a_crop_larger_than_its_images_is_refused_at_start(
+    procedural_data_dir):
+  """Both used to start training: a global batch of 10^9 was built for minutes without end, and
+  a crop larger than the images failed at the first batch, after compiling."""
+  from gio_ada_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config = tiny_training_config(procedural_data_dir, 1)  # 8 training images per domain
+  config.data.global_batch = 10**9
+  with pytest.raises(ConfigError, match=r"data.global_batch=1000000000 is more than the 8 "
+                                        r"examples of 'procedural/source''s train split.*at "
+                                        r"most 8\."):
+    pipeline.train_iterator(config, local_devices=4)
+  config.data.global_batch = 8
+  pipeline.train_iterator(config, local_devices=4)  # the whole split in one batch is fine
+  config.data.mode, config.data.height = "random_crop", 40  # the images are 32x48
+  with pytest.raises(ConfigError, match=r"data.mode='random_crop' cuts data.height x "
+                                        r"data.width = 40x48, but 'procedural/source''s train "
+                                        r"split holds images of height 32 and width 48"):
+    pipeline.train_iterator(config, local_devices=4)
+  config.data.height = 24
+  pipeline.train_iterator(config, local_devices=4)

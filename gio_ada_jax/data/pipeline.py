@@ -458,6 +458,27 @@ def per_device_batch(global_batch: int, num_devices: int) -> int:
   return global_batch // num_devices
 
 
+def check_fits_training(data_config, name: str, source, info) -> None:
+  """ConfigError when `name`'s train split cannot give data_config's batches: fewer examples
+  than data.global_batch (a batch would repeat images; an absurd one would never be built), or
+  images smaller than data.mode='random_crop''s crop (checked at start from the sizes recorded at
+  prepare time, not at the first small image)."""
+  if data_config.global_batch > len(source):
+    raise ConfigError(
+        f"data.global_batch={data_config.global_batch} is more than the {len(source)} examples "
+        f"of {name!r}'s train split: a batch would hold images several times. Set "
+        f"--config.data.global_batch to at most {len(source)}.")
+  stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get("train") or {}
+  sizes = [tuple(int(v) for v in key.split("x")) for key in stats.get("image_sizes", {})]
+  if data_config.mode == "random_crop" and sizes:
+    height, width = min(h for h, _ in sizes), min(w for _, w in sizes)
+    if height < data_config.height or width < data_config.width:
+      raise ConfigError(
+          f"data.mode='random_crop' cuts data.height x data.width = {data_config.height}x"
+          f"{data_config.width}, but {name!r}'s train split holds images of height {height} "
+          f"and width {width}: lower data.height/data.width to fit, or set data.mode='resize'.")
+
+
 def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator:
   """Unpaired source (`data.source`) and target (`data.target`) training batches of `config`:
   data.global_batch images of each domain per step over all processes, this process's share
@@ -468,6 +489,7 @@ def train_iterator(config, local_devices: int | None = None) -> UnpairedIterator
   datasets = []
   domains = (open_source_split(data, "train"), _open_checked(data, data.target, "train"))
   for offset, (source, info) in enumerate(domains):
+    check_fits_training(data, (data.source, data.target)[offset], source, info)
     # Different seeds: the two domains are drawn independently.
     datasets.append(train_dataset(source, _spec(data, info, train=True),
                                   seed=config.seed * 2 + offset,

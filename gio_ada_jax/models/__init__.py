@@ -7,7 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gio_ada_jax.models.discriminators import FCDiscriminator, PatchDiscriminator
+from gio_ada_jax.errors import ConfigError
+from gio_ada_jax.models import task_net as task_net_lib
+from gio_ada_jax.models.discriminators import (FC_SMALLEST_INPUT, FCDiscriminator,
+                                               PatchDiscriminator, patch_smallest_input)
 from gio_ada_jax.models.generator import ImageTransformNet
 from gio_ada_jax.models.task_net import TaskNet
 from gio_ada_jax.variants import Variant
@@ -67,6 +70,33 @@ def build_models(model_config, variant: Variant) -> GioAdaModels:
     d_out = PatchDiscriminator(ndf=d_out_config.ndf, n_layers=d_out_config.n_layers,
                                width=width, **dtypes)
   return GioAdaModels(generator, task_net, d_img, d_out)
+
+
+def check_input_size(model_config, variant: Variant, height: int, width: int,
+                     cyclegan_n_layers: int) -> None:
+  """ConfigError unless every network that `variant` trains takes height x width images
+  (data.height, data.width): the task net's output stride, the PatchGANs' and the FC
+  discriminator's halvings each need a smallest side."""
+  smallest = {f"the task net (output stride {task_net_lib.OUTPUT_STRIDE})":
+              task_net_lib.OUTPUT_STRIDE}
+  if variant.has_generator:
+    n = model_config.d_img.n_layers
+    smallest[f"D_img (model.d_img.n_layers={n})"] = patch_smallest_input(n)
+  if variant.d_out_inputs:
+    d_out = model_config.d_out
+    smallest[f"D_out (model.d_out.kind={d_out.kind!r}" + (
+        f", n_layers={d_out.n_layers})" if d_out.kind == "patch" else ")")] = (
+            patch_smallest_input(d_out.n_layers) if d_out.kind == "patch"
+            else FC_SMALLEST_INPUT)
+  if variant.trains_cyclegan:
+    smallest[f"the CycleGAN's discriminators (cyclegan.n_layers={cyclegan_n_layers})"] = (
+        patch_smallest_input(cyclegan_n_layers))
+  network, needed = max(smallest.items(), key=lambda item: item[1])
+  if min(height, width) < needed:
+    raise ConfigError(
+        f"data.height x data.width = {height}x{width}: {network} needs at least {needed} "
+        f"pixels per side (variant {variant}). Raise --config.data.height and "
+        "--config.data.width (the size the images are resized or cropped to).")
 
 
 def check_generator_inputs(generator: ImageTransformNet, variant: Variant) -> None:

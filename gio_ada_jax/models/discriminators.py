@@ -10,6 +10,21 @@ from gio_ada_jax.models.layers import (Dtype, at_least_float32, conv2d, instance
 
 KERNEL_SIZE = 4
 MAX_CHANNEL_MULTIPLIER = 8
+# FCDiscriminator: five stride-2 convolutions (kernel 4, padding 1) each take n rows to n // 2,
+# so 32 is the smallest side that leaves one logit.
+FC_SMALLEST_INPUT = 2 ** 5
+
+
+def patch_smallest_input(n_layers: int) -> int:
+  """The smallest side a PatchGAN of `n_layers` takes: n_layers halvings (n // 2 each), then two
+  kernel-4 convolutions of stride 1 and padding 1 that take a row off each, leave one logit."""
+  return 3 * 2 ** n_layers
+
+
+def _check_not_empty(network: str, input_size, logits, smallest: int) -> None:
+  if 0 in logits.shape[1:3]:
+    raise ValueError(f"{network} input of {input_size[0]}x{input_size[1]} is too small: it "
+                     f"leaves no logit; use at least {smallest} pixels per side.")
 
 
 class PatchDiscriminator(nn.Module):
@@ -38,11 +53,8 @@ class PatchDiscriminator(nn.Module):
       stride = 2 if n < self.n_layers else 1
       x = leaky_relu(instance_norm(conv(x, channels, stride, f"conv_{n}")))
     logits = conv(x, 1, 1, f"conv_{self.n_layers + 1}")
-    if 0 in logits.shape[1:3]:
-      raise ValueError(
-          f"PatchDiscriminator input of {input_size[0]}x{input_size[1]} is too small: with "
-          f"n_layers={self.n_layers} it leaves no output patch; use at least "
-          f"{3 * 2 ** self.n_layers} pixels per side.")
+    _check_not_empty(f"PatchDiscriminator (n_layers={self.n_layers})", input_size, logits,
+                     patch_smallest_input(self.n_layers))
     return at_least_float32(logits)
 
 
@@ -56,10 +68,12 @@ class FCDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    input_size = x.shape[1:3]
     x = x.astype(self.dtype)
     common = dict(stride=2, padding=1, dtype=self.dtype, param_dtype=self.param_dtype)
     for i, multiplier in enumerate((1, 2, 4, 8)):
       channels = scale_width(self.ndf * multiplier, self.width)
       x = leaky_relu(conv2d(x, channels, KERNEL_SIZE, name=f"conv{i + 1}", **common))
     logits = conv2d(x, 1, KERNEL_SIZE, name="classifier", **common)
+    _check_not_empty("FCDiscriminator", input_size, logits, FC_SMALLEST_INPUT)
     return at_least_float32(logits)

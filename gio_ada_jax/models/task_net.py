@@ -59,6 +59,7 @@ VGG16_DEEPLAB_LAYERS = (
     ("conv4_1", 512, 1), ("conv4_2", 512, 1), ("conv4_3", 512, 1),
     ("conv5_1", 512, 2), ("conv5_2", 512, 2), ("conv5_3", 512, 2),
 )
+OUTPUT_STRIDE = 2 ** VGG16_DEEPLAB_LAYERS.count("pool")  # 8: the smallest side it takes
 FC_CHANNELS = 1024  # fc6 and fc7, 3x3 convolutions with dilation 4.
 FC_DILATION = 4
 

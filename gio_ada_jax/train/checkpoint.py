@@ -13,6 +13,11 @@ values it read with them. A checkpoint without that item does not restore: it is
 was written by an earlier version of this project, whose layouts (no checksums; an unused RNG in
 GioAdaState) this one does not read.
 
+A save that fails (a full disk, a file size limit) raises CheckpointNotSaved at the first step
+after orbax's background writer reports it (`check_saved`, every step), and at the next save
+or the end of training at the latest. Orbax keeps the older checkpoints when a save fails; the
+failed step's temporary folder is removed, so that the disk has room again.
+
 `restore_newest` walks from the latest checkpoint to older ones until one restores, and
 `set_aside` moves the ones that did not into CHECKPOINTS_unrestorable/ (never deleted: orbax
 would otherwise collide with them when the resumed run saves that step again, and its
@@ -22,7 +27,11 @@ garbage collection could delete them).
 import dataclasses
 import hashlib
 import json
+import logging as std_logging
 import os
+import re
+import shutil
+import time
 from typing import Any, Callable
 
 import jax
@@ -31,6 +40,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from gio_ada_jax import errors
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.errors import UserError
 from gio_ada_jax.train.state import GioAdaState
@@ -41,6 +51,38 @@ UNRESTORABLE_SUFFIX = "_unrestorable"  # CHECKPOINTS + this: where bad steps are
 
 class UnrestorableCheckpoint(UserError, ValueError):
   """A checkpoint (or every checkpoint of a folder) cannot be restored."""
+
+
+class CheckpointNotSaved(UserError, OSError):
+  """A checkpoint could not be written; the older ones are kept."""
+  exit_code = errors.IO_ERROR_EXIT_CODE
+
+
+def _write_error(error: BaseException) -> str:
+  """What the operating system said when orbax (tensorstore) could not write: its strerror
+  where the chain of causes carries an errno, else the first line of the error."""
+  seen = error
+  while seen is not None:
+    code = re.search(r"os_error_code='?(\d+)", str(seen))
+    if code:
+      return os.strerror(int(code.group(1)))
+    if isinstance(seen, OSError) and seen.strerror:
+      return seen.strerror
+    seen = seen.__cause__ or seen.__context__
+  return _short(error)
+
+
+def _disk(directory: str) -> str:
+  """The file system that holds `directory`: its mount point and free space."""
+  mount = os.path.realpath(directory)
+  while not os.path.ismount(mount):
+    mount = os.path.dirname(mount)
+  try:
+    usage = shutil.disk_usage(directory)
+  except OSError:
+    return f"the file system mounted at {mount}"
+  return (f"the file system mounted at {mount} ({usage.free / 2**30:.1f} GiB free of "
+          f"{usage.total / 2**30:.1f} GiB)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +210,7 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self._saving = None  # the step whose asynchronous save may not have finished yet
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -181,11 +224,43 @@ class Checkpointer:
     return os.path.join(self.directory, str(step))
 
   def save(self, step: int, state: GioAdaState, data_state: dict) -> None:
-    """Start writing step `step` (asynchronously; `wait` blocks until it is committed)."""
+    """Start writing step `step` (asynchronously; `wait` blocks until it is committed).
+    CheckpointNotSaved when this save or the one before it failed."""
+    self.wait()  # orbax waits for the previous save anyway; this says which step failed
     savable = _savable(state)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(savable), data=ocp.args.JsonSave(data_state),
-        **{CHECKSUMS_ITEM: ocp.args.JsonSave(checksums(savable, data_state))}))
+    self._saving = step
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(savable), data=ocp.args.JsonSave(data_state),
+          **{CHECKSUMS_ITEM: ocp.args.JsonSave(checksums(savable, data_state))}))
+    except Exception as e:  # pylint: disable=broad-except  (orbax's errors vary by storage)
+      raise self._not_saved(e) from e
+
+  def check_saved(self) -> None:
+    """CheckpointNotSaved if the save in flight has failed (cheap; called every step)."""
+    if self._saving is not None and not self._manager.is_saving_in_progress():
+      self.wait()
+
+  def _not_saved(self, error: BaseException) -> CheckpointNotSaved:
+    """The error for the failed save of `self._saving`, after removing its temporary folder."""
+    step, self._saving = self._saving, None
+    # The failed save's orphaned write tasks would each log "exception was never retrieved"
+    # when collected at exit, after this error's paragraph; the run stops here anyway.
+    std_logging.getLogger("asyncio").disabled = True
+    unfinished = self.folder(step) + ".orbax-checkpoint-tmp"  # orbax's name while writing
+    for _ in range(50):  # write tasks of the failed save may still be creating files in it
+      if not (is_main_process() and os.path.isdir(unfinished)):
+        break
+      shutil.rmtree(unfinished, ignore_errors=True)
+      time.sleep(0.02)
+    kept = [s for s in self.all_steps() if s != step]
+    last = (f"the last checkpoint written, step {kept[-1]} ({self.folder(kept[-1])}), is kept"
+            if kept else "no earlier checkpoint was written")
+    return CheckpointNotSaved(
+        f"checkpoint {step} could not be written to {self.directory}: {_write_error(error)}. "
+        f"Training stopped; {last}. That folder is on {_disk(self.directory)}: free "
+        "space there (or raise the shell's file size limit, `ulimit -f`), then rerun the same "
+        "command to resume from the last checkpoint.")
 
   def _restore(self, step: int, abstract, with_data: bool) -> Restored:
     """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
@@ -326,7 +401,14 @@ class Checkpointer:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Block until the save in flight is committed; CheckpointNotSaved if it failed."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (orbax's errors vary by storage)
+      if self._saving is None:
+        raise
+      raise self._not_saved(e) from e
+    self._saving = None
 
   def close(self) -> None:
     self._manager.close()

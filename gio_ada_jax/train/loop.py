@@ -178,6 +178,7 @@ def run_loop(loop: Loop, state, batches, workdir: str, config):
       # bug (a host value creeping into the step), so it raises instead of costing time.
       with jax.transfer_guard("disallow"):
         placed, metrics = loop.p_step(placed, batch)
+      checkpointer.check_saved()  # a failed save stops the run at once, not at the next save
       preempted = stop.signal is not None  # read once: a later signal waits for the next step
       save_now = step % train.checkpoint_every == 0 or step == loop.num_steps or preempted
       evaluate_now = (loop.evaluate is not None and not preempted
