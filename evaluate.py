@@ -66,6 +66,8 @@ flags.adopt_module_key_flags(distributed)  # list them in --help too
 def _compare(paths: list[str]) -> int:
   if not paths:
     raise errors.UserError("compare needs at least one workdir or report JSON.")
+  if _OUTPUT_DIR.value:  # before the reports are read, not after
+    files.check_writable_folder(_OUTPUT_DIR.value, f"--output_dir {_OUTPUT_DIR.value}")
   chosen = [reports.choose_report(p, _STEP.value) for p in paths]
   given_as: dict[str, str] = {}
   for path, report in zip(paths, chosen):
@@ -110,9 +112,11 @@ def _evaluate() -> int:
     folder = evaluate.predict_images(config, weights, _IMAGES_DIR.value, output_dir)
     print(f"Predicted {len(folder.images)} images with {weights.checkpoint} -> {output_dir}")
     if folder.skipped:
-      print(f"Skipped in {_IMAGES_DIR.value} (not images by their suffix): "
-            f"{', '.join(folder.skipped)}")
+      print(f"Skipped in {_IMAGES_DIR.value}: {', '.join(folder.skipped)}")
     return 0
+  if os.path.isdir(workdir) and distributed.is_main_process():  # before the evaluation runs
+    files.check_writable_folder(workdir_lib.evaluation(workdir),
+                                f"{workdir_lib.evaluation(workdir)} (where the reports go)")
   written = evaluate.evaluate(
       config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,
       torch_checkpoint=_TORCH_CHECKPOINT.value, torch_layout=_TORCH_LAYOUT.value,

@@ -4,7 +4,9 @@ translate, parity): absl's flag parsing with a flag that is unknown or does not 
 one line with its exit status, and SIGTERM while data was written (errors.Terminated: exit
 status 75) or Ctrl-C (130) said in one line."""
 
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -55,14 +57,36 @@ def _parse_flags(argv: list[str], program: str) -> list[str]:
   return remaining
 
 
+_CTRL_C = {"received": False}
+
+
+def _interrupt(signum, frame) -> None:
+  """Python's own Ctrl-C handler (KeyboardInterrupt), remembering that it ran: Python drops an
+  exception raised inside a garbage-collection callback (JAX has one), and the command would
+  then go on as if no Ctrl-C had come."""
+  _CTRL_C["received"] = True
+  signal.default_int_handler(signum, frame)
+
+
 def run(main: Callable[[list[str]], int | None], program: str) -> None:
   """app.run(main) with _parse_flags, and a UserError that `main` raises printed as
   `program: message` with the error's exit status instead of a traceback (flag errors start
-  with `program` too)."""
+  with `program` too). A Ctrl-C that Python dropped still ends the command with exit 130."""
 
   def main_or_user_error(argv):
+    previous = signal.getsignal(signal.SIGINT)
+    watch = (threading.current_thread() is threading.main_thread()
+             and previous is signal.default_int_handler)
+    if watch:
+      signal.signal(signal.SIGINT, _interrupt)
     try:
-      return main(argv)
+      status = main(argv)
+      if _CTRL_C["received"]:
+        print(f"{program}: Ctrl-C came while Python could not stop (in garbage collection), so "
+              f"the command ran to its end and what it wrote is complete; exit status "
+              f"{errors.INTERRUPTED_EXIT_CODE} as for any Ctrl-C.", file=sys.stderr)
+        return errors.INTERRUPTED_EXIT_CODE
+      return status
     except UserError as e:
       print(f"{program}: {e}", file=sys.stderr)
       return e.exit_code
@@ -75,5 +99,8 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
       print(f"{program}: stopped by Ctrl-C (exit status {errors.INTERRUPTED_EXIT_CODE}); rerun "
             "the same command to resume from what was saved.", file=sys.stderr)
       return errors.INTERRUPTED_EXIT_CODE
+    finally:
+      if watch:
+        signal.signal(signal.SIGINT, previous)
 
   app.run(main_or_user_error, flags_parser=lambda argv: _parse_flags(argv, program))

@@ -123,6 +123,9 @@ def _is_whole_number(value) -> bool:
           and float(value).is_integer())
 
 
+MAX_STEPS = 2**31 - 1  # the training states' step counter is an int32
+
+
 def range_problems(config) -> list[str]:
   """Every MINIMUMS field that is not a whole number or is below its minimum, negative weights
   or learning rates, a NaN or infinite number, the seed, the widths and the depth range
@@ -147,6 +150,11 @@ def range_problems(config) -> list[str]:
   problems += [f"{field}={value}: must be a finite number" for field, value in
                _leaves(config).items() if isinstance(value, float) and not math.isfinite(value)
                and not field.startswith("data.procedural.")]  # checked with their ranges
+  for field in ("train.num_steps", "cyclegan.num_steps"):
+    if _is_whole_number(_field(config, field)) and _field(config, field) > MAX_STEPS:
+      problems.append(f"{field}={_field(config, field)}: must be at most 2**31 - 1 = "
+                      f"{MAX_STEPS} (the step counter, and the learning-rate schedule that "
+                      "reads it, are 32-bit integers)")
   seed = _field(config, "seed")
   if not (_is_whole_number(seed) and 0 <= seed < 2**31):
     problems.append(f"seed={seed!r}: must be a whole number from 0 to 2**31 - 1 (the two "

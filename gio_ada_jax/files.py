@@ -1,10 +1,13 @@
-"""Whole-file writes: a file appears under its name complete or not at all."""
+"""Whole-file writes: a file appears under its name complete or not at all; and the check that
+an output folder can be written, made before the work that fills it."""
 
 import os
 import re
 import uuid
 from collections.abc import Callable
 from typing import BinaryIO
+
+from gio_ada_jax.errors import InputError
 
 
 def atomic_write(path: str, data: str | bytes | Callable[[BinaryIO], None]) -> None:
@@ -31,3 +34,17 @@ def atomic_write(path: str, data: str | bytes | Callable[[BinaryIO], None]) -> N
 def is_temporary_of(filename: str, name: str) -> bool:
   """Whether `filename` is a temporary file that `atomic_write` of `name` leaves if killed."""
   return re.fullmatch(re.escape(name) + r"(\.[0-9a-f]{32})?\.tmp", filename) is not None
+
+
+def check_writable_folder(path: str, what: str) -> None:
+  """Create the folder `path` if needed; InputError naming `what` (e.g. "--output_dir X") when
+  it is a file, cannot be created or cannot be written by this user."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise InputError(f"{what} is a file, not a folder; give a folder (a new one is created).")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise InputError(f"{what}: cannot create that folder ({e.strerror}); give one this user "
+                     "can write.") from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise InputError(f"{what}: this user cannot write into that folder; give one it can.")

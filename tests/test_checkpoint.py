@@ -320,3 +320,32 @@ def test_another_model_config_is_named_not_taken_for_damage(workdir, built_and_c
     next(evaluate.checkpoint_weights(built, config, str(workdir),
                                       allow_config_change=["model.width"]))
   assert "Skipped" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_deleted_while_evaluation_reads_it_is_named_not_taken_for_damage(
+    workdir, built_and_config, capsys, monkeypatch):
+  """A training run with train.keep_checkpoints=1 deletes its older checkpoint once the next
+  is committed; an evaluation reading it meanwhile used to call it damaged or of another
+  config. Here checkpoint 6 is deleted just as it is read (and checkpoint 3 stands for the
+  run's other kept one): the default evaluation takes 3 and names nothing as damaged; --step 6
+  says what happened."""
+  built, config = built_and_config
+  real_restore = checkpoint.Checkpointer._restore
+  gone = workdir.parent / "deleted_6"
+
+  def deleted_as_it_is_read(self, step, abstract, with_data):
+    if step == 6 and (workdir / "checkpoints" / "6").exists():
+      shutil.move(str(workdir / "checkpoints" / "6"), gone)  # the training run's deletion
+    return real_restore(self, step, abstract, with_data)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "_restore", deleted_as_it_is_read)
+  [weights] = evaluate.checkpoint_weights(built, config, str(workdir))
+  assert (weights.step, weights.checkpoint) == (3, "checkpoints/3")
+  assert "Skipped" not in capsys.readouterr().out
+  shutil.move(str(gone), workdir / "checkpoints" / "6")
+  (workdir / "train.lock").write_text("{}")  # the run holds its workdir
+  with pytest.raises(FileNotFoundError, match=(
+      rf"--step 6: checkpoint 6 \({workdir}/checkpoints/6\) was deleted while it was read: a "
+      rf"training run writing this workdir \({workdir}/train.lock is held\) keeps only its "
+      r"newest train.keep_checkpoints checkpoints. Evaluate a step it keeps")):
+    next(evaluate.checkpoint_weights(built, config, str(workdir), step=6))

@@ -2,6 +2,7 @@
 and exit status 2 (gio_ada_jax/cli.py), and prints a UserError as one line with its status."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -62,6 +63,39 @@ def test_a_user_error_or_a_stop_is_one_line_with_its_exit_status(raised, status,
     cli.run(main, "prog")
   assert exit_info.value.code == status
   assert capsys.readouterr().err == f"prog: {said}\n"
+
+
+DROPPED_CTRL_C = """
+import gc, os, signal, sys
+from gio_ada_jax import cli
+
+def main(argv):
+  def interrupt_during_gc(phase, info):  # as a Ctrl-C arriving while JAX's gc callback runs
+    if phase == "start":
+      os.kill(os.getpid(), signal.SIGINT)
+      sum(range(1000))  # the handler runs here, and Python drops what it raises
+  gc.callbacks.append(interrupt_during_gc)
+  gc.collect()
+  gc.callbacks.remove(interrupt_during_gc)
+  print("ran to its end")
+  return 0
+
+sys.argv = ["prog"]
+cli.run(main, "prog")
+"""
+
+
+def test_a_ctrl_c_that_python_dropped_still_exits_130():
+  """Python drops an exception raised in a garbage-collection callback; evaluate.py, Ctrl-C'd
+  at such a moment, went on and exited 0."""
+  done = subprocess.run([sys.executable, "-c", DROPPED_CTRL_C], capture_output=True, text=True,
+                        timeout=120, check=False,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  assert done.returncode == errors.INTERRUPTED_EXIT_CODE == 130, done.stderr[-2000:]
+  assert done.stdout == "ran to its end\n"
+  assert done.stderr.splitlines()[-1] == (
+      "prog: Ctrl-C came while Python could not stop (in garbage collection), so the command "
+      "ran to its end and what it wrote is complete; exit status 130 as for any Ctrl-C.")
 
 
 CONFIG_COMMANDS = {"train.py": ["train.py", "--workdir"],

@@ -144,7 +144,7 @@ def test_training_length_must_be_given_once(epochs, steps, match):
     ("train.learning_rate", math.nan), ("train.poly_power", math.nan),
     ("train.lambda_depth", math.inf), ("model.width", 0.0), ("eval.depth_min_m", 0.0),
     ("eval.depth_min_m", -5.0), ("eval.depth_max_m", 1e-4), ("eval.depth_max_m", -1.0),
-    ("seed", -1), ("seed", 2**31),
+    ("seed", -1), ("seed", 2**31), ("train.num_steps", 10**16), ("cyclegan.num_steps", 2**31),
 ])
 def test_each_bad_setting_is_named_before_anything_runs(field, value):
   config = test_config.get_config()

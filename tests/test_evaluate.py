@@ -160,7 +160,8 @@ def test_images_dir_predicts_unlabelled_images_at_their_own_size(trained_run,
   weights = next(evaluate.checkpoint_weights(built, config, trained_run[1]))
   assert weights.step == 6
   found = evaluate.predict_images(config, weights, str(folder), str(tmp_path / "out"))
-  assert [p.name for p in found.images] == ["a.png", "b.jpg"] and found.skipped == ["notes.txt"]
+  assert [p.name for p in found.images] == ["a.png", "b.jpg"] and found.skipped == [
+      "notes.txt (not an image by its suffix)"]
   assert np.asarray(Image.open(tmp_path / "out" / "b.jpg_segmentation.png")).shape == (25, 41, 3)
   assert np.asarray(Image.open(tmp_path / "out" / "a.png_panel.png")).shape == (20, 3 * 30 + 8,
                                                                                  3)

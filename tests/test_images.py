@@ -206,10 +206,13 @@ def test_same_stems_keep_their_own_pictures_and_skipped_files_are_listed(init_we
   Image.fromarray(png).save(folder / "a.png")
   Image.fromarray(jpg).save(folder / "a.jpg")
   (folder / "notes.txt").write_text("not an image")
-  (folder / "more").mkdir()
+  (folder / "more.png").mkdir()  # image suffixes, but neither is an image file
+  os.mkfifo(folder / "pipe.png")  # reading it would wait for a writer forever
   found = evaluate.predict_images(config, weights, str(folder), str(output))
   assert [p.name for p in found.images] == ["a.jpg", "a.png"]
-  assert found.skipped == ["more/", "notes.txt"]
+  assert found.skipped == ["more.png/ (a folder: subfolders are not read)",
+                           "notes.txt (not an image by its suffix)",
+                           "pipe.png (not a regular file)"]
   assert sorted(os.listdir(output)) == sorted(
       [evaluate.IMAGES_MANIFEST] + [f"a.{ext}_{kind}.png" for ext in ("jpg", "png")
                                      for kind in evaluate.PICTURE_KINDS])

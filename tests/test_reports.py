@@ -66,11 +66,18 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
   with pytest.raises(FileNotFoundError, match="several PyTorch checkpoints.*torch_other.json"):
     reports.choose_report(str(torch_only))
 
+  a_number = tmp_path / "five.json"
+  a_number.write_text("5\n")
   results = run_side_by_side({"compare": ["evaluate.py", "compare", str(export_only), str(with_both),
                                   "--output_dir", str(tmp_path / "out")],
                       "empty": ["evaluate.py", "compare", str(export_only), str(empty)],
                       "twice": ["evaluate.py", "compare", str(with_both), str(export_only),
-                                str(with_both / "eval" / "export.json")]})
+                                str(with_both / "eval" / "export.json")],
+                      "a number": ["evaluate.py", "compare", str(export_only), str(a_number)],
+                      "into a file": ["evaluate.py", "compare", str(export_only),
+                                      "--output_dir", str(a_number)],
+                      "not creatable": ["evaluate.py", "compare", str(export_only),
+                                        "--output_dir", "/proc/gio_ada_jax_test/out"]})
   status, out, err = results["compare"]
   assert status == 0, err[-3000:]
   assert (f"- +sd,joint: {export_only} -> {export_only}/eval/export.json (the export: the "
@@ -89,3 +96,12 @@ def test_compare_finds_the_export_report_and_says_which_report_each_row_used(tmp
       f"evaluate.py: compare: {with_both} and {with_both}/eval/export.json are the same report, "
       f"{with_both}/eval/export.json; give each run once (its mean ± std over runs would count "
       "it twice).\n") and not out
+  for name, message in [
+      ("a number", f"{a_number}: not an evaluation report (it holds a JSON int, not an object)."),
+      ("into a file", f"--output_dir {a_number} is a file, not a folder; give a folder (a new "
+                      "one is created)."),
+      ("not creatable", "--output_dir /proc/gio_ada_jax_test/out: cannot create that folder "
+                        "(No such file or directory); give one this user can write.")]:
+    status, out, err = results[name]
+    assert (status, err) == (2, f"evaluate.py: {message}\n"), (name, err[-2000:])
+  assert a_number.read_text() == "5\n"

@@ -183,3 +183,16 @@ def test_a_cg_runs_taken_translation_folder_names_what_train_py_can_change(
       f"{output_dir} holds other data (kitti_semantics); translated copies go into a folder of "
       f"their own. A 'cg' run writes its translated source into {output_dir}; move what is "
       "there elsewhere, or train in another --workdir.")
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_the_generator_loads(tmp_path):
+  from tests.conftest import run_side_by_side  # pylint: disable=g-import-not-at-top
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("mine")
+  status, out, err = run_side_by_side({"translate": [
+      "-m", "gio_ada_jax.cyclegan.translate", "--config", "configs/test.py:cg,na",
+      "--torch_generator", str(tmp_path / "absent.pth"), "--output_dir", str(a_file)]}
+                                      )["translate"]
+  assert (status, err) == (2, f"translate: --output_dir {a_file} is a file, not a folder; give "
+                              "a folder (a new one is created).\n"), err[-2000:]
+  assert a_file.read_text() == "mine" and not out

@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from gio_ada_jax import cli, config_checks, workdir as workdir_lib
+from gio_ada_jax import cli, config_checks, files, workdir as workdir_lib
 from gio_ada_jax.cyclegan import model as cyclegan
 from gio_ada_jax.data import builders, pipeline, prepare
 from gio_ada_jax.distributed import is_main_process
@@ -309,6 +309,7 @@ def main(argv):
     return 2
   try:
     config_checks.check_config(config)
+    files.check_writable_folder(fl.output_dir, f"--output_dir {fl.output_dir}")
     if fl.torch_generator:
       params, provenance = generator_from_torch(config, fl.torch_generator)
     else:

@@ -107,6 +107,9 @@ def _requested_step(checkpointer: checkpoint.Checkpointer, abstract, step: int
   restored, skipped = checkpointer.newest_params(abstract, [step])
   if restored is not None:
     return restored
+  if not os.path.isdir(checkpointer.folder(step)):
+    raise MissingInput(f"--step {step}: {checkpointer.deleted_while_read(step)}. Evaluate a step "
+                       "it keeps, or evaluate once the run has finished.")
   bad = skipped[0]
   others = [k for k in kept if k != step]
   other, _ = checkpointer.newest_params(abstract, others)
@@ -452,7 +455,7 @@ class ImageFolder:
   """The images of a folder (by suffix, not recursive) and what else it holds."""
 
   images: list[pathlib.Path]
-  skipped: list[str]  # names of files with other suffixes and of subfolders
+  skipped: list[str]  # "NAME (why)" of every other entry: another suffix, a subfolder, a FIFO
 
 
 def list_images(images_dir: str) -> ImageFolder:
@@ -461,7 +464,9 @@ def list_images(images_dir: str) -> ImageFolder:
     raise MissingInput(f"--images_dir={images_dir}: not a folder.")
   entries = sorted(pathlib.Path(images_dir).iterdir())
   images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-  skipped = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
+  skipped = [f"{p.name}/ (a folder: subfolders are not read)" if p.is_dir()
+             else f"{p.name} (not a regular file)" if not p.is_file()
+             else f"{p.name} (not an image by its suffix)" for p in entries if p not in images]
   if not images:
     raise MissingInput(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}).")
   return ImageFolder(images, skipped)

@@ -284,9 +284,15 @@ def load_report(path: str) -> dict[str, Any]:
       report = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise InputError(f"{path}: not a readable evaluation report ({e}).") from None
+  if not isinstance(report, dict):
+    raise InputError(f"{path}: not an evaluation report (it holds a JSON "
+                     f"{type(report).__name__}, not an object).")
   missing = {"name", "classes", "metrics"} - set(report)
   if missing:
     raise InputError(f"{path}: not an evaluation report (no {sorted(missing)}).")
+  if not (isinstance(report["classes"], list) and isinstance(report["metrics"], dict)):
+    raise InputError(f"{path}: not an evaluation report (its classes are not a list or its "
+                     "metrics not an object).")
   return report
 
 

@@ -41,6 +41,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from gio_ada_jax import errors
+from gio_ada_jax import workdir as workdir_lib
 from gio_ada_jax.distributed import is_main_process
 from gio_ada_jax.errors import UserError
 from gio_ada_jax.train.state import GioAdaState
@@ -310,19 +311,42 @@ class Checkpointer:
               ) -> tuple[Restored | None, list[Skipped]]:
     """The newest of `steps` (default: all) that `restore` reads in every process, and those
     skipped before it (all of them when none restores)."""
+    skipped, deleted = [], set()
+    for _ in range(10):  # a walk begins again when a training run deletes what it reads
+      restored, skipped, vanished = self._walk(restore, steps, deleted)
+      if restored is not None or not vanished:
+        return restored, skipped
+      deleted.add(vanished)
+      self._manager.reload()  # the running training has written newer ones meanwhile
+    return None, skipped
+
+  def deleted_while_read(self, step: int) -> str:
+    """Why checkpoint `step` vanished: the training run writing this workdir deleted it."""
+    lock = workdir_lib.lock(os.path.dirname(self.directory))
+    held = f" ({lock} is held)" if os.path.exists(lock) else ""
+    return (f"checkpoint {step} ({self.folder(step)}) was deleted while it was read: a training "
+            f"run writing this workdir{held} keeps only its newest train.keep_checkpoints "
+            "checkpoints")
+
+  def _walk(self, restore, steps, deleted: set[int]):
+    """(the newest restored or None, the skipped, a step deleted while read or None)."""
     skipped = []
     for step in sorted(self.all_steps() if steps is None else steps, reverse=True):
+      if step in deleted:
+        continue
       try:
         restored, reason = restore(step), ""
       except UnrestorableCheckpoint as e:
         restored, reason = None, str(e).removeprefix(f"{self.folder(step)}: ")
       if _all_processes(restored is not None):
-        return restored, skipped
+        return restored, skipped, None
+      if steps is None and not _all_processes(os.path.isdir(self.folder(step))):
+        return None, skipped, step
       if reason and not is_main_process():  # process 0 says the rest
         logging.warning("Process %d: %s: %s", jax.process_index(), self.folder(step), reason)
       skipped.append(Skipped(step, self.folder(step), reason or
                              "restores here, but not in every process: see their logs"))
-    return None, skipped
+    return None, skipped, None
 
   def restore(self, template: GioAdaState, step: int | None = None
               ) -> tuple[GioAdaState, dict] | None:
