@@ -333,13 +333,22 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
   return seeds
 
 
+def check_run_configs(chosen: Table, config, seeds: Sequence[int]) -> None:
+  """A ConfigError naming the field when any row x seed's config cannot run (a seed out of
+  range, say), before anything is rendered or trained."""
+  for seed in seeds:
+    for row in chosen.rows:
+      config_checks.check_config(run_config(config, row.variant, seed, config.data.data_dir,
+                                            row.trains_on_target_labels))
+
+
 def main_exit_code(number: int, config, config_file: str, overrides: dict[str, Any],
                    workdir: str, seed_values: Sequence[str], print_commands: bool) -> int:
   """What `python -m gio_ada_jax.experiments` does; 0, or a UserError that cli.run prints with
   its exit status (2 a usage or config error, 75 when SIGTERM stopped a run: Preempted)."""
+  chosen, seeds = table(number), parse_seeds(seed_values)
+  check_run_configs(chosen, config, seeds)  # not "the runs are reused": nothing ran yet
   try:
-    chosen = table(number)
-    seeds = parse_seeds(seed_values)
     check_overrides(overrides)
     check_config_fits(chosen, config)
     if not workdir.strip():

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from gio_ada_jax import experiments, variants  # noqa: E402
+from gio_ada_jax import config_checks, experiments, variants  # noqa: E402
 from gio_ada_jax import trainer  # noqa: E402
 from tests import reference_tables  # noqa: E402
 from tests.conftest import tiny_training_config  # noqa: E402
@@ -194,3 +194,15 @@ def test_a_table_trains_every_run_then_reuses_them(procedural_data_dir, tmp_path
 
   monkeypatch.setattr(trainer, "train_and_evaluate", no_training)
   assert experiments.run(t, config, str(tmp_path), [0]).text == text  # reused, evaluated again
+
+
+def test_a_seed_that_cannot_run_is_refused_before_anything_is_rendered_or_trained(tmp_path):
+  """It used to be refused when its first run came up, after the other seeds' runs had
+  trained (and then as "the runs are reused")."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "t3"
+  with pytest.raises(config_checks.ConfigError, match=r"^the config cannot run: seed=2147483648: "
+                                                      r"must be a whole number from 0 to 2\*\*31"):
+    experiments.main_exit_code(3, test.get_config(), "configs/test.py", {}, str(workdir),
+                               ["0", str(2**31)], print_commands=False)
+  assert not workdir.exists()
