@@ -116,7 +116,8 @@ def _evaluate() -> int:
     return 0
   if os.path.isdir(workdir) and distributed.is_main_process():  # before the evaluation runs
     files.check_writable_folder(workdir_lib.evaluation(workdir),
-                                f"{workdir_lib.evaluation(workdir)} (where the reports go)")
+                                f"{workdir_lib.evaluation(workdir)} (where the reports go)",
+                                create=False)
   written = evaluate.evaluate(
       config, workdir, step=_STEP.value, all_steps=_ALL_STEPS.value,
       torch_checkpoint=_TORCH_CHECKPOINT.value, torch_layout=_TORCH_LAYOUT.value,

@@ -36,15 +36,20 @@ def is_temporary_of(filename: str, name: str) -> bool:
   return re.fullmatch(re.escape(name) + r"(\.[0-9a-f]{32})?\.tmp", filename) is not None
 
 
-def check_writable_folder(path: str, what: str) -> None:
-  """Create the folder `path` if needed; InputError naming `what` (e.g. "--output_dir X") when
-  it is a file, cannot be created or cannot be written by this user."""
+def check_writable_folder(path: str, what: str, create: bool = True) -> None:
+  """Create the folder `path` if needed (`create`; else only check that its nearest existing
+  parent is writable); InputError naming `what` (e.g. "--output_dir X") when it is a file,
+  cannot be created or cannot be written by this user."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise InputError(f"{what} is a file, not a folder; give a folder (a new one is created).")
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise InputError(f"{what}: cannot create that folder ({e.strerror}); give one this user "
-                     "can write.") from None
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise InputError(f"{what}: this user cannot write into that folder; give one it can.")
+  if create:
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      raise InputError(f"{what}: cannot create that folder ({e.strerror}); give one this user "
+                       "can write.") from None
+  existing = path
+  while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not (os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
+    raise InputError(f"{what}: this user cannot write into {existing}; give a folder it can.")

@@ -75,5 +75,6 @@ class FCDiscriminator(nn.Module):
       channels = scale_width(self.ndf * multiplier, self.width)
       x = leaky_relu(conv2d(x, channels, KERNEL_SIZE, name=f"conv{i + 1}", **common))
     logits = conv2d(x, 1, KERNEL_SIZE, name="classifier", **common)
-    _check_not_empty("FCDiscriminator", input_size, logits, FC_SMALLEST_INPUT)
+    if not self.is_initializing():  # its parameters do not depend on the input's size
+      _check_not_empty("FCDiscriminator", input_size, logits, FC_SMALLEST_INPUT)
     return at_least_float32(logits)

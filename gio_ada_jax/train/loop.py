@@ -76,7 +76,7 @@ class StopFlag:
   def __init__(self):
     self.signal: int | None = None  # the first that arrived
     watched = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if callable(signal.getsignal(signal.SIGINT)):  # Python's, or cli.run's around it
       watched.append(signal.SIGINT)
     self._previous = {s: signal.signal(s, self._handle) for s in watched}
 
