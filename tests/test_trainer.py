@@ -175,37 +175,43 @@ def test_kill_and_sigterm_then_resume_match_an_uninterrupted_run(data_dir, strai
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_good_one(
     data_dir, tmp_path):
-  """A file size limit (as a full disk would) set once checkpoint 100 is committed: the save of
-  step 200 fails inside orbax's background writer, and the run stops with one paragraph and exit
-  74 (EX_IOERR) instead of training on without checkpoints. Step 100 is kept, and the failed
-  step's temporary folder is removed."""
+  """A file size limit (as a full disk would) set once checkpoint 10 is committed: the next
+  save fails inside orbax's background writer, and the run stops with one paragraph and exit 74
+  (EX_IOERR) instead of training on without checkpoints. The last good checkpoint is kept, and
+  the failed step's temporary folder is removed."""
   workdir = tmp_path / "work"
   checkpoints = workdir / "checkpoints"
   process = _train_py(workdir, data_dir, "--config.train.num_steps=1000",
-                      "--config.train.checkpoint_every=100", "--config.train.log_every=100",
+                      "--config.train.checkpoint_every=10", "--config.train.log_every=100",
                       "--config.train.image_every=1000")
   deadline = time.monotonic() + 600
-  while not (checkpoints / "100" / "_CHECKPOINT_METADATA").exists():
+  while not (checkpoints / "10" / "_CHECKPOINT_METADATA").exists():
     assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-    time.sleep(0.02)
+    time.sleep(0.01)
+  process.send_signal(signal.SIGSTOP)  # held while its limit changes
   _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
   resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (20_000, hard))  # bytes per file
+  process.send_signal(signal.SIGCONT)
   out, err = process.communicate(timeout=600)
   assert process.returncode == errors.IO_ERROR_EXIT_CODE == 74, err[-3000:]
   # orbax's background writers print their own errors before it, from other threads, which
   # may leave a line unfinished: the paragraph is found where it starts, not at a line start.
   said = re.findall(r"train\.py: .*", err)
   assert len(said) == 1, err[-3000:]
-  last = said[0]
-  assert "exception was never retrieved" not in err.split(last)[1]
-  assert last.startswith(
-      f"train.py: checkpoint 200 could not be written to {checkpoints}: File too large. "
-      f"Training stopped; the last checkpoint written, step 100 ({checkpoints / '100'}), is "
-      "kept. That folder is on the file system mounted at "), last
-  assert "free space there (or raise the shell's file size limit, `ulimit -f`)" in last
-  assert "step 1000/1000" not in out
-  assert sorted(p.name for p in checkpoints.iterdir()) == ["100"]
+  assert "exception was never retrieved" not in err.split(said[0])[1]
+  failed = int(re.match(r"train\.py: checkpoint (\d+) ", said[0]).group(1))
+  kept = failed - 10  # saves started before the limit was set wrote whole checkpoints
+  assert said[0].startswith(
+      f"train.py: checkpoint {failed} could not be written to {checkpoints}: File too large. "
+      f"Training stopped; the last checkpoint written, step {kept} ({checkpoints / str(kept)}), "
+      "is kept. That folder is on the file system mounted at "), said[0]
+  assert "free space there (or raise the shell's file size limit, `ulimit -f`)" in said[0]
+  assert "step 1000/1000" not in out and failed >= 20
+  names = sorted(p.name for p in checkpoints.iterdir())
+  assert all(name.isdigit() for name in names), names  # no temporary folder left
+  steps = sorted(map(int, names))
+  assert steps[-1] == kept, names
   checkpointer = checkpoint.Checkpointer(str(checkpoints), keep=None)
-  assert checkpointer.all_steps() == [100]
+  assert checkpointer.all_steps() == steps
   checkpointer.close()
   assert not (workdir / "train.lock").exists()
