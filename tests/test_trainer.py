@@ -205,7 +205,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_go
       f"train.py: checkpoint {failed} could not be written to {checkpoints}: File too large. "
       f"Training stopped; the last checkpoint written, step {kept} ({checkpoints / str(kept)}), "
       "is kept. That folder is on the file system mounted at "), said[0]
-  assert "free space there (or raise the shell's file size limit, `ulimit -f`)" in said[0]
+  assert said[0].endswith(": raise the shell's file size limit (`ulimit -f`), then rerun the "
+                         "same command to resume from the last checkpoint."), said[0]
   assert "step 1000/1000" not in out and failed >= 20
   names = sorted(p.name for p in checkpoints.iterdir())
   assert all(name.isdigit() for name in names), names  # no temporary folder left
@@ -215,3 +216,35 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_go
   assert checkpointer.all_steps() == steps
   checkpointer.close()
   assert not (workdir / "train.lock").exists()
+
+
+def test_a_checkpoint_larger_than_the_free_space_is_refused_before_it_is_written(
+    data_dir, tmp_path):
+  """On a real full disk (a 3 MiB tmpfs; a checkpoint here takes about 1.6 MiB): the save that
+  would not fit is refused before orbax writes anything, so no writer's errors precede the
+  paragraph; the checkpoint before it is kept."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                           capture_output=True, text=True, check=False)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+  try:
+    process = _train_py(disk / "work", data_dir, "--config.train.num_steps=30",
+                        "--config.train.log_every=10")
+    out, err = process.communicate(timeout=600)
+    checkpoints = disk / "work" / "checkpoints"
+    names = sorted(p.name for p in checkpoints.iterdir())
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
+  assert process.returncode == 74, err[-3000:]
+  assert "Traceback" not in err and "step 30/30" not in out
+  said = err.strip().splitlines()[-1]
+  assert re.fullmatch(
+      rf"train\.py: checkpoint (\d+) could not be written to {re.escape(str(checkpoints))}: No "
+      r"space left on device \(its arrays take [\d.]+ MiB, and [\d.]+ MiB is free\)\. Training "
+      rf"stopped; the last checkpoint written, step (\d+) \({re.escape(str(checkpoints))}/\d+\), "
+      rf"is kept\. That folder is on the file system mounted at {re.escape(str(disk))} "
+      r"\([\d.]+ MiB free of 3\.0 MiB\): free space there, then rerun the same command to "
+      r"resume from the last checkpoint\.", said), said
+  assert names and all(name.isdigit() for name in names), names

@@ -25,6 +25,7 @@ garbage collection could delete them).
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging as std_logging
@@ -73,6 +74,11 @@ def _write_error(error: BaseException) -> str:
   return _short(error)
 
 
+def _bytes(count: float) -> str:
+  unit, size = ("GiB", 2**30) if count >= 2**30 else ("MiB", 2**20)
+  return f"{count / size:.1f} {unit}"
+
+
 def _disk(directory: str) -> str:
   """The file system that holds `directory`: its mount point and free space."""
   mount = os.path.realpath(directory)
@@ -82,8 +88,7 @@ def _disk(directory: str) -> str:
     usage = shutil.disk_usage(directory)
   except OSError:
     return f"the file system mounted at {mount}"
-  return (f"the file system mounted at {mount} ({usage.free / 2**30:.1f} GiB free of "
-          f"{usage.total / 2**30:.1f} GiB)")
+  return f"the file system mounted at {mount} ({_bytes(usage.free)} free of {_bytes(usage.total)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +235,12 @@ class Checkpointer:
     self.wait()  # orbax waits for the previous save anyway; this says which step failed
     savable = _savable(state)
     self._saving = step
+    needed = sum(np.asarray(x).nbytes for x in jax.tree.leaves(savable))
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:  # refused before writing: orbax's failing writers would fill the log
+      raise self._not_saved(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                                    f"its arrays take {_bytes(needed)}, and {_bytes(free)} is "
+                                    "free"))
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(savable), data=ocp.args.JsonSave(data_state),
@@ -249,19 +260,30 @@ class Checkpointer:
     # when collected at exit, after this error's paragraph; the run stops here anyway.
     std_logging.getLogger("asyncio").disabled = True
     unfinished = self.folder(step) + ".orbax-checkpoint-tmp"  # orbax's name while writing
-    for _ in range(50):  # write tasks of the failed save may still be creating files in it
-      if not (is_main_process() and os.path.isdir(unfinished)):
+    # Write tasks of the failed save may still be creating files in it: removed until it has
+    # stayed away for 0.3 s (10 s at most).
+    deadline, away_since = time.monotonic() + 10, None
+    while is_main_process() and time.monotonic() < deadline:
+      if os.path.isdir(unfinished):
+        shutil.rmtree(unfinished, ignore_errors=True)
+        away_since = None
+      elif away_since is None:
+        away_since = time.monotonic()
+      elif time.monotonic() - away_since > 0.3:
         break
-      shutil.rmtree(unfinished, ignore_errors=True)
-      time.sleep(0.02)
+      time.sleep(0.05)
     kept = [s for s in self.all_steps() if s != step]
     last = (f"the last checkpoint written, step {kept[-1]} ({self.folder(kept[-1])}), is kept"
             if kept else "no earlier checkpoint was written")
+    cause = _write_error(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC and error.filename:
+      cause += f" ({error.filename})"  # what the check before writing measured
+    fix = ("raise the shell's file size limit (`ulimit -f`)" if cause == os.strerror(errno.EFBIG)
+           else "free space there")
     return CheckpointNotSaved(
-        f"checkpoint {step} could not be written to {self.directory}: {_write_error(error)}. "
-        f"Training stopped; {last}. That folder is on {_disk(self.directory)}: free "
-        "space there (or raise the shell's file size limit, `ulimit -f`), then rerun the same "
-        "command to resume from the last checkpoint.")
+        f"checkpoint {step} could not be written to {self.directory}: {cause}. Training "
+        f"stopped; {last}. That folder is on {_disk(self.directory)}: {fix}, then rerun the "
+        "same command to resume from the last checkpoint.")
 
   def _restore(self, step: int, abstract, with_data: bool) -> Restored:
     """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
