@@ -283,7 +283,8 @@ class Checkpointer:
     return CheckpointNotSaved(
         f"checkpoint {step} could not be written to {self.directory}: {cause}. Training "
         f"stopped; {last}. That folder is on {_disk(self.directory)}: {fix}, then rerun the "
-        "same command to resume from the last checkpoint.")
+        "same command to " + ("resume from the last checkpoint." if kept
+                              else "train again (from step 0)."))
 
   def _restore(self, step: int, abstract, with_data: bool) -> Restored:
     """Checkpoint `step` read into `abstract` (shapes and dtypes) and verified; raises
