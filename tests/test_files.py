@@ -43,3 +43,40 @@ def test_the_temporary_name_is_unique_and_recognised(tmp_path, monkeypatch):
   assert files.is_temporary_of("x.png.tmp", "x.png")  # an older version's name
   assert not files.is_temporary_of("x.png", "x.png")
   assert not files.is_temporary_of("y.png.tmp", "x.png")
+
+
+def test_read_only_folders_are_one_line_and_exit_2_before_any_work(tmp_path):
+  """A workdir, --data_dir and --output_dir on a read-only file system (a tmpfs remounted
+  read-only: root, who writes through permissions, cannot write there either). evaluate.py
+  used to fail only after the whole evaluation had run."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from tests.conftest import run_side_by_side  # pylint: disable=g-import-not-at-top
+  disk = tmp_path / "read_only"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                           capture_output=True, text=True, check=False)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+  try:
+    (disk / "work").mkdir()  # refused before its checkpoints or data would be read
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    results = run_side_by_side({
+        "evaluate": ["evaluate.py", "--config", "configs/test.py", "--workdir",
+                     str(disk / "work")],
+        "prepare": ["-m", "gio_ada_jax.data.prepare", "--dataset", "procedural", "--config",
+                    "configs/test.py", "--data_dir", str(disk / "data")],
+        "compare": ["evaluate.py", "compare", str(disk / "work"), "--output_dir",
+                    str(disk / "tables")]})
+  finally:
+    subprocess.run(["umount", str(disk)], check=True)
+  expected = {
+      "evaluate": f"evaluate.py: {disk}/work/eval (where the reports go): this user cannot "
+                  f"write into {disk}/work; give a folder it can.",
+      "prepare": f"prepare: cannot write {disk}/data/procedural/source/prepare.lock: Read-only "
+                 "file system. Give a --data_dir that this user can write.",
+      "compare": f"evaluate.py: --output_dir {disk}/tables: cannot create that folder (Read-only "
+                 "file system); give one this user can write."}
+  for name, said in expected.items():
+    status, out, err = results[name]
+    assert (status, err.strip().splitlines()[-1]) == (2, said), (name, err[-2000:])
+  assert "evaluating" not in results["evaluate"][2]  # refused before the evaluation ran
