@@ -2,6 +2,7 @@
 compilation cache for the session."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -130,3 +131,22 @@ def trained_run(procedural_data_dir, tmp_path_factory):
     train_step.train_step = step_function
   return state, str(workdir)
 
+
+
+@contextlib.contextmanager
+def tmpfs(path, size: str, then_read_only=None):
+  """A real file system of `size` (e.g. "3m") mounted at the new folder `path` for the block;
+  given `then_read_only`, it is called with `path` and the file system is then remounted
+  read-only. The test skips where a tmpfs cannot be mounted (not root)."""
+  path.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, text=True, check=False)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+  try:
+    if then_read_only is not None:
+      then_read_only(path)
+      subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+    yield path
+  finally:
+    subprocess.run(["umount", str(path)], check=True)

@@ -49,17 +49,10 @@ def test_read_only_folders_are_one_line_and_exit_2_before_any_work(tmp_path):
   """A workdir, --data_dir and --output_dir on a read-only file system (a tmpfs remounted
   read-only: root, who writes through permissions, cannot write there either). evaluate.py
   used to fail only after the whole evaluation had run."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  from tests.conftest import run_side_by_side  # pylint: disable=g-import-not-at-top
+  from tests.conftest import run_side_by_side, tmpfs  # pylint: disable=g-import-not-at-top
   disk = tmp_path / "read_only"
-  disk.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
-                           capture_output=True, text=True, check=False)
-  if mounted.returncode != 0:
-    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-  try:
-    (disk / "work").mkdir()  # refused before its checkpoints or data would be read
-    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+  # The workdir is refused before its checkpoints or data would be read.
+  with tmpfs(disk, "16m", then_read_only=lambda path: (path / "work").mkdir()):
     results = run_side_by_side({
         "evaluate": ["evaluate.py", "--config", "configs/test.py", "--workdir",
                      str(disk / "work")],
@@ -67,8 +60,6 @@ def test_read_only_folders_are_one_line_and_exit_2_before_any_work(tmp_path):
                     "configs/test.py", "--data_dir", str(disk / "data")],
         "compare": ["evaluate.py", "compare", str(disk / "work"), "--output_dir",
                     str(disk / "tables")]})
-  finally:
-    subprocess.run(["umount", str(disk)], check=True)
   expected = {
       "evaluate": f"evaluate.py: {disk}/work/eval (where the reports go): this user cannot "
                   f"write into {disk}/work; give a folder it can.",

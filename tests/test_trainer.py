@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow_datasets")
 
 from gio_ada_jax import errors  # noqa: E402
 from gio_ada_jax.train import checkpoint, loop  # noqa: E402
+from tests.conftest import tmpfs  # noqa: E402
 
 
 @pytest.fixture
@@ -223,20 +224,12 @@ def test_a_checkpoint_larger_than_the_free_space_is_refused_before_it_is_written
   """On a real full disk (a 3 MiB tmpfs; a checkpoint here takes about 1.6 MiB): the save that
   would not fit is refused before orbax writes anything, so no writer's errors precede the
   paragraph; the checkpoint before it is kept."""
-  disk = tmp_path / "disk"
-  disk.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
-                           capture_output=True, text=True, check=False)
-  if mounted.returncode != 0:
-    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-  try:
+  with tmpfs(tmp_path / "disk", "3m") as disk:
     process = _train_py(disk / "work", data_dir, "--config.train.num_steps=30",
                         "--config.train.log_every=10")
     out, err = process.communicate(timeout=600)
     checkpoints = disk / "work" / "checkpoints"
     names = sorted(p.name for p in checkpoints.iterdir())
-  finally:
-    subprocess.run(["umount", str(disk)], check=True)
   assert process.returncode == 74, err[-3000:]
   assert "Traceback" not in err and "step 30/30" not in out
   said = err.strip().splitlines()[-1]
