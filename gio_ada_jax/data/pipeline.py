@@ -266,14 +266,19 @@ def preprocess_at_label_resolution(example: dict[str, Any], spec: Preprocessing,
   return out
 
 
+def split_image_sizes(info, split: str) -> list[tuple[int, int]]:
+  """Every (height, width) of `split`'s images, as recorded at prepare time ([] if none)."""
+  stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get(split) or {}
+  return [tuple(int(v) for v in key.split("x")) for key in stats.get("image_sizes") or {}]
+
+
 def split_label_size(info, split: str) -> tuple[int, int]:
   """The largest label height and width of `split`, from the sizes recorded at prepare time."""
-  stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get(split)
-  if not stats or not stats.get("image_sizes"):
+  sizes = split_image_sizes(info, split)
+  if not sizes:
     raise DatasetUnusable(f"dataset {info.name!r}: no image sizes of split {split!r} in its "
                           "metadata; re-prepare it with `python -m gio_ada_jax.data.prepare "
                           "... --overwrite`.")
-  sizes = [tuple(int(v) for v in key.split("x")) for key in stats["image_sizes"]]
   return max(h for h, _ in sizes), max(w for _, w in sizes)
 
 
@@ -468,8 +473,7 @@ def check_fits_training(data_config, name: str, source, info) -> None:
         f"data.global_batch={data_config.global_batch} is more than the {len(source)} examples "
         f"of {name!r}'s train split: a batch would hold images several times. Set "
         f"--config.data.global_batch to at most {len(source)}.")
-  stats = ((info.metadata or {}).get(METADATA_SPLIT_STATS) or {}).get("train") or {}
-  sizes = [tuple(int(v) for v in key.split("x")) for key in stats.get("image_sizes", {})]
+  sizes = split_image_sizes(info, "train")
   if data_config.mode == "random_crop" and sizes:
     height, width = min(h for h, _ in sizes), min(w for _, w in sizes)
     if height < data_config.height or width < data_config.width:
