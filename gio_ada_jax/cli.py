@@ -74,6 +74,7 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
   with `program` too). A Ctrl-C that Python dropped still ends the command with exit 130."""
 
   def main_or_user_error(argv):
+    _CTRL_C["received"] = False
     previous = signal.getsignal(signal.SIGINT)
     watch = (threading.current_thread() is threading.main_thread()
              and previous is signal.default_int_handler)

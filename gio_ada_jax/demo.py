@@ -140,15 +140,19 @@ def _depth_scale_cm(config, data_dir: str) -> float:
   return pipeline.depth_scale_cm(source_info, config.data.sky_depth)
 
 
+def extra_rows(with_oracle: bool, with_cyclegan: bool) -> tuple:
+  """The rows the demo adds to Table 1's."""
+  return ((CYCLEGAN,) if with_cyclegan else ()) + ((ORACLE,) if with_oracle else ())
+
+
 def run(base_config, output_dir: str, seeds: list[int], with_oracle: bool,
         with_cyclegan: bool = False) -> str:
   """Everything `python -m gio_ada_jax.demo` does: Table 1 of `python -m
   gio_ada_jax.experiments` on the procedural benchmark (with the extra rows asked for), written
   to OUTPUT/results.{md,json,png}, and the figures; the results table (Markdown)."""
   start = time.time()
-  extra_rows = ((CYCLEGAN,) if with_cyclegan else ()) + ((ORACLE,) if with_oracle else ())
-  made = experiments.run(experiments.TABLES[1], base_config, output_dir, seeds, extra_rows,
-                         stem="results")
+  made = experiments.run(experiments.TABLES[1], base_config, output_dir, seeds,
+                         extra_rows(with_oracle, with_cyclegan), stem="results")
   runs = {key: folders[0] for key, folders in made.run_folders.items()}  # the first seed's
   figure3(base_config, made.data_dir, runs, seeds[0],
           os.path.join(output_dir, "figure3_segmentation.png"))
@@ -182,10 +186,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   seeds = experiments.parse_seeds(_SEEDS.value)  # distinct: the table's spread is over seeds
-  for seed in seeds:  # each run's config, before anything is rendered or trained
-    seeded = _CONFIG.value.copy_and_resolve_references()
-    seeded.seed = seed
-    config_checks.check_config(seeded)
+  experiments.check_run_configs(experiments.TABLES[1], _CONFIG.value, seeds,
+                                extra_rows(_ORACLE.value, _CYCLEGAN.value))
   try:
     run(_CONFIG.value, _OUTPUT_DIR.value, seeds, _ORACLE.value, _CYCLEGAN.value)
   except config_checks.ConfigError as e:  # e.g. rerun with another config: the runs are reused

@@ -333,11 +333,12 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
   return seeds
 
 
-def check_run_configs(chosen: Table, config, seeds: Sequence[int]) -> None:
+def check_run_configs(chosen: Table, config, seeds: Sequence[int],
+                      extra_rows: Sequence[Row] = ()) -> None:
   """A ConfigError naming the field when any row x seed's config cannot run (a seed out of
   range, say), before anything is rendered or trained."""
   for seed in seeds:
-    for row in chosen.rows:
+    for row in chosen.rows + tuple(extra_rows):
       config_checks.check_config(run_config(config, row.variant, seed, config.data.data_dir,
                                             row.trains_on_target_labels))
 
